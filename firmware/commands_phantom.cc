@@ -1,0 +1,6 @@
+// PLACEHOLDER: replaced by the owner of this subcommand.
+#include <cstdio>
+#include "firmware/commands.h"
+namespace firmware {
+int cmd_phantom(int, char**) { std::fprintf(stderr, "strokebox phantom: not built yet\n"); return 1; }
+}  // namespace firmware

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages strokebox needs to build, test and demo, when missing.
+# Safe to run repeatedly: does nothing when everything is present.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config git
+  libdcmtk-dev dcmtk                       # DICOM (dcmdata, dcmnet, dcmseg) and storescu/echoscu
+  libdnnl-dev ocl-icd-opencl-dev opencl-headers   # oneDNN (its CMake config needs OpenCL)
+  libonnx-dev libprotobuf-dev              # ONNX model import
+  libnifti2-dev zlib1g-dev                 # NIfTI
+  libeigen3-dev                            # geometry
+  libsqlite3-dev sqlite3                   # index, jobs, results
+  libsystemd-dev                           # sd_notify
+  libtomlplusplus-dev nlohmann-json3-dev   # config (TOML), reports (JSON)
+  libgtest-dev libgmock-dev libbenchmark-dev
+  mricron-data                             # Colin27 head for the phantoms
+  python3-torch python3-onnx python3-numpy python3-scipy python3-nibabel   # tools/ (training, checks)
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
