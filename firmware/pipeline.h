@@ -1,0 +1,63 @@
+// The main job for one study: select series -> assemble volumes -> nnU-Net inference ->
+// outputs (report.json, lesion_mask.nii.gz, seg.dcm). Used by `strokebox segment` and by the
+// daemon's worker. Create once (loads the model and its engine), then process many studies.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.h"
+
+namespace firmware {
+
+struct PipelineOptions {
+  std::string model_dir;            // model package (docs/model_package.md)
+  std::string precision = "fp32";   // engine precision: fp32 (issue 2), later bf16/fp16/auto
+};
+
+/// What happened to one study; serialized as report.json (DESIGN.md "Outputs").
+struct StudyReport {
+  std::string status = "failed";    // "done" | "failed"
+  std::string reason;               // for "failed": what a technician can act on
+  std::string study_instance_uid;
+  std::string dwi_series_instance_uid;
+  std::string adc_series_instance_uid;
+  double lesion_volume_ml = 0.0;
+  int lesion_count = 0;
+  std::string model_id, backend, precision;
+  /// Wall time per stage in ms, in pipeline order: receive (daemon only), load, preprocess,
+  /// inference, export, write.
+  std::vector<std::pair<std::string, double>> timings_ms;
+  nlohmann::json extra = nlohmann::json::object();  // anything else worth keeping
+
+  nlohmann::json to_json() const;
+};
+
+class Pipeline {
+ public:
+  /// Loads the model package and builds its engine for the fixed patch shape.
+  /// Errors: kNotFound (no model.json/model.onnx), kInvalidArgument (bad package),
+  /// kUnimplemented (unsupported operator or precision).
+  static base::Result<std::unique_ptr<Pipeline>> create(const PipelineOptions& options);
+  ~Pipeline();
+
+  /// Segments the DICOM study in `study_dir` (any layout, files found recursively) and writes
+  /// report.json, lesion_mask.nii.gz and seg.dcm into `out_dir` (created if missing).
+  /// Never throws; an unusable study gives status "failed" with a reason (and report.json).
+  StudyReport process_study(const std::string& study_dir, const std::string& out_dir);
+
+  /// Research path: channel NIfTI files in the model's channel order -> report.json and
+  /// lesion_mask.nii.gz on the first image's grid.
+  StudyReport process_nifti(const std::vector<std::string>& images, const std::string& out_dir);
+
+ private:
+  struct Impl;
+  explicit Pipeline(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace firmware
