@@ -1,0 +1,209 @@
+// The main job end to end, through the real binary: phantom studies -> storescu (DCMTK, a real
+// DICOM client) -> `strokebox run` on loopback -> outputs and result rows. Also the offline
+// `strokebox segment` paths. Seeds 101..199 are never used for training the demo model.
+#include <gtest/gtest.h>
+
+#include <dcmtk/dcmdata/dctk.h>
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/process.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const std::string kBin = STROKEBOX_BINARY;
+const std::string kModel = std::string(STROKEBOX_SOURCE_DIR) + "/models/demo";
+
+json run_json(const std::string& cmd) {
+  auto r = itest::run_command(cmd);
+  EXPECT_EQ(r.exit_code, 0) << cmd << "\n" << r.output;
+  try {
+    return json::parse(r.output);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "not JSON from `" << cmd << "`: " << r.output;
+    return json::object();
+  }
+}
+
+/// One daemon run shared by the tests of this suite: 8 lesion-seeds and one lesion-free study.
+class MainJob : public ::testing::Test {
+ protected:
+  static inline fs::path work_;
+  static inline std::map<int, fs::path> reports_;   // seed -> report.json
+  static inline std::map<int, double> truth_ml_;    // seed -> truth lesion volume
+  static inline std::string daemon_log_;
+  static constexpr int kLesionFreeSeed = 150;
+
+  static void SetUpTestSuite() {
+    work_ = fs::temp_directory_path() / ("strokebox-itest-" + std::to_string(::getpid()));
+    fs::remove_all(work_);
+    fs::create_directories(work_);
+    std::vector<int> seeds = {101, 102, 103, 104, 105, 106, 107, 108};
+    for (int seed : seeds) {
+      auto r = itest::run_command(kBin + " phantom --format dicom --seed " + std::to_string(seed) + " --out " +
+                                  (work_ / ("study" + std::to_string(seed))).string());
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+    }
+    auto r = itest::run_command(kBin + " phantom --format dicom --lesions 0 --seed " +
+                                std::to_string(kLesionFreeSeed) + " --out " +
+                                (work_ / ("study" + std::to_string(kLesionFreeSeed))).string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    seeds.push_back(kLesionFreeSeed);
+
+    const int port = itest::free_port();
+    daemon_log_ = (work_ / "daemon.log").string();
+    itest::Child daemon({kBin, "run", "--port", std::to_string(port), "--bind", "127.0.0.1", "--ae-title",
+                         "STROKEBOX", "--data-dir", (work_ / "data").string(), "--model", kModel,
+                         "--quiet-s", "1"},
+                        daemon_log_);
+    bool up = false;
+    for (int i = 0; i < 300 && !up; ++i) {
+      up = itest::run_command("echoscu -aec STROKEBOX 127.0.0.1 " + std::to_string(port) + " 2>/dev/null")
+               .exit_code == 0;
+      if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    ASSERT_TRUE(up) << "daemon did not answer C-ECHO:\n" << itest::read_file(daemon_log_);
+
+    std::map<std::string, int> seed_of_study;
+    for (int seed : seeds) {
+      const fs::path study = work_ / ("study" + std::to_string(seed));
+      auto s = itest::run_command("storescu -aec STROKEBOX +sd +r 127.0.0.1 " + std::to_string(port) + " " +
+                                  (study / "DWI").string() + " " + (study / "ADC").string() + " 2>&1");
+      ASSERT_EQ(s.exit_code, 0) << s.output;
+      DcmFileFormat ff;
+      ASSERT_TRUE(ff.loadFile((*fs::directory_iterator(study / "DWI")).path().c_str()).good());
+      OFString uid;
+      ff.getDataset()->findAndGetOFString(DCM_StudyInstanceUID, uid);
+      seed_of_study[uid.c_str()] = seed;
+      auto t = run_json(kBin + " evaluate --pred " + (study / "truth.nii.gz").string() + " --truth " +
+                        (study / "truth.nii.gz").string());
+      truth_ml_[seed] = t.value("truth_volume_ml", -1.0);
+    }
+    // Wait for every study's report (the daemon processes them one after the other).
+    const fs::path results = work_ / "data" / "results";
+    for (int i = 0; i < 2400 && reports_.size() < seeds.size(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+      ASSERT_TRUE(daemon.running()) << "daemon died:\n" << itest::read_file(daemon_log_);
+      std::error_code ec;
+      for (const auto& [uid, seed] : seed_of_study)
+        if (fs::exists(results / uid / "report.json", ec)) reports_[seed] = results / uid / "report.json";
+    }
+    ASSERT_EQ(reports_.size(), seeds.size()) << itest::read_file(daemon_log_);
+    ASSERT_EQ(WEXITSTATUS(daemon.stop()), 0) << "daemon did not shut down cleanly";
+  }
+};
+
+TEST_F(MainJob, EveryStudyIsSegmentedWithAllOutputs) {
+  for (const auto& [seed, report_path] : reports_) {
+    json report = json::parse(itest::read_file(report_path.string()));
+    EXPECT_EQ(report["status"], "done") << seed << ": " << report.dump(2);
+    for (const char* key : {"study_instance_uid", "dwi_series_instance_uid", "adc_series_instance_uid",
+                            "lesion_volume_ml", "lesion_count", "model_id", "backend", "precision"})
+      EXPECT_TRUE(report.contains(key)) << key;
+    for (const char* stage : {"receive", "load", "preprocess", "inference", "export", "write"})
+      EXPECT_TRUE(report["timings_ms"].contains(stage)) << stage << " in " << report["timings_ms"].dump();
+    const fs::path dir = report_path.parent_path();
+    EXPECT_TRUE(fs::exists(dir / "lesion_mask.nii.gz"));
+    EXPECT_TRUE(fs::exists(dir / "seg.dcm"));
+    DcmFileFormat seg;
+    ASSERT_TRUE(seg.loadFile((dir / "seg.dcm").c_str()).good());
+    OFString sop_class, study_uid;
+    seg.getDataset()->findAndGetOFString(DCM_SOPClassUID, sop_class);
+    seg.getDataset()->findAndGetOFString(DCM_StudyInstanceUID, study_uid);
+    EXPECT_EQ(std::string(sop_class.c_str()), UID_SegmentationStorage);
+    EXPECT_EQ(std::string(study_uid.c_str()), report["study_instance_uid"].get<std::string>());
+  }
+}
+
+TEST_F(MainJob, DiceOnUnseenSeedsIsAtLeast075) {
+  double sum = 0;
+  int n = 0;
+  for (const auto& [seed, report_path] : reports_) {
+    if (seed == kLesionFreeSeed || truth_ml_[seed] <= 0) continue;
+    const fs::path study = work_ / ("study" + std::to_string(seed));
+    json m = run_json(kBin + " evaluate --pred " + (report_path.parent_path() / "lesion_mask.nii.gz").string() +
+                      " --truth " + (study / "truth.nii.gz").string());
+    std::printf("seed %d: Dice %.3f (truth %.2f mL, predicted %.2f mL)\n", seed, m.value("dice", 0.0),
+                m.value("truth_volume_ml", 0.0), m.value("pred_volume_ml", 0.0));
+    sum += m.value("dice", 0.0);
+    if (++n == 5) break;
+  }
+  ASSERT_EQ(n, 5) << "fewer than 5 phantom seeds with lesions";
+  std::printf("mean Dice over %d unseen seeds: %.3f\n", n, sum / n);
+  EXPECT_GE(sum / n, 0.75);
+}
+
+TEST_F(MainJob, LesionFreeStudyYieldsUnderOneMillilitre) {
+  json report = json::parse(itest::read_file(reports_.at(kLesionFreeSeed).string()));
+  EXPECT_EQ(report["status"], "done");
+  EXPECT_LT(report["lesion_volume_ml"].get<double>(), 1.0);
+}
+
+TEST_F(MainJob, ResultRowsAreInTheDatabase) {
+  // `strokebox status --json` reads the same SQLite database the daemon wrote.
+  json status = run_json(kBin + " status --json --data-dir " + (work_ / "data").string());
+  std::string text = status.dump();
+  for (const auto& [seed, report_path] : reports_) {
+    json report = json::parse(itest::read_file(report_path.string()));
+    EXPECT_NE(text.find(report["study_instance_uid"].get<std::string>()), std::string::npos)
+        << "study of seed " << seed << " missing from status: " << text;
+  }
+}
+
+TEST(SegmentOffline, DicomStudyGivesTheSameOutputsAsTheDaemon) {
+  const fs::path work = fs::temp_directory_path() / ("strokebox-seg-" + std::to_string(::getpid()));
+  fs::remove_all(work);
+  ASSERT_EQ(itest::run_command(kBin + " phantom --format dicom --seed 160 --out " + (work / "study").string())
+                .exit_code, 0);
+  json report = run_json(kBin + " segment --model " + kModel + " --study " + (work / "study").string() +
+                         " --out " + (work / "out").string());
+  EXPECT_EQ(report["status"], "done");
+  EXPECT_TRUE(fs::exists(work / "out" / "report.json"));
+  EXPECT_TRUE(fs::exists(work / "out" / "lesion_mask.nii.gz"));
+  EXPECT_TRUE(fs::exists(work / "out" / "seg.dcm"));
+  fs::remove_all(work);
+}
+
+TEST(SegmentOffline, NiftiImagesGiveAMaskOnTheFirstImagesGrid) {
+  const fs::path work = fs::temp_directory_path() / ("strokebox-segn-" + std::to_string(::getpid()));
+  fs::remove_all(work);
+  ASSERT_EQ(itest::run_command(kBin + " phantom --format nifti --seed 161 --out " + (work / "study").string())
+                .exit_code, 0);
+  json report = run_json(kBin + " segment --model " + kModel + " --image " + (work / "study/image_0000.nii.gz").string() +
+                         " --image " + (work / "study/image_0001.nii.gz").string() + " --out " + (work / "out").string());
+  EXPECT_EQ(report["status"], "done");
+  json m = run_json(kBin + " evaluate --pred " + (work / "out/lesion_mask.nii.gz").string() + " --truth " +
+                    (work / "study/truth.nii.gz").string());
+  EXPECT_TRUE(m.contains("dice"));  // same grid, or evaluate would have refused
+  fs::remove_all(work);
+}
+
+TEST(SegmentOffline, StudyWithoutAdcFailsWithAReason) {
+  const fs::path work = fs::temp_directory_path() / ("strokebox-noadc-" + std::to_string(::getpid()));
+  fs::remove_all(work);
+  ASSERT_EQ(itest::run_command(kBin + " phantom --format dicom --seed 162 --out " + (work / "study").string())
+                .exit_code, 0);
+  fs::remove_all(work / "study" / "ADC");
+  auto r = itest::run_command(kBin + " segment --model " + kModel + " --study " + (work / "study").string() +
+                              " --out " + (work / "out").string());
+  EXPECT_EQ(r.exit_code, 1);
+  json report = json::parse(itest::read_file((work / "out" / "report.json").string()));
+  EXPECT_EQ(report["status"], "failed");
+  EXPECT_NE(report["reason"].get<std::string>().find("ADC"), std::string::npos) << report.dump(2);
+  fs::remove_all(work);
+}
+
+TEST(Cli, BadUsageExitsWithTwoAndHelpWorks) {
+  EXPECT_EQ(itest::run_command(kBin + " segment --bogus 2>/dev/null").exit_code, 2);
+  EXPECT_EQ(itest::run_command(kBin + " nonsense 2>/dev/null").exit_code, 2);
+  auto help = itest::run_command(kBin + " --help");
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.output.find("segment"), std::string::npos);
+}
+
+}  // namespace
