@@ -1,0 +1,368 @@
+#include "hal/jetson_board.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "base/log.h"
+
+namespace hal {
+namespace fs = std::filesystem;
+namespace {
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+/// Reads a small sysfs attribute. kNotFound when absent, kUnavailable on any other I/O error.
+base::Result<std::string> read_attribute(const fs::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    std::string msg = path.string() + ": " + errno_text(err);
+    if (err == ENOENT || err == ENOTDIR) return base::not_found(msg);
+    if (err == EACCES || err == EPERM) return base::permission_denied(msg);
+    return base::unavailable(msg);
+  }
+  std::string text;
+  char buf[256];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      return base::unavailable(path.string() + ": read failed: " + errno_text(err));
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > 4096) break;  // sysfs attributes are one page at most
+  }
+  ::close(fd);
+  return text;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) {
+    s.remove_suffix(1);
+  }
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  return s;
+}
+
+/// One decimal integer in [lo, hi]; kDataLoss when the content is anything else.
+base::Result<int64_t> read_int(const fs::path& path, int64_t lo, int64_t hi) {
+  SB_ASSIGN_OR_RETURN(std::string text, read_attribute(path));
+  std::string_view s = trim(text);
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) {
+    return base::data_loss(path.string() + ": expected an integer, got '" + std::string(s) + "'");
+  }
+  if (v < lo || v > hi) {
+    return base::data_loss(path.string() + ": value " + std::to_string(v) + " outside [" +
+                           std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  }
+  return v;
+}
+
+constexpr int64_t kInt32Min = std::numeric_limits<int32_t>::min();
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+
+/// Entries of `dir` whose name starts with `prefix` and continues with a decimal number,
+/// sorted by that number. Missing or unreadable directories give an empty list.
+std::vector<std::pair<int, fs::path>> numbered_entries(const fs::path& dir,
+                                                       std::string_view prefix) {
+  std::vector<std::pair<int, fs::path>> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    int n = 0;
+    const char* first = name.data() + prefix.size();
+    const char* last = name.data() + name.size();
+    auto [p, err] = std::from_chars(first, last, n);
+    if (err != std::errc() || p != last) continue;
+    out.emplace_back(n, it->path());
+  }
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  return out;
+}
+
+std::vector<fs::path> sorted_subdirectories(const fs::path& dir) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code ec2;
+    if (it->is_directory(ec2)) out.push_back(it->path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+class JetsonThermal final : public ThermalZones {
+ public:
+  struct Zone {
+    std::string type;
+    fs::path temp;
+  };
+  explicit JetsonThermal(std::vector<Zone> zones) : zones_(std::move(zones)) {}
+
+  std::vector<std::string> zones() const override {
+    std::vector<std::string> names;
+    for (const Zone& z : zones_) names.push_back(z.type);
+    return names;
+  }
+
+  base::Result<int32_t> temperature_mC(std::string_view zone) const override {
+    for (const Zone& z : zones_) {
+      if (z.type != zone) continue;
+      SB_ASSIGN_OR_RETURN(int64_t v, read_int(z.temp, kInt32Min, kInt32Max));
+      return static_cast<int32_t>(v);
+    }
+    return base::not_found("no thermal zone of type '" + std::string(zone) + "'");
+  }
+
+ private:
+  std::vector<Zone> zones_;
+};
+
+std::unique_ptr<ThermalZones> discover_thermal(const fs::path& root) {
+  std::vector<JetsonThermal::Zone> zones;
+  for (const auto& [index, dir] : numbered_entries(root / jetson_paths::kThermal, "thermal_zone")) {
+    auto type = read_attribute(dir / "type");
+    if (!type.ok()) {
+      SB_LOG(kWarning) << "skipping thermal zone: " << type.status().to_string();
+      continue;
+    }
+    std::string name(trim(*type));
+    bool duplicate = std::any_of(zones.begin(), zones.end(),
+                                 [&](const auto& z) { return z.type == name; });
+    if (name.empty() || duplicate) {
+      SB_LOG(kWarning) << "skipping " << dir.string() << ": empty or duplicate type '" << name
+                       << "'";
+      continue;
+    }
+    zones.push_back({std::move(name), dir / "temp"});
+  }
+  return std::make_unique<JetsonThermal>(std::move(zones));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+class JetsonPower final : public PowerMonitor {
+ public:
+  struct Rail {
+    std::string label;
+    fs::path voltage;  // in<N>_input, mV
+    fs::path current;  // curr<N>_input, mA
+  };
+  explicit JetsonPower(std::vector<Rail> rails) : rails_(std::move(rails)) {}
+
+  std::vector<std::string> rails() const override {
+    std::vector<std::string> labels;
+    for (const Rail& r : rails_) labels.push_back(r.label);
+    return labels;
+  }
+
+  base::Result<RailReading> read(std::string_view label) const override {
+    for (const Rail& r : rails_) {
+      if (r.label != label) continue;
+      RailReading out;
+      SB_ASSIGN_OR_RETURN(int64_t mv, read_int(r.voltage, kInt32Min, kInt32Max));
+      SB_ASSIGN_OR_RETURN(int64_t ma, read_int(r.current, kInt32Min, kInt32Max));
+      out.voltage_mV = static_cast<int32_t>(mv);
+      out.current_mA = static_cast<int32_t>(ma);
+      return out;
+    }
+    return base::not_found("no power rail labelled '" + std::string(label) + "'");
+  }
+
+ private:
+  std::vector<Rail> rails_;
+};
+
+/// Every INA3221 channel that has a label, a bus voltage and a current (the kernel's ina3221
+/// driver: in1..3_label, in1..3_input in mV, curr1..3_input in mA). First label wins.
+std::vector<JetsonPower::Rail> discover_rails(const fs::path& root) {
+  std::vector<JetsonPower::Rail> rails;
+  for (const fs::path& device : sorted_subdirectories(root / jetson_paths::kIna3221)) {
+    for (const auto& [m, hwmon] : numbered_entries(device / "hwmon", "hwmon")) {
+      // Channels are found through their label files: in<N>_label.
+      std::vector<std::pair<int, fs::path>> labels;
+      std::error_code ec;
+      for (fs::directory_iterator it(hwmon, ec), end; !ec && it != end; it.increment(ec)) {
+        std::string name = it->path().filename().string();
+        constexpr std::string_view kSuffix = "_label";
+        if (name.size() <= 2 + kSuffix.size() || name.compare(0, 2, "in") != 0 ||
+            name.compare(name.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0) {
+          continue;
+        }
+        int channel = 0;
+        const char* first = name.data() + 2;
+        const char* last = name.data() + name.size() - kSuffix.size();
+        auto [p, err] = std::from_chars(first, last, channel);
+        if (err != std::errc() || p != last) continue;
+        labels.emplace_back(channel, it->path());
+      }
+      std::sort(labels.begin(), labels.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+      for (const auto& [channel, label_path] : labels) {
+        auto label = read_attribute(label_path);
+        if (!label.ok()) continue;
+        std::string name(trim(*label));
+        fs::path voltage = hwmon / ("in" + std::to_string(channel) + "_input");
+        fs::path current = hwmon / ("curr" + std::to_string(channel) + "_input");
+        std::error_code e1, e2;
+        if (name.empty() || !fs::exists(voltage, e1) || !fs::exists(current, e2)) continue;
+        bool duplicate = std::any_of(rails.begin(), rails.end(),
+                                     [&](const auto& r) { return r.label == name; });
+        if (duplicate) continue;
+        rails.push_back({std::move(name), voltage, current});
+      }
+    }
+  }
+  return rails;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+class JetsonFan final : public Fan {
+ public:
+  explicit JetsonFan(fs::path pwm) : pwm_(std::move(pwm)) {}
+
+  base::Result<int> pwm() const override {
+    SB_ASSIGN_OR_RETURN(int64_t v, read_int(pwm_, 0, kFanPwmMax));
+    return static_cast<int>(v);
+  }
+
+  base::Status set_pwm(int pwm) override {
+    if (pwm < 0 || pwm > kFanPwmMax) {
+      return base::invalid_argument("fan pwm " + std::to_string(pwm) + " outside [0, " +
+                                    std::to_string(kFanPwmMax) + "]");
+    }
+    int fd = ::open(pwm_.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      std::string msg = pwm_.string() + ": " + errno_text(err);
+      if (err == EACCES || err == EPERM) return base::permission_denied(msg);
+      if (err == ENOENT) return base::not_found(msg);
+      return base::unavailable(msg);
+    }
+    std::string text = std::to_string(pwm) + "\n";
+    ssize_t n;
+    do {
+      n = ::write(fd, text.data(), text.size());
+    } while (n < 0 && errno == EINTR);
+    int err = errno;
+    ::close(fd);
+    if (n != static_cast<ssize_t>(text.size())) {
+      return base::unavailable(pwm_.string() + ": write failed: " +
+                               (n < 0 ? errno_text(err) : std::string("short write")));
+    }
+    return base::ok_status();
+  }
+
+ private:
+  fs::path pwm_;
+};
+
+std::unique_ptr<Fan> discover_fan(const fs::path& root) {
+  fs::path dir = root / jetson_paths::kPwmFanHwmon;
+  for (const auto& [m, hwmon] : numbered_entries(dir, "hwmon")) {
+    auto name = read_attribute(hwmon / "name");
+    if (name.ok() && trim(*name) == jetson_paths::kFanHwmonName) {
+      return std::make_unique<JetsonFan>(hwmon / "pwm1");
+    }
+  }
+  return make_null_fan("no hwmon named '" + std::string(jetson_paths::kFanHwmonName) +
+                       "' under " + dir.string());
+}
+
+// ---------------------------------------------------------------------------------------------
+
+class JetsonGpu final : public GpuLoad {
+ public:
+  explicit JetsonGpu(fs::path load) : load_(std::move(load)) {}
+  base::Result<int> load_permille() const override {
+    SB_ASSIGN_OR_RETURN(int64_t v, read_int(load_, 0, kGpuLoadMaxPermille));
+    return static_cast<int>(v);
+  }
+
+ private:
+  fs::path load_;
+};
+
+class JetsonPowerMode final : public PowerMode {
+ public:
+  explicit JetsonPowerMode(fs::path status) : status_(std::move(status)) {}
+
+  base::Result<PowerModeInfo> current() const override {
+    SB_ASSIGN_OR_RETURN(std::string text, read_attribute(status_));
+    // One "key:value" per line; the power mode is "pmode:<id>" ("pmode:0008").
+    std::string_view rest = text;
+    while (!rest.empty()) {
+      size_t eol = rest.find('\n');
+      std::string_view line = trim(rest.substr(0, eol));
+      rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 1);
+      constexpr std::string_view kKey = "pmode:";
+      if (line.substr(0, kKey.size()) != kKey) continue;
+      std::string_view digits = trim(line.substr(kKey.size()));
+      int id = -1;
+      auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), id);
+      if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size() || id < 0) {
+        return base::data_loss(status_.string() + ": bad power mode '" + std::string(line) + "'");
+      }
+      return PowerModeInfo{id, std::string(xavier_nx_mode_name(id))};
+    }
+    return base::data_loss(status_.string() + ": no 'pmode:' line");
+  }
+
+ private:
+  fs::path status_;
+};
+
+}  // namespace
+
+std::string_view xavier_nx_mode_name(int id) {
+  static constexpr std::string_view kNames[] = {
+      "MODE_15W_2CORE", "MODE_15W_4CORE",   "MODE_15W_6CORE",
+      "MODE_10W_2CORE", "MODE_10W_4CORE",   "MODE_10W_DESKTOP",
+      "MODE_20W_2CORE", "MODE_20W_4CORE",   "MODE_20W_6CORE",
+  };
+  if (id < 0 || id >= static_cast<int>(std::size(kNames))) return "unknown";
+  return kNames[id];
+}
+
+base::Result<std::unique_ptr<Board>> make_jetson_board(const fs::path& root) {
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) {
+    return base::not_found("board root " + root.string() + " is not a directory");
+  }
+  std::unique_ptr<PowerMonitor> power;
+  std::vector<JetsonPower::Rail> rails = discover_rails(root);
+  if (rails.empty()) {
+    power = make_null_power("no labelled INA3221 channel under " +
+                            (root / jetson_paths::kIna3221).string());
+  } else {
+    power = std::make_unique<JetsonPower>(std::move(rails));
+  }
+  return std::make_unique<Board>(
+      "jetson-xavier-nx", discover_thermal(root), std::move(power), discover_fan(root),
+      std::make_unique<JetsonPowerMode>(root / jetson_paths::kNvpmodelStatus),
+      std::make_unique<JetsonGpu>(root / jetson_paths::kGpuLoad),
+      make_null_led());  // the LED comes with libgpiod
+}
+
+}  // namespace hal
