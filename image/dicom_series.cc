@@ -1,0 +1,639 @@
+#include "image/dicom_series.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <system_error>
+
+#include <dcmtk/config/osconfig.h>  // must precede the other DCMTK headers
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcitem.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
+#include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcxfer.h>
+#include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/dcmjpls/djdecode.h>
+
+#include "base/log.h"
+
+namespace image {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kEnhancedMrStorage = "1.2.840.10008.5.1.4.1.1.4.1";
+constexpr const char* kEnhancedMrColorStorage = "1.2.840.10008.5.1.4.1.1.4.3";
+/// Total voxel budget of one assembled volume (1 GiB of float).
+constexpr int64_t kMaxVoxels = int64_t{256} * 1024 * 1024;
+
+std::string trim(std::string s) {
+  const auto not_space = [](unsigned char c) { return !std::isspace(c) && c != '\0'; };
+  s.erase(s.begin(), std::find_if(s.begin(), s.end(), not_space));
+  s.erase(std::find_if(s.rbegin(), s.rend(), not_space).base(), s.end());
+  return s;
+}
+
+std::string upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string get_string(DcmItem& item, const DcmTagKey& key) {
+  OFString value;
+  if (item.findAndGetOFStringArray(key, value).good()) return trim(value.c_str());
+  return {};
+}
+
+int get_int(DcmItem& item, const DcmTagKey& key, int fallback) {
+  const std::string s = get_string(item, key);
+  if (s.empty()) return fallback;
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() || !std::isfinite(v)) return fallback;
+  return static_cast<int>(std::lround(v));
+}
+
+int get_us(DcmItem& item, const DcmTagKey& key, int fallback) {
+  Uint16 v = 0;
+  if (item.findAndGetUint16(key, v).good()) return v;
+  return fallback;
+}
+
+double get_double(DcmItem& item, const DcmTagKey& key, double fallback) {
+  Float64 v = 0;
+  if (item.findAndGetFloat64(key, v).good() && std::isfinite(v)) return v;
+  return fallback;
+}
+
+/// Reads exactly N numeric values (DS/FD) of `key`; empty when absent or short.
+template <size_t N>
+std::optional<std::array<double, N>> get_doubles(DcmItem& item, const DcmTagKey& key) {
+  std::array<double, N> out{};
+  for (size_t p = 0; p < N; ++p) {
+    Float64 v = 0;
+    if (item.findAndGetFloat64(key, v, static_cast<unsigned long>(p)).bad() || !std::isfinite(v)) {
+      return std::nullopt;
+    }
+    out[p] = v;
+  }
+  return out;
+}
+
+std::vector<std::string> split_backslash(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == '\\') {
+      out.push_back(trim(cur));
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  if (!cur.empty() || !out.empty()) out.push_back(trim(cur));
+  return out;
+}
+
+/// Finds a private element by its creator (PS3.5 7.8.1): the block (gggg,00xx) whose value is
+/// `creator` reserves elements (gggg,xxNN); returns element NN of that block.
+DcmElement* find_private(DcmItem& item, Uint16 group, const std::string& creator, Uint8 low) {
+  for (DcmObject* obj = item.nextInContainer(nullptr); obj != nullptr; obj = item.nextInContainer(obj)) {
+    const DcmTag& tag = obj->getTag();
+    if (tag.getGroup() != group) continue;
+    const Uint16 elem = tag.getElement();
+    if (elem < 0x0010 || elem > 0x00FF) continue;
+    OFString value;
+    if (static_cast<DcmElement*>(obj)->getOFString(value, 0).bad()) continue;
+    if (upper(trim(value.c_str())) != upper(creator)) continue;
+    DcmElement* found = nullptr;
+    const DcmTagKey key(group, static_cast<Uint16>((elem << 8) | low));
+    if (item.findAndGetElement(key, found).good()) return found;
+    return nullptr;
+  }
+  return nullptr;
+}
+
+/// First numeric value of an element whatever its VR; private elements read from implicit VR
+/// files arrive as UN, then `binary_float` tells how to read 4 or 8 raw bytes.
+std::optional<double> first_number(DcmElement* e, bool binary_float) {
+  if (e == nullptr || e->getLength() == 0) return std::nullopt;
+  switch (e->ident()) {
+    case EVR_FL: {
+      Float32 v = 0;
+      if (e->getFloat32(v, 0).good()) return v;
+      return std::nullopt;
+    }
+    case EVR_FD: {
+      Float64 v = 0;
+      if (e->getFloat64(v, 0).good()) return v;
+      return std::nullopt;
+    }
+    case EVR_US: {
+      Uint16 v = 0;
+      if (e->getUint16(v, 0).good()) return v;
+      return std::nullopt;
+    }
+    case EVR_SS: {
+      Sint16 v = 0;
+      if (e->getSint16(v, 0).good()) return v;
+      return std::nullopt;
+    }
+    case EVR_UL: {
+      Uint32 v = 0;
+      if (e->getUint32(v, 0).good()) return v;
+      return std::nullopt;
+    }
+    case EVR_SL: {
+      Sint32 v = 0;
+      if (e->getSint32(v, 0).good()) return v;
+      return std::nullopt;
+    }
+    case EVR_UN:
+    case EVR_OB:
+    case EVR_ox: {
+      Uint8* bytes = nullptr;
+      if (e->getUint8Array(bytes).bad() || bytes == nullptr) return std::nullopt;
+      const Uint32 n = e->getLength();
+      if (binary_float && n == 4) {
+        float f;
+        std::memcpy(&f, bytes, 4);  // little endian host assumed (x86-64, aarch64)
+        return std::isfinite(f) ? std::optional<double>(f) : std::nullopt;
+      }
+      if (binary_float && n == 8) {
+        double d;
+        std::memcpy(&d, bytes, 8);
+        return std::isfinite(d) ? std::optional<double>(d) : std::nullopt;
+      }
+      std::string text(reinterpret_cast<const char*>(bytes), n);
+      text = text.substr(0, text.find('\\'));
+      text = trim(text);
+      char* end = nullptr;
+      const double v = std::strtod(text.c_str(), &end);
+      if (text.empty() || end == text.c_str() || !std::isfinite(v)) return std::nullopt;
+      return v;
+    }
+    default: {
+      OFString value;
+      if (e->getOFString(value, 0).bad()) return std::nullopt;
+      const std::string text = trim(value.c_str());
+      char* end = nullptr;
+      const double v = std::strtod(text.c_str(), &end);
+      if (text.empty() || end == text.c_str() || !std::isfinite(v)) return std::nullopt;
+      return v;
+    }
+  }
+}
+
+/// b-value in s/mm^2: standard Diffusion b-value (0018,9087) at top level or in the MR
+/// Diffusion Sequence, then Siemens, GE and Philips private tags.
+std::optional<double> read_b_value(DcmItem& ds) {
+  DcmElement* e = nullptr;
+  if (ds.findAndGetElement(DCM_DiffusionBValue, e).good()) {
+    if (auto v = first_number(e, true)) return v;
+  }
+  DcmItem* diffusion = nullptr;
+  if (ds.findAndGetSequenceItem(DCM_MRDiffusionSequence, diffusion, 0).good() && diffusion != nullptr) {
+    if (diffusion->findAndGetElement(DCM_DiffusionBValue, e).good()) {
+      if (auto v = first_number(e, true)) return v;
+    }
+  }
+  if (auto v = first_number(find_private(ds, 0x0019, "SIEMENS MR HEADER", 0x0C), false)) return v;
+  if (auto v = first_number(find_private(ds, 0x0043, "GEMS_PARM_01", 0x39), false)) {
+    double b = *v;
+    // Some GE software versions add 1e9 (or a multiple) to the b-value as a flag.
+    if (b >= 1e9) b = std::fmod(b, 1e9);
+    return b;
+  }
+  if (auto v = first_number(find_private(ds, 0x2001, "Philips Imaging DD 001", 0x03), true)) return v;
+  return std::nullopt;
+}
+
+std::string format_position(const std::array<double, 3>& p) {
+  std::ostringstream s;
+  s.setf(std::ios::fixed);
+  s.precision(2);
+  s << "(" << p[0] << ", " << p[1] << ", " << p[2] << ")";
+  return s.str();
+}
+
+std::string instance_label(const DicomInstance& inst) {
+  std::ostringstream s;
+  if (inst.has_instance_number) s << "instance " << inst.instance_number << " ";
+  s << "'" << fs::path(inst.path).filename().string() << "'";
+  return s.str();
+}
+
+void register_codecs_once() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    DcmRLEDecoderRegistration::registerCodecs();
+    DJDecoderRegistration::registerCodecs();
+    DJLSDecoderRegistration::registerCodecs();
+  });
+}
+
+/// Header fields of one dataset.
+DicomSeries read_header_fields(DcmFileFormat& ff, const std::string& path) {
+  DcmDataset& ds = *ff.getDataset();
+  DicomSeries s;
+  s.series_instance_uid = get_string(ds, DCM_SeriesInstanceUID);
+  s.series_number = get_int(ds, DCM_SeriesNumber, 0);
+  s.series_description = get_string(ds, DCM_SeriesDescription);
+  s.modality = get_string(ds, DCM_Modality);
+  s.manufacturer = get_string(ds, DCM_Manufacturer);
+  s.manufacturer_model_name = get_string(ds, DCM_ManufacturerModelName);
+  s.frame_of_reference_uid = get_string(ds, DCM_FrameOfReferenceUID);
+  s.protocol_name = get_string(ds, DCM_ProtocolName);
+  s.body_part_examined = get_string(ds, DCM_BodyPartExamined);
+  s.series_date = get_string(ds, DCM_SeriesDate);
+  s.series_time = get_string(ds, DCM_SeriesTime);
+  DicomStudyInfo& st = s.study;
+  st.patient_name = get_string(ds, DCM_PatientName);
+  st.patient_id = get_string(ds, DCM_PatientID);
+  st.patient_birth_date = get_string(ds, DCM_PatientBirthDate);
+  st.patient_sex = get_string(ds, DCM_PatientSex);
+  st.study_instance_uid = get_string(ds, DCM_StudyInstanceUID);
+  st.study_date = get_string(ds, DCM_StudyDate);
+  st.study_time = get_string(ds, DCM_StudyTime);
+  st.study_id = get_string(ds, DCM_StudyID);
+  st.accession_number = get_string(ds, DCM_AccessionNumber);
+  st.referring_physician_name = get_string(ds, DCM_ReferringPhysicianName);
+  st.study_description = get_string(ds, DCM_StudyDescription);
+  st.specific_character_set = get_string(ds, DCM_SpecificCharacterSet);
+
+  DicomInstance inst;
+  inst.path = path;
+  inst.sop_class_uid = get_string(ds, DCM_SOPClassUID);
+  if (inst.sop_class_uid.empty()) inst.sop_class_uid = get_string(*ff.getMetaInfo(), DCM_MediaStorageSOPClassUID);
+  inst.sop_instance_uid = get_string(ds, DCM_SOPInstanceUID);
+  if (inst.sop_instance_uid.empty()) {
+    inst.sop_instance_uid = get_string(*ff.getMetaInfo(), DCM_MediaStorageSOPInstanceUID);
+  }
+  inst.transfer_syntax_uid = get_string(*ff.getMetaInfo(), DCM_TransferSyntaxUID);
+  if (inst.transfer_syntax_uid.empty()) inst.transfer_syntax_uid = DcmXfer(ds.getOriginalXfer()).getXferID();
+  const std::string number = get_string(ds, DCM_InstanceNumber);
+  inst.has_instance_number = !number.empty();
+  inst.instance_number = get_int(ds, DCM_InstanceNumber, 0);
+  inst.image_position_patient = get_doubles<3>(ds, DCM_ImagePositionPatient);
+  inst.image_orientation_patient = get_doubles<6>(ds, DCM_ImageOrientationPatient);
+  inst.pixel_spacing_mm = get_doubles<2>(ds, DCM_PixelSpacing);
+  inst.slice_thickness_mm = get_double(ds, DCM_SliceThickness, 0.0);
+  inst.rows = get_us(ds, DCM_Rows, 0);
+  inst.columns = get_us(ds, DCM_Columns, 0);
+  inst.number_of_frames = std::max(1, get_int(ds, DCM_NumberOfFrames, 1));
+  inst.samples_per_pixel = get_us(ds, DCM_SamplesPerPixel, 1);
+  inst.bits_allocated = get_us(ds, DCM_BitsAllocated, 0);
+  inst.rescale_slope = get_double(ds, DCM_RescaleSlope, 1.0);
+  inst.rescale_intercept = get_double(ds, DCM_RescaleIntercept, 0.0);
+  for (const std::string& v : split_backslash(get_string(ds, DCM_ImageType))) inst.image_type.push_back(upper(v));
+  inst.series_description = s.series_description;
+  inst.b_value = read_b_value(ds);
+  if (auto m = first_number(find_private(ds, 0x0019, "SIEMENS MR HEADER", 0x0A), false)) {
+    inst.mosaic_images = static_cast<int>(*m);
+  }
+  inst.echo_time_ms = get_double(ds, DCM_EchoTime, 0.0);
+  inst.acquisition_number = get_int(ds, DCM_AcquisitionNumber, 0);
+  s.instances.push_back(std::move(inst));
+  return s;
+}
+
+base::Status check_supported(const DicomSeries& series) {
+  for (const DicomInstance& inst : series.instances) {
+    if (inst.number_of_frames > 1 || inst.sop_class_uid == kEnhancedMrStorage ||
+        inst.sop_class_uid == kEnhancedMrColorStorage) {
+      return base::unimplemented("series " + describe_series(series) +
+                                 " is a multi-frame (Enhanced MR) series, which this version cannot "
+                                 "assemble yet; configure the scanner to send single-frame (classic) "
+                                 "images");
+    }
+    if (inst.mosaic_images > 1 ||
+        std::find(inst.image_type.begin(), inst.image_type.end(), "MOSAIC") != inst.image_type.end()) {
+      return base::unimplemented("series " + describe_series(series) +
+                                 " is a Siemens mosaic, which this version cannot assemble yet; send "
+                                 "the series as single-slice images (e.g. the TRACEW/ADC series)");
+    }
+  }
+  return base::ok_status();
+}
+
+}  // namespace
+
+std::string describe_series(const DicomSeries& series) {
+  std::ostringstream s;
+  s << "#" << series.series_number << " '" << series.series_description << "' " << series.modality << ", "
+    << series.instances.size() << (series.instances.size() == 1 ? " instance" : " instances");
+  if (!series.instances.empty() && !series.instances.front().image_type.empty()) {
+    s << ", ImageType ";
+    const auto& t = series.instances.front().image_type;
+    for (size_t i = 0; i < t.size(); ++i) s << (i ? "\\" : "") << t[i];
+  }
+  return s.str();
+}
+
+base::Result<DicomSeries> read_dicom_header(const std::string& path) {
+  try {
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec)) return base::not_found("no such file: " + path);
+    DcmFileFormat ff;
+    const OFCondition cond =
+        ff.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
+    if (cond.bad()) return base::invalid_argument("not a readable DICOM file: " + path + " (" + cond.text() + ")");
+    DicomSeries s = read_header_fields(ff, path);
+    if (s.series_instance_uid.empty() || s.instances.front().sop_instance_uid.empty()) {
+      return base::invalid_argument("not a DICOM instance (no SeriesInstanceUID or SOPInstanceUID): " + path);
+    }
+    return s;
+  } catch (const std::exception& e) {
+    return base::invalid_argument("cannot read DICOM file " + path + ": " + e.what());
+  } catch (...) {
+    return base::invalid_argument("cannot read DICOM file " + path + ": unknown exception");
+  }
+}
+
+base::Result<DicomScan> scan_dicom_folder(const std::string& dir) {
+  std::vector<std::string> files;
+  try {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) return base::not_found("no such folder: " + dir);
+    for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      std::error_code ec2;
+      if (it->is_regular_file(ec2)) files.push_back(it->path().string());
+    }
+    if (ec) return base::unavailable("cannot list folder " + dir + ": " + ec.message());
+  } catch (const std::exception& e) {
+    return base::unavailable("cannot list folder " + dir + ": " + e.what());
+  }
+  std::sort(files.begin(), files.end());
+
+  DicomScan scan;
+  std::map<std::string, size_t> series_index;
+  std::map<std::string, bool> seen_instances;
+  for (const std::string& file : files) {
+    ++scan.files_seen;
+    auto header = read_dicom_header(file);
+    if (!header.ok()) {
+      ++scan.files_skipped;
+      SB_LOG(kDebug) << "skipping " << header.status().message();
+      continue;
+    }
+    DicomSeries& one = header.value();
+    DicomInstance& inst = one.instances.front();
+    if (seen_instances.count(inst.sop_instance_uid)) {
+      ++scan.duplicates_skipped;
+      SB_LOG(kDebug) << "skipping " << file << ": SOPInstanceUID " << inst.sop_instance_uid << " seen before";
+      continue;
+    }
+    seen_instances[inst.sop_instance_uid] = true;
+    auto found = series_index.find(one.series_instance_uid);
+    if (found == series_index.end()) {
+      series_index[one.series_instance_uid] = scan.series.size();
+      scan.series.push_back(std::move(one));
+    } else {
+      scan.series[found->second].instances.push_back(std::move(inst));
+    }
+  }
+  if (scan.series.empty()) {
+    return base::not_found("no DICOM instance found under " + dir + " (" + std::to_string(scan.files_seen) +
+                           " files looked at)");
+  }
+  std::sort(scan.series.begin(), scan.series.end(), [](const DicomSeries& a, const DicomSeries& b) {
+    if (a.study.study_instance_uid != b.study.study_instance_uid) {
+      return a.study.study_instance_uid < b.study.study_instance_uid;
+    }
+    if (a.series_number != b.series_number) return a.series_number < b.series_number;
+    return a.series_instance_uid < b.series_instance_uid;
+  });
+  return scan;
+}
+
+base::Result<SliceStack> sort_slices(const DicomSeries& series) {
+  const std::string name = "series " + describe_series(series);
+  if (series.instances.empty()) return base::invalid_argument(name + " has no instances");
+  SB_RETURN_IF_ERROR(check_supported(series));
+
+  const DicomInstance& first = series.instances.front();
+  for (const DicomInstance& inst : series.instances) {
+    if (inst.rows <= 0 || inst.columns <= 0) {
+      return base::invalid_argument(name + ": " + instance_label(inst) + " is not an image (no Rows/Columns)");
+    }
+    if (inst.rows > kMaxInPlaneDim || inst.columns > kMaxInPlaneDim) {
+      return base::resource_exhausted(name + ": image size " + std::to_string(inst.columns) + " x " +
+                                      std::to_string(inst.rows) + " exceeds the supported " +
+                                      std::to_string(kMaxInPlaneDim) + " x " + std::to_string(kMaxInPlaneDim));
+    }
+    if (!inst.image_position_patient || !inst.image_orientation_patient || !inst.pixel_spacing_mm) {
+      return base::invalid_argument(name + ": " + instance_label(inst) +
+                                    " lacks ImagePositionPatient, ImageOrientationPatient or PixelSpacing; "
+                                    "the slices cannot be placed in space");
+    }
+    if (inst.rows != first.rows || inst.columns != first.columns) {
+      return base::invalid_argument(name + ": image sizes differ (" + std::to_string(first.columns) + " x " +
+                                    std::to_string(first.rows) + " in " + instance_label(first) + ", " +
+                                    std::to_string(inst.columns) + " x " + std::to_string(inst.rows) + " in " +
+                                    instance_label(inst) + ")");
+    }
+    for (int a = 0; a < 6; ++a) {
+      if (std::abs((*inst.image_orientation_patient)[a] - (*first.image_orientation_patient)[a]) > 1e-4) {
+        return base::invalid_argument(name + ": slice orientations differ between " + instance_label(first) +
+                                      " and " + instance_label(inst) +
+                                      " (mixed stacks, e.g. a localizer or several orientations in one "
+                                      "series); send a series with a single orientation");
+      }
+    }
+    for (int a = 0; a < 2; ++a) {
+      if (std::abs((*inst.pixel_spacing_mm)[a] - (*first.pixel_spacing_mm)[a]) > 1e-4) {
+        return base::invalid_argument(name + ": PixelSpacing differs between " + instance_label(first) + " and " +
+                                      instance_label(inst));
+      }
+    }
+  }
+  if (series.instances.size() < 2) {
+    return base::invalid_argument(name + " has a single slice; a 3D volume needs at least 2");
+  }
+  if (series.instances.size() > static_cast<size_t>(kMaxSlices)) {
+    return base::resource_exhausted(name + " has " + std::to_string(series.instances.size()) +
+                                    " slices; at most " + std::to_string(kMaxSlices) + " are supported");
+  }
+  const int64_t voxels = int64_t{first.rows} * first.columns * static_cast<int64_t>(series.instances.size());
+  if (voxels > kMaxVoxels) {
+    return base::resource_exhausted(name + " has " + std::to_string(voxels) + " voxels; at most " +
+                                    std::to_string(kMaxVoxels) + " are supported");
+  }
+
+  const auto& iop = *first.image_orientation_patient;
+  const Eigen::Vector3d row_dir(iop[0], iop[1], iop[2]);
+  const Eigen::Vector3d col_dir(iop[3], iop[4], iop[5]);
+  if (std::abs(row_dir.norm() - 1.0) > 1e-3 || std::abs(col_dir.norm() - 1.0) > 1e-3 ||
+      std::abs(row_dir.dot(col_dir)) > 1e-3) {
+    return base::invalid_argument(name + ": ImageOrientationPatient is not two orthogonal unit vectors");
+  }
+  const auto& ps = *first.pixel_spacing_mm;
+  if (!(ps[0] > 0) || !(ps[1] > 0)) return base::invalid_argument(name + ": PixelSpacing must be positive");
+  const Eigen::Vector3d normal = row_dir.cross(col_dir).normalized();
+
+  SliceStack stack;
+  stack.slices = series.instances;
+  const auto pos = [](const DicomInstance& inst) {
+    const auto& p = *inst.image_position_patient;
+    return Eigen::Vector3d(p[0], p[1], p[2]);
+  };
+  std::stable_sort(stack.slices.begin(), stack.slices.end(), [&](const DicomInstance& a, const DicomInstance& b) {
+    const double da = pos(a).dot(normal), db = pos(b).dot(normal);
+    if (da != db) return da < db;
+    return a.instance_number < b.instance_number;
+  });
+  const size_t n = stack.slices.size();
+  std::vector<double> steps(n - 1);
+  for (size_t k = 0; k + 1 < n; ++k) {
+    steps[k] = (pos(stack.slices[k + 1]) - pos(stack.slices[k])).dot(normal);
+    if (steps[k] < 1e-3) {
+      const bool several_b = stack.slices[k].b_value && stack.slices[k + 1].b_value &&
+                             *stack.slices[k].b_value != *stack.slices[k + 1].b_value;
+      return base::invalid_argument(
+          name + ": " + instance_label(stack.slices[k]) + " and " + instance_label(stack.slices[k + 1]) +
+          " are at the same position " + format_position(*stack.slices[k].image_position_patient) +
+          (several_b ? " with different b-values: the series mixes b-values; select one b-value"
+                     : ": the series holds several images per position (repeats, echoes, b-values or "
+                       "time points) or the same image twice with different UIDs"));
+    }
+  }
+  std::vector<double> sorted_steps = steps;
+  std::nth_element(sorted_steps.begin(), sorted_steps.begin() + sorted_steps.size() / 2, sorted_steps.end());
+  const double median = sorted_steps[sorted_steps.size() / 2];
+  std::ostringstream uneven;
+  int uneven_count = 0;
+  for (size_t k = 0; k + 1 < n; ++k) {
+    if (std::abs(steps[k] - median) > 0.1 * median) {
+      if (uneven_count < 5) {
+        uneven << (uneven_count ? "; " : "") << "between sorted slices " << k << " (" << instance_label(stack.slices[k])
+               << ") and " << k + 1 << " (" << instance_label(stack.slices[k + 1]) << ") the step is "
+               << steps[k] << " mm";
+      }
+      ++uneven_count;
+    }
+  }
+  if (uneven_count > 0) {
+    return base::invalid_argument(name + ": uneven slice spacing (median step " + std::to_string(median) +
+                                  " mm, " + std::to_string(uneven_count) + " step(s) off by more than 10 %: " +
+                                  uneven.str() + "); slices are probably missing: re-send the complete series");
+  }
+
+  const Eigen::Vector3d p0 = pos(stack.slices.front());
+  const Eigen::Vector3d step = (pos(stack.slices.back()) - p0) / static_cast<double>(n - 1);
+  const double tolerance_mm = 0.5 * std::min(ps[0], ps[1]);
+  for (size_t k = 0; k < n; ++k) {
+    const Eigen::Vector3d expected = p0 + step * static_cast<double>(k);
+    const double off = (pos(stack.slices[k]) - expected).norm();
+    if (off > std::max(tolerance_mm, 0.1 * median)) {
+      return base::invalid_argument(name + ": " + instance_label(stack.slices[k]) + " at " +
+                                    format_position(*stack.slices[k].image_position_patient) + " is " +
+                                    std::to_string(off) + " mm off the line through the other slices; the "
+                                    "series does not form one regular stack");
+    }
+  }
+
+  stack.grid.dims = {first.columns, first.rows, static_cast<int64_t>(n)};
+  Eigen::Matrix4d a = Eigen::Matrix4d::Identity();
+  a.block<3, 1>(0, 0) = row_dir * ps[1];
+  a.block<3, 1>(0, 1) = col_dir * ps[0];
+  a.block<3, 1>(0, 2) = step;
+  a.block<3, 1>(0, 3) = p0;
+  stack.grid.affine = a;
+  return stack;
+}
+
+base::Result<VolumeF> assemble_volume(const DicomSeries& series) {
+  SB_ASSIGN_OR_RETURN(SliceStack stack, sort_slices(series));
+  return assemble_volume(stack);
+}
+
+base::Result<VolumeF> assemble_volume(const SliceStack& stack) {
+  const Grid& grid = stack.grid;
+  if (grid.voxel_count() <= 0 || stack.slices.size() != static_cast<size_t>(grid.dims[2])) {
+    return base::invalid_argument("assemble_volume: empty or inconsistent slice stack");
+  }
+  VolumeF volume(grid, 0.0f);
+  const size_t cols = static_cast<size_t>(grid.dims[0]), rows = static_cast<size_t>(grid.dims[1]);
+  const size_t plane = cols * rows;
+  for (size_t k = 0; k < stack.slices.size(); ++k) {
+    const DicomInstance& inst = stack.slices[k];
+    const std::string where = "slice " + std::to_string(k) + " (" + instance_label(inst) + ")";
+    try {
+      DcmFileFormat ff;
+      OFCondition cond = ff.loadFile(inst.path.c_str());
+      if (cond.bad()) return base::invalid_argument("cannot read " + where + ": " + cond.text());
+      DcmDataset& ds = *ff.getDataset();
+      const E_TransferSyntax xfer = ds.getOriginalXfer();
+      if (DcmXfer(xfer).isEncapsulated()) {
+        register_codecs_once();
+        cond = ds.chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+        if (cond.bad() || !ds.canWriteXfer(EXS_LittleEndianExplicit)) {
+          return base::unimplemented(where + ": cannot decode transfer syntax " +
+                                     std::string(DcmXfer(xfer).getXferName()) + " (" + cond.text() + ")");
+        }
+      }
+      const int samples = get_us(ds, DCM_SamplesPerPixel, 1);
+      const int bits_allocated = get_us(ds, DCM_BitsAllocated, 0);
+      const int bits_stored = get_us(ds, DCM_BitsStored, bits_allocated);
+      const int high_bit = get_us(ds, DCM_HighBit, bits_stored - 1);
+      const int pixel_rep = get_us(ds, DCM_PixelRepresentation, 0);
+      if (samples != 1) return base::unimplemented(where + ": colour images (SamplesPerPixel " + std::to_string(samples) + ") are not supported");
+      if (bits_allocated != 8 && bits_allocated != 16) {
+        return base::unimplemented(where + ": BitsAllocated " + std::to_string(bits_allocated) + " is not supported (8 or 16)");
+      }
+      if (bits_stored < 1 || bits_stored > bits_allocated || high_bit < bits_stored - 1 || high_bit >= bits_allocated) {
+        return base::invalid_argument(where + ": inconsistent BitsStored/HighBit");
+      }
+      if (get_us(ds, DCM_Rows, 0) != static_cast<int>(rows) || get_us(ds, DCM_Columns, 0) != static_cast<int>(cols)) {
+        return base::invalid_argument(where + ": the file changed since it was scanned (Rows/Columns differ)");
+      }
+      const int shift = high_bit + 1 - bits_stored;
+      const uint32_t mask = (bits_stored >= 32) ? 0xFFFFFFFFu : ((1u << bits_stored) - 1u);
+      const uint32_t sign_bit = 1u << (bits_stored - 1);
+      const double slope = inst.rescale_slope, intercept = inst.rescale_intercept;
+      float* out = volume.data.data() + k * plane;
+      const auto convert = [&](uint32_t raw) {
+        uint32_t v = (raw >> shift) & mask;
+        double value;
+        if (pixel_rep == 1 && (v & sign_bit)) {
+          value = static_cast<double>(static_cast<int64_t>(v) - (int64_t{1} << bits_stored));
+        } else {
+          value = static_cast<double>(v);
+        }
+        return static_cast<float>(value * slope + intercept);
+      };
+      unsigned long count = 0;
+      if (bits_allocated == 16) {
+        const Uint16* pixels = nullptr;
+        cond = ds.findAndGetUint16Array(DCM_PixelData, pixels, &count);
+        if (cond.bad() || pixels == nullptr || count < plane) {
+          return base::invalid_argument(where + ": pixel data missing or truncated (" + std::to_string(count) +
+                                        " of " + std::to_string(plane) + " values)");
+        }
+        for (size_t p = 0; p < plane; ++p) out[p] = convert(pixels[p]);
+      } else {
+        const Uint8* pixels = nullptr;
+        cond = ds.findAndGetUint8Array(DCM_PixelData, pixels, &count);
+        if (cond.bad() || pixels == nullptr || count < plane) {
+          return base::invalid_argument(where + ": pixel data missing or truncated (" + std::to_string(count) +
+                                        " of " + std::to_string(plane) + " bytes)");
+        }
+        for (size_t p = 0; p < plane; ++p) out[p] = convert(pixels[p]);
+      }
+    } catch (const std::exception& e) {
+      return base::invalid_argument("cannot read " + where + ": " + e.what());
+    } catch (...) {
+      return base::invalid_argument("cannot read " + where + ": unknown exception");
+    }
+  }
+  return volume;
+}
+
+}  // namespace image

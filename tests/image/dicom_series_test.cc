@@ -1,0 +1,397 @@
+// Tests of image/dicom_series: folder scanning, slice sorting and geometry checks, pixel
+// assembly with rescale, vendor b-values. Each test writes its own tiny MR series with DCMTK.
+#include "image/dicom_series.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcrleerg.h>
+#include <dcmtk/dcmdata/dcuid.h>
+
+namespace image {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string new_uid() {
+  char buf[100];
+  return dcmGenerateUniqueIdentifier(buf, SITE_INSTANCE_UID_ROOT);
+}
+
+std::string ds_list(const std::vector<double>& v) {
+  std::string out;
+  char buf[32];
+  for (size_t i = 0; i < v.size(); ++i) {
+    std::snprintf(buf, sizeof buf, "%.8g", v[i]);
+    out += (i ? "\\" : "") + std::string(buf);
+  }
+  return out;
+}
+
+/// One synthetic MR slice.
+struct SliceSpec {
+  std::string series_uid;
+  std::string study_uid = "1.2.3.4";
+  int series_number = 1;
+  std::string description = "test";
+  int instance_number = 1;
+  std::array<double, 3> ipp{0, 0, 0};
+  std::array<double, 6> iop{1, 0, 0, 0, 1, 0};
+  std::array<double, 2> spacing{1.0, 1.0};  // row spacing, column spacing
+  int rows = 3, cols = 4;
+  double slope = 1.0, intercept = 0.0;
+  std::vector<Uint16> pixels;  // rows*cols, row-major; zero-filled if empty
+  std::string image_type = "ORIGINAL\\PRIMARY\\M\\ND";
+  int number_of_frames = 0;    // 0: attribute absent
+  int bits_stored = 16;
+  int pixel_representation = 0;
+  bool rle = false;
+  std::function<void(DcmDataset&)> extra;
+};
+
+void write_slice(const std::string& path, const SliceSpec& s) {
+  DcmFileFormat ff;
+  DcmDataset& ds = *ff.getDataset();
+  ds.putAndInsertString(DCM_SOPClassUID, UID_MRImageStorage);
+  ds.putAndInsertString(DCM_SOPInstanceUID, new_uid().c_str());
+  ds.putAndInsertString(DCM_StudyInstanceUID, s.study_uid.c_str());
+  ds.putAndInsertString(DCM_SeriesInstanceUID, s.series_uid.c_str());
+  ds.putAndInsertString(DCM_FrameOfReferenceUID, "1.2.3.4.5");
+  ds.putAndInsertString(DCM_Modality, "MR");
+  ds.putAndInsertString(DCM_PatientName, "Test^Patient");
+  ds.putAndInsertString(DCM_PatientID, "P1");
+  ds.putAndInsertString(DCM_SeriesDescription, s.description.c_str());
+  ds.putAndInsertString(DCM_SeriesNumber, std::to_string(s.series_number).c_str());
+  ds.putAndInsertString(DCM_InstanceNumber, std::to_string(s.instance_number).c_str());
+  ds.putAndInsertString(DCM_ImageType, s.image_type.c_str());
+  ds.putAndInsertString(DCM_ImagePositionPatient, ds_list({s.ipp[0], s.ipp[1], s.ipp[2]}).c_str());
+  ds.putAndInsertString(DCM_ImageOrientationPatient,
+                        ds_list({s.iop[0], s.iop[1], s.iop[2], s.iop[3], s.iop[4], s.iop[5]}).c_str());
+  ds.putAndInsertString(DCM_PixelSpacing, ds_list({s.spacing[0], s.spacing[1]}).c_str());
+  ds.putAndInsertString(DCM_RescaleSlope, ds_list({s.slope}).c_str());
+  ds.putAndInsertString(DCM_RescaleIntercept, ds_list({s.intercept}).c_str());
+  ds.putAndInsertUint16(DCM_SamplesPerPixel, 1);
+  ds.putAndInsertString(DCM_PhotometricInterpretation, "MONOCHROME2");
+  ds.putAndInsertUint16(DCM_Rows, static_cast<Uint16>(s.rows));
+  ds.putAndInsertUint16(DCM_Columns, static_cast<Uint16>(s.cols));
+  ds.putAndInsertUint16(DCM_BitsAllocated, 16);
+  ds.putAndInsertUint16(DCM_BitsStored, static_cast<Uint16>(s.bits_stored));
+  ds.putAndInsertUint16(DCM_HighBit, static_cast<Uint16>(s.bits_stored - 1));
+  ds.putAndInsertUint16(DCM_PixelRepresentation, static_cast<Uint16>(s.pixel_representation));
+  if (s.number_of_frames > 0) ds.putAndInsertString(DCM_NumberOfFrames, std::to_string(s.number_of_frames).c_str());
+  std::vector<Uint16> pixels = s.pixels;
+  pixels.resize(static_cast<size_t>(s.rows) * s.cols, 0);
+  ds.putAndInsertUint16Array(DCM_PixelData, pixels.data(), static_cast<unsigned long>(pixels.size()));
+  if (s.extra) s.extra(ds);
+  E_TransferSyntax xfer = EXS_LittleEndianExplicit;
+  if (s.rle) {
+    DcmRLEEncoderRegistration::registerCodecs();
+    ASSERT_TRUE(ds.chooseRepresentation(EXS_RLELossless, nullptr).good());
+    xfer = EXS_RLELossless;
+  }
+  ASSERT_TRUE(ff.saveFile(path.c_str(), xfer).good()) << path;
+}
+
+class DicomSeriesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("sb_dicom_series_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
+            std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  /// Writes an axial stack at the given z positions (files in the given order).
+  std::string write_stack(const std::vector<double>& z, const std::string& sub = "") {
+    const std::string uid = new_uid();
+    fs::create_directories(dir_ / sub);
+    for (size_t n = 0; n < z.size(); ++n) {
+      SliceSpec s;
+      s.series_uid = uid;
+      s.instance_number = static_cast<int>(n + 1);
+      s.ipp = {0, 0, z[n]};
+      write_slice((dir_ / sub / ("s" + std::to_string(n) + ".dcm")).string(), s);
+    }
+    return uid;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(DicomSeriesTest, ScanGroupsInstancesBySeriesAndSkipsNonDicomFiles) {
+  const std::string a = write_stack({0, 1, 2}, "a");
+  const std::string b = write_stack({0, 5}, "nested/b");
+  std::ofstream(dir_ / "README.txt") << "not a DICOM file\n";
+  std::ofstream(dir_ / "nested" / "empty.dcm");
+  auto scan = scan_dicom_folder(dir_.string());
+  ASSERT_TRUE(scan.ok()) << scan.status().to_string();
+  EXPECT_EQ(scan->files_seen, 7);
+  EXPECT_EQ(scan->files_skipped, 2);
+  ASSERT_EQ(scan->series.size(), 2u);
+  size_t na = 0, nb = 0;
+  for (const auto& s : scan->series) {
+    if (s.series_instance_uid == a) na = s.instances.size();
+    if (s.series_instance_uid == b) nb = s.instances.size();
+    EXPECT_EQ(s.study.patient_name, "Test^Patient");
+    EXPECT_EQ(s.study.study_instance_uid, "1.2.3.4");
+    EXPECT_EQ(s.frame_of_reference_uid, "1.2.3.4.5");
+    EXPECT_EQ(s.modality, "MR");
+  }
+  EXPECT_EQ(na, 3u);
+  EXPECT_EQ(nb, 2u);
+}
+
+TEST_F(DicomSeriesTest, ScanSkipsTheSameInstanceSentTwice) {
+  write_stack({0, 1}, "a");
+  fs::copy(dir_ / "a", dir_ / "copy", fs::copy_options::recursive);
+  auto scan = scan_dicom_folder(dir_.string());
+  ASSERT_TRUE(scan.ok());
+  ASSERT_EQ(scan->series.size(), 1u);
+  EXPECT_EQ(scan->series[0].instances.size(), 2u);
+  EXPECT_EQ(scan->duplicates_skipped, 2);
+}
+
+TEST_F(DicomSeriesTest, ScanOfMissingOrEmptyFolderIsNotFound) {
+  EXPECT_EQ(scan_dicom_folder((dir_ / "missing").string()).status().code(), base::Code::kNotFound);
+  std::ofstream(dir_ / "x.txt") << "hello";
+  EXPECT_EQ(scan_dicom_folder(dir_.string()).status().code(), base::Code::kNotFound);
+}
+
+TEST_F(DicomSeriesTest, AssemblesShuffledObliqueSeriesWithRescaleAndDicomAffine) {
+  // Orientation: R = Rx(20 deg) * Rz(30 deg); row = R e1, col = R e2, normal = R e3.
+  const double a = 30 * M_PI / 180, b = 20 * M_PI / 180;
+  Eigen::Matrix3d rz, rx;
+  rz << std::cos(a), -std::sin(a), 0, std::sin(a), std::cos(a), 0, 0, 0, 1;
+  rx << 1, 0, 0, 0, std::cos(b), -std::sin(b), 0, std::sin(b), std::cos(b);
+  const Eigen::Matrix3d r = rx * rz;
+  const Eigen::Vector3d row = r.col(0), col = r.col(1), normal = r.col(2);
+  const Eigen::Vector3d origin(-10.5, 20.25, 3.0);
+  const double slice_step = 2.5, row_spacing = 0.8, col_spacing = 0.6;
+  const int nk = 5, rows = 3, cols = 4;
+  const std::vector<int> file_order = {3, 0, 4, 1, 2};   // slice k written as file n
+  const std::vector<int> instance_numbers = {7, 2, 9, 1, 5};
+  const std::string uid = new_uid();
+  for (int n = 0; n < nk; ++n) {
+    const int k = file_order[n];
+    SliceSpec s;
+    s.series_uid = uid;
+    s.instance_number = instance_numbers[n];
+    const Eigen::Vector3d p = origin + normal * (slice_step * k);
+    s.ipp = {p.x(), p.y(), p.z()};
+    s.iop = {row.x(), row.y(), row.z(), col.x(), col.y(), col.z()};
+    s.spacing = {row_spacing, col_spacing};
+    s.rows = rows;
+    s.cols = cols;
+    s.slope = 2.0;
+    s.intercept = -5.0;
+    for (int j = 0; j < rows; ++j) {
+      for (int i = 0; i < cols; ++i) s.pixels.push_back(static_cast<Uint16>(100 * k + 10 * j + i));
+    }
+    s.rle = (n == 2);  // one compressed slice: decoded on the fly
+    write_slice((dir_ / ("f" + std::to_string(n) + ".dcm")).string(), s);
+  }
+  auto scan = scan_dicom_folder(dir_.string());
+  ASSERT_TRUE(scan.ok());
+  ASSERT_EQ(scan->series.size(), 1u);
+  auto volume = assemble_volume(scan->series[0]);
+  ASSERT_TRUE(volume.ok()) << volume.status().to_string();
+  ASSERT_EQ(volume->grid.dims, (std::array<int64_t, 3>{cols, rows, nk}));
+  for (int k = 0; k < nk; ++k) {
+    for (int j = 0; j < rows; ++j) {
+      for (int i = 0; i < cols; ++i) {
+        ASSERT_FLOAT_EQ(volume->at(i, j, k), (100 * k + 10 * j + i) * 2.0f - 5.0f) << i << "," << j << "," << k;
+      }
+    }
+  }
+  const Eigen::Matrix4d& m = volume->grid.affine;
+  EXPECT_LT((m.block<3, 1>(0, 0) - row * col_spacing).norm(), 1e-6);
+  EXPECT_LT((m.block<3, 1>(0, 1) - col * row_spacing).norm(), 1e-6);
+  EXPECT_LT((m.block<3, 1>(0, 2) - normal * slice_step).norm(), 1e-6);
+  EXPECT_LT((m.block<3, 1>(0, 3) - origin).norm(), 1e-6);
+  // Voxel (i, j, k) sits at IPP_k + i * row * col_spacing + j * col * row_spacing (PS3.3 C.7.6.2.1.1).
+  const Eigen::Vector3d expect = origin + normal * (slice_step * 3) + row * (col_spacing * 2) + col * (row_spacing * 1);
+  EXPECT_LT((volume->grid.to_patient(2, 1, 3) - expect).norm(), 1e-6);
+
+  auto stack = sort_slices(scan->series[0]);
+  ASSERT_TRUE(stack.ok());
+  const std::vector<int> sorted_instances = {2, 1, 5, 7, 9};  // instance of slice k
+  for (int k = 0; k < nk; ++k) EXPECT_EQ(stack->slices[k].instance_number, sorted_instances[k]);
+}
+
+TEST_F(DicomSeriesTest, SignedTwelveBitPixelsAreSignExtendedAndHighBitsIgnored) {
+  SliceSpec s;
+  s.series_uid = new_uid();
+  s.bits_stored = 12;
+  s.pixel_representation = 1;
+  s.rows = 1;
+  s.cols = 3;
+  // -5 in 12-bit two's complement is 0xFFB; set garbage in the unused top 4 bits.
+  s.pixels = {0xAFFB, 0x0007, 0x5800};  // -5, 7, -2048
+  write_slice((dir_ / "a.dcm").string(), s);
+  s.ipp = {0, 0, 1};
+  s.instance_number = 2;
+  write_slice((dir_ / "b.dcm").string(), s);
+  auto scan = scan_dicom_folder(dir_.string());
+  ASSERT_TRUE(scan.ok());
+  auto volume = assemble_volume(scan->series[0]);
+  ASSERT_TRUE(volume.ok()) << volume.status().to_string();
+  EXPECT_FLOAT_EQ(volume->at(0, 0, 0), -5.0f);
+  EXPECT_FLOAT_EQ(volume->at(1, 0, 0), 7.0f);
+  EXPECT_FLOAT_EQ(volume->at(2, 0, 1), -2048.0f);
+}
+
+TEST_F(DicomSeriesTest, RefusesTwoSlicesAtTheSamePosition) {
+  write_stack({0, 1, 1, 2});
+  auto scan = scan_dicom_folder(dir_.string());
+  ASSERT_TRUE(scan.ok());
+  auto volume = assemble_volume(scan->series[0]);
+  ASSERT_EQ(volume.status().code(), base::Code::kInvalidArgument);
+  EXPECT_NE(volume.status().message().find("same position"), std::string::npos) << volume.status().message();
+}
+
+TEST_F(DicomSeriesTest, RefusesAGapAndNamesTheSlicesAroundIt) {
+  write_stack({0, 5, 10, 20, 25});  // instance 4 is at z=20: a slice is missing before it
+  auto scan = scan_dicom_folder(dir_.string());
+  ASSERT_TRUE(scan.ok());
+  auto volume = assemble_volume(scan->series[0]);
+  ASSERT_EQ(volume.status().code(), base::Code::kInvalidArgument);
+  const std::string m = volume.status().message();
+  EXPECT_NE(m.find("uneven slice spacing"), std::string::npos) << m;
+  EXPECT_NE(m.find("instance 3"), std::string::npos) << m;
+  EXPECT_NE(m.find("instance 4"), std::string::npos) << m;
+}
+
+TEST_F(DicomSeriesTest, AcceptsSmallJitterInSliceSpacing) {
+  write_stack({0, 5.2, 10, 15.1, 20});
+  auto scan = scan_dicom_folder(dir_.string());
+  ASSERT_TRUE(scan.ok());
+  EXPECT_TRUE(sort_slices(scan->series[0]).ok());
+}
+
+TEST_F(DicomSeriesTest, RefusesMixedOrientations) {
+  const std::string uid = new_uid();
+  for (int n = 0; n < 3; ++n) {
+    SliceSpec s;
+    s.series_uid = uid;
+    s.instance_number = n + 1;
+    s.ipp = {0, 0, double(n)};
+    if (n == 2) s.iop = {1, 0, 0, 0, 0, -1};  // a coronal slice in an axial series
+    write_slice((dir_ / ("s" + std::to_string(n) + ".dcm")).string(), s);
+  }
+  auto scan = scan_dicom_folder(dir_.string());
+  ASSERT_TRUE(scan.ok());
+  auto stack = sort_slices(scan->series[0]);
+  ASSERT_EQ(stack.status().code(), base::Code::kInvalidArgument);
+  EXPECT_NE(stack.status().message().find("orientations differ"), std::string::npos);
+}
+
+TEST_F(DicomSeriesTest, RefusesASingleSlice) {
+  write_stack({0});
+  auto scan = scan_dicom_folder(dir_.string());
+  ASSERT_TRUE(scan.ok());
+  auto stack = sort_slices(scan->series[0]);
+  ASSERT_EQ(stack.status().code(), base::Code::kInvalidArgument);
+  EXPECT_NE(stack.status().message().find("single slice"), std::string::npos);
+}
+
+TEST_F(DicomSeriesTest, MultiFrameAndMosaicAreUnimplemented) {
+  const std::string uid = new_uid();
+  SliceSpec s;
+  s.series_uid = uid;
+  s.number_of_frames = 2;
+  s.rows = 2;
+  s.cols = 2;
+  s.pixels.assign(8, 1);
+  write_slice((dir_ / "mf.dcm").string(), s);
+  auto scan = scan_dicom_folder(dir_.string());
+  ASSERT_TRUE(scan.ok());
+  auto volume = assemble_volume(scan->series[0]);
+  EXPECT_EQ(volume.status().code(), base::Code::kUnimplemented);
+  EXPECT_NE(volume.status().message().find("multi-frame"), std::string::npos);
+
+  DicomSeries mosaic = scan->series[0];
+  mosaic.instances[0].number_of_frames = 1;
+  mosaic.instances[0].image_type = {"ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"};
+  EXPECT_EQ(sort_slices(mosaic).status().code(), base::Code::kUnimplemented);
+}
+
+TEST_F(DicomSeriesTest, RefusesAbsurdImageSizeBeforeReadingPixels) {
+  DicomSeries s;
+  s.series_instance_uid = "1.2";
+  for (int n = 0; n < 2; ++n) {
+    DicomInstance inst;
+    inst.path = "/nonexistent";
+    inst.rows = 4096;
+    inst.columns = 4096;
+    inst.image_position_patient = std::array<double, 3>{0, 0, double(n)};
+    inst.image_orientation_patient = std::array<double, 6>{1, 0, 0, 0, 1, 0};
+    inst.pixel_spacing_mm = std::array<double, 2>{1, 1};
+    s.instances.push_back(inst);
+  }
+  EXPECT_EQ(assemble_volume(s).status().code(), base::Code::kResourceExhausted);
+}
+
+TEST_F(DicomSeriesTest, ReadsStandardAndVendorBValues) {
+  struct Case {
+    std::string name;
+    std::function<void(DcmDataset&)> tag;
+    double expected;
+  };
+  const std::vector<Case> cases = {
+      {"standard", [](DcmDataset& d) { d.putAndInsertFloat64(DCM_DiffusionBValue, 1000.0); }, 1000.0},
+      {"siemens",
+       [](DcmDataset& d) {
+         d.putAndInsertString(DcmTag(0x0019, 0x0010, EVR_LO), "SIEMENS MR HEADER");
+         d.putAndInsertString(DcmTag(0x0019, 0x100C, EVR_IS), "800");
+       },
+       800.0},
+      {"ge",
+       [](DcmDataset& d) {
+         d.putAndInsertString(DcmTag(0x0043, 0x0010, EVR_LO), "GEMS_PARM_01");
+         d.putAndInsertString(DcmTag(0x0043, 0x1039, EVR_IS), "1000001000\\8\\0\\0");
+       },
+       1000.0},
+      {"philips",
+       [](DcmDataset& d) {
+         // A creator in block 0x11 rather than 0x10: the element is then (2001,1103).
+         d.putAndInsertString(DcmTag(0x2001, 0x0011, EVR_LO), "Philips Imaging DD 001");
+         d.putAndInsertFloat32(DcmTag(0x2001, 0x1103, EVR_FL), 1500.0f);
+       },
+       1500.0},
+  };
+  for (const Case& c : cases) {
+    SliceSpec s;
+    s.series_uid = new_uid();
+    s.extra = c.tag;
+    const std::string path = (dir_ / (c.name + ".dcm")).string();
+    write_slice(path, s);
+    auto header = read_dicom_header(path);
+    ASSERT_TRUE(header.ok()) << c.name;
+    ASSERT_TRUE(header->instances[0].b_value.has_value()) << c.name;
+    EXPECT_DOUBLE_EQ(*header->instances[0].b_value, c.expected) << c.name;
+  }
+  SliceSpec plain;
+  plain.series_uid = new_uid();
+  write_slice((dir_ / "plain.dcm").string(), plain);
+  auto header = read_dicom_header((dir_ / "plain.dcm").string());
+  ASSERT_TRUE(header.ok());
+  EXPECT_FALSE(header->instances[0].b_value.has_value());
+  EXPECT_EQ(header->instances[0].image_type, (std::vector<std::string>{"ORIGINAL", "PRIMARY", "M", "ND"}));
+}
+
+}  // namespace
+}  // namespace image
