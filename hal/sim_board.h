@@ -56,7 +56,7 @@ class SimBoard final : public Board {
   struct State;  // shared with the device objects
 
  private:
-  SimBoard(std::shared_ptr<State> state);
+  explicit SimBoard(std::shared_ptr<State> state);
   std::shared_ptr<State> state_;
 };
 
