@@ -155,7 +155,10 @@ std::optional<double> first_number(DcmElement* e, bool binary_float) {
       return std::nullopt;
     }
     case EVR_UN:
+    case EVR_UNKNOWN:
+    case EVR_UNKNOWN2B:
     case EVR_OB:
+    case EVR_OW:
     case EVR_ox: {
       Uint8* bytes = nullptr;
       if (e->getUint8Array(bytes).bad() || bytes == nullptr) return std::nullopt;

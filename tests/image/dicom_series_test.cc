@@ -58,6 +58,7 @@ struct SliceSpec {
   int bits_stored = 16;
   int pixel_representation = 0;
   bool rle = false;
+  bool implicit_vr = false;  // private tags then read back without a VR (as in real files)
   std::function<void(DcmDataset&)> extra;
 };
 
@@ -95,7 +96,7 @@ void write_slice(const std::string& path, const SliceSpec& s) {
   pixels.resize(static_cast<size_t>(s.rows) * s.cols, 0);
   ds.putAndInsertUint16Array(DCM_PixelData, pixels.data(), static_cast<unsigned long>(pixels.size()));
   if (s.extra) s.extra(ds);
-  E_TransferSyntax xfer = EXS_LittleEndianExplicit;
+  E_TransferSyntax xfer = s.implicit_vr ? EXS_LittleEndianImplicit : EXS_LittleEndianExplicit;
   if (s.rle) {
     DcmRLEEncoderRegistration::registerCodecs();
     ASSERT_TRUE(ds.chooseRepresentation(EXS_RLELossless, nullptr).good());
@@ -350,6 +351,7 @@ TEST_F(DicomSeriesTest, ReadsStandardAndVendorBValues) {
     std::string name;
     std::function<void(DcmDataset&)> tag;
     double expected;
+    bool implicit_vr = false;
   };
   const std::vector<Case> cases = {
       {"standard", [](DcmDataset& d) { d.putAndInsertFloat64(DCM_DiffusionBValue, 1000.0); }, 1000.0},
@@ -359,6 +361,12 @@ TEST_F(DicomSeriesTest, ReadsStandardAndVendorBValues) {
          d.putAndInsertString(DcmTag(0x0019, 0x100C, EVR_IS), "800");
        },
        800.0},
+      {"siemens_implicit_vr",
+       [](DcmDataset& d) {
+         d.putAndInsertString(DcmTag(0x0019, 0x0010, EVR_LO), "SIEMENS MR HEADER");
+         d.putAndInsertString(DcmTag(0x0019, 0x100C, EVR_IS), "1000");
+       },
+       1000.0, true},
       {"ge",
        [](DcmDataset& d) {
          d.putAndInsertString(DcmTag(0x0043, 0x0010, EVR_LO), "GEMS_PARM_01");
@@ -377,6 +385,7 @@ TEST_F(DicomSeriesTest, ReadsStandardAndVendorBValues) {
     SliceSpec s;
     s.series_uid = new_uid();
     s.extra = c.tag;
+    s.implicit_vr = c.implicit_vr;
     const std::string path = (dir_ / (c.name + ".dcm")).string();
     write_slice(path, s);
     auto header = read_dicom_header(path);
