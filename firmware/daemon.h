@@ -1,0 +1,95 @@
+// The appliance daemon behind `strokebox run`: the DICOM node receives into the spool and
+// index; a scheduler thread queues a study once it is complete (no instance for
+// study_quiet_s AND every association that brought it has ended); one worker thread claims
+// jobs, runs the injected StudyProcessor and stores the result row, with outputs under
+// `<data_dir>/results/<study_uid>/`. Everything durable lives in SQLite, so a crash or power
+// cut loses no job: jobs left running are re-queued at the next start.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "base/status.h"
+#include "firmware/config.h"
+#include "firmware/dicom_node.h"
+#include "firmware/pipeline.h"
+#include "storage/index.h"
+#include "storage/spool.h"
+
+namespace firmware {
+
+/// Processes one complete study: `study_dir` holds its DICOM files (any layout below it),
+/// outputs go into `out_dir` (exists and is empty). A study that cannot be segmented is a
+/// report with status "failed" and a reason (final, not retried); an exception counts as a
+/// failed attempt and is retried up to jobs.max_attempts.
+using StudyProcessor = std::function<StudyReport(const std::string& study_dir, const std::string& out_dir)>;
+
+/// Writes the final report (the processor's, with the daemon's "receive" timing in front) into
+/// `out_dir`, normally as report.json. An error counts as a failed attempt.
+using ReportWriter = std::function<base::Status(const StudyReport& report, const std::string& out_dir)>;
+
+struct DaemonOptions {
+  Config config;
+  StudyProcessor processor;             // required
+  ReportWriter write_report;            // optional: nothing written when empty
+  int check_interval_ms = 0;            // study-completion check period; 0 = quiet/4 in [50, 1000] ms
+  int idle_poll_ms = 500;               // the worker looks for due retries at least this often
+  uint64_t min_free_bytes = 64ull << 20;  // the node refuses instances below this free space
+};
+
+class Daemon {
+ public:
+  /// Validates the options, creates the data directories, opens (migrates) the index, re-queues
+  /// jobs interrupted by a crash and removes half-written spool files. Does not listen yet.
+  /// Errors: kInvalidArgument (config, missing processor), the storage layer's errors.
+  static base::Result<std::unique_ptr<Daemon>> create(DaemonOptions options);
+  ~Daemon();  // stop()
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  /// Starts the DICOM node (listening when this returns OK), the scheduler and the worker.
+  /// Errors: the node's (kUnavailable when the port is taken).
+  base::Status start();
+  /// Stops accepting associations, lets open ones and the current job finish, joins every
+  /// thread. Thread-safe, idempotent; not async-signal-safe (call it after sigwait).
+  void stop();
+
+  storage::Index& index() { return *index_; }
+  const Config& config() const { return options_.config; }
+  /// Jobs finished (result stored or attempt failed) since start; for tests and logs.
+  int jobs_finished() const { return jobs_finished_.load(); }
+
+ private:
+  explicit Daemon(DaemonOptions options);
+  void scheduler_loop();
+  void worker_loop();
+  void run_job(const storage::Job& job);
+  void fail_attempt(const storage::Job& job, const std::string& reason);
+
+  DaemonOptions options_;
+  std::unique_ptr<storage::Index> index_;
+  std::unique_ptr<storage::Spool> spool_;
+  std::unique_ptr<SpoolStoreHandler> handler_;
+  std::unique_ptr<DicomNode> node_;
+  std::thread scheduler_, worker_;
+  std::mutex mu_;
+  std::condition_variable wake_;  // new job queued, or stop
+  bool stopping_ = false;
+  bool started_ = false;
+  std::mutex lifecycle_mu_;
+  std::atomic<int> jobs_finished_{0};
+};
+
+/// Blocks SIGTERM and SIGINT in the calling thread; threads started afterwards inherit the
+/// mask, so the signals stay pending for wait_for_termination_signal(). Call it first in main
+/// paths that start threads.
+void block_termination_signals();
+/// Waits for SIGTERM or SIGINT (blocked beforehand) and returns its number.
+int wait_for_termination_signal();
+
+}  // namespace firmware

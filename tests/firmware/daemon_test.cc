@@ -1,0 +1,301 @@
+// Tests for firmware::Daemon with a fake processor: a study sent over DICOM is queued after
+// the quiet time, processed once and its result stored; crashes and failures are retried a
+// bounded number of times.
+#include "firmware/daemon.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <dcmtk/oflog/oflog.h>
+
+namespace firmware {
+namespace {
+
+namespace fs = std::filesystem;
+
+const bool kQuietDcmtk = [] {
+  OFLog::configure(OFLogger::WARN_LOG_LEVEL);
+  return true;
+}();
+
+constexpr const char* kStudy = "1.2.826.0.1.3680043.10.998.7";
+constexpr const char* kSeries = "1.2.826.0.1.3680043.10.998.7.1";
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// Writes `n` small MR slices of one series into `dir`; returns their paths.
+std::vector<std::string> write_study(const fs::path& dir, int n) {
+  fs::create_directories(dir);
+  std::vector<std::string> files;
+  for (int i = 1; i <= n; ++i) {
+    DcmFileFormat file;
+    DcmDataset* ds = file.getDataset();
+    const std::string sop = std::string(kSeries) + "." + std::to_string(i);
+    ds->putAndInsertString(DCM_SOPClassUID, UID_MRImageStorage);
+    ds->putAndInsertString(DCM_SOPInstanceUID, sop.c_str());
+    ds->putAndInsertString(DCM_StudyInstanceUID, kStudy);
+    ds->putAndInsertString(DCM_SeriesInstanceUID, kSeries);
+    ds->putAndInsertString(DCM_PatientID, "DAEMON-P");
+    ds->putAndInsertString(DCM_Modality, "MR");
+    ds->putAndInsertString(DCM_InstanceNumber, std::to_string(i).c_str());
+    ds->putAndInsertUint16(DCM_SamplesPerPixel, 1);
+    ds->putAndInsertString(DCM_PhotometricInterpretation, "MONOCHROME2");
+    ds->putAndInsertUint16(DCM_Rows, 4);
+    ds->putAndInsertUint16(DCM_Columns, 4);
+    ds->putAndInsertUint16(DCM_BitsAllocated, 16);
+    ds->putAndInsertUint16(DCM_BitsStored, 16);
+    ds->putAndInsertUint16(DCM_HighBit, 15);
+    ds->putAndInsertUint16(DCM_PixelRepresentation, 0);
+    std::vector<Uint16> pixels(16, static_cast<Uint16>(i));
+    ds->putAndInsertUint16Array(DCM_PixelData, pixels.data(), 16);
+    const std::string path = (dir / ("slice" + std::to_string(i) + ".dcm")).string();
+    EXPECT_TRUE(file.saveFile(path.c_str(), EXS_LittleEndianExplicit).good());
+    files.push_back(path);
+  }
+  return files;
+}
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("sb_daemon_test_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    config_.dicom.port = free_port();
+    config_.dicom.bind_address = "127.0.0.1";
+    config_.dicom.study_quiet_s = 1.0;
+    config_.dicom.dimse_timeout_s = 5;
+    config_.storage.data_dir = (dir_ / "data").string();
+    config_.jobs.retry_delay_s = 0;
+    files_ = write_study(dir_ / "outgoing", 3);
+  }
+  void TearDown() override {
+    daemon_.reset();
+    fs::remove_all(dir_);
+  }
+
+  DaemonOptions options(StudyProcessor processor) {
+    DaemonOptions o;
+    o.config = config_;
+    o.processor = std::move(processor);
+    o.check_interval_ms = 50;
+    o.idle_poll_ms = 50;
+    o.min_free_bytes = 0;
+    o.write_report = [](const StudyReport& report, const std::string& out_dir) {
+      nlohmann::json j;
+      j["status"] = report.status;
+      j["timings"] = nlohmann::json::array();
+      for (const auto& [stage, ms] : report.timings_ms) j["timings"].push_back(stage);
+      std::ofstream(out_dir + "/report.json") << j.dump();
+      return base::Status();
+    };
+    return o;
+  }
+
+  void start(StudyProcessor processor) {
+    auto d = Daemon::create(options(std::move(processor)));
+    ASSERT_TRUE(d.ok()) << d.status().to_string();
+    daemon_ = std::move(d).value();
+    base::Status st = daemon_->start();
+    ASSERT_TRUE(st.ok()) << st.to_string();
+  }
+
+  void send_study() {
+    std::string cmd = "storescu -q -aet SCANNER -aec " + config_.dicom.ae_title + " 127.0.0.1 " +
+                      std::to_string(config_.dicom.port);
+    for (const auto& f : files_) cmd += " " + f;
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+
+  std::optional<storage::StudyRow> study() {
+    auto s = daemon_->index().study(kStudy);
+    EXPECT_TRUE(s.ok());
+    return s.ok() ? *s : std::nullopt;
+  }
+
+  // Waits (no timing assertion) until pred() holds; gives up after a generous bound.
+  template <typename Pred>
+  static bool eventually(Pred pred) {
+    for (int i = 0; i < 3000; ++i) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return pred();
+  }
+
+  fs::path dir_;
+  Config config_;
+  std::vector<std::string> files_;
+  std::unique_ptr<Daemon> daemon_;
+};
+
+StudyReport done_report(double volume_ml) {
+  StudyReport r;
+  r.status = "done";
+  r.lesion_volume_ml = volume_ml;
+  r.lesion_count = 1;
+  r.model_id = "fake";
+  r.backend = "none";
+  r.precision = "fp32";
+  r.timings_ms = {{"load", 1.0}, {"inference", 2.0}};
+  return r;
+}
+
+TEST_F(DaemonTest, StudyIsQueuedAfterQuietTimeProcessedOnceAndResultStored) {
+  std::atomic<int> calls{0};
+  std::string seen_study_dir, seen_out_dir;
+  size_t files_seen = 0;
+  start([&](const std::string& study_dir, const std::string& out_dir) {
+    ++calls;
+    seen_study_dir = study_dir;
+    seen_out_dir = out_dir;
+    for (auto& e : fs::recursive_directory_iterator(study_dir)) files_seen += e.is_regular_file();
+    std::ofstream(out_dir + "/lesion_mask.nii.gz") << "fake";
+    return done_report(4.5);
+  });
+  send_study();
+  ASSERT_TRUE(eventually([&] {
+    auto s = study();
+    return s && s->state == "done";
+  })) << "state: " << (study() ? study()->state : "none");
+  auto result = daemon_->index().result(kStudy);
+  ASSERT_TRUE(result.ok() && result->has_value());
+  EXPECT_EQ((*result)->status, "done");
+  EXPECT_DOUBLE_EQ((*result)->lesion_volume_ml, 4.5);
+  EXPECT_EQ((*result)->model_id, "fake");
+  // The daemon's receive timing comes first, then the pipeline's stages.
+  auto timings = nlohmann::ordered_json::parse((*result)->timings_json);
+  ASSERT_EQ(timings.size(), 3u);
+  EXPECT_EQ(timings.begin().key(), "receive");
+  EXPECT_GE(timings["receive"].get<double>(), 0.0);
+  EXPECT_EQ((*result)->report_path, seen_out_dir + "/report.json");
+  auto report = nlohmann::json::parse(std::ifstream(seen_out_dir + "/report.json"));
+  EXPECT_EQ(report["timings"][0], "receive");
+  EXPECT_EQ(seen_out_dir, config_.results_dir() + "/" + kStudy);
+  EXPECT_EQ(seen_study_dir, config_.spool_dir() + "/" + kStudy);
+  EXPECT_EQ(files_seen, files_.size());
+  EXPECT_TRUE(fs::exists(seen_out_dir + "/lesion_mask.nii.gz"));
+  // Processed exactly once, even though the scheduler keeps checking.
+  daemon_->stop();
+  EXPECT_EQ(calls.load(), 1);
+  auto jobs = daemon_->index().job_counts();
+  ASSERT_TRUE(jobs.ok());
+  EXPECT_EQ((*jobs)["done"], 1);
+}
+
+TEST_F(DaemonTest, PipelineFailureIsStoredWithReasonAndNotRetried) {
+  std::atomic<int> calls{0};
+  start([&](const std::string&, const std::string&) {
+    ++calls;
+    StudyReport r;
+    r.status = "failed";
+    r.reason = "no DWI series found";
+    return r;
+  });
+  send_study();
+  ASSERT_TRUE(eventually([&] {
+    auto s = study();
+    return s && s->state == "failed";
+  }));
+  daemon_->stop();
+  EXPECT_EQ(calls.load(), 1);
+  auto result = daemon_->index().result(kStudy);
+  ASSERT_TRUE(result.ok() && result->has_value());
+  EXPECT_EQ((*result)->reason, "no DWI series found");
+}
+
+TEST_F(DaemonTest, ThrowingProcessorIsRetriedThenFailedWithReason) {
+  std::atomic<int> calls{0};
+  start([&](const std::string&, const std::string&) -> StudyReport {
+    ++calls;
+    throw std::runtime_error("engine ran out of memory");
+  });
+  send_study();
+  ASSERT_TRUE(eventually([&] {
+    auto s = study();
+    return s && s->state == "failed";
+  }));
+  daemon_->stop();
+  EXPECT_EQ(calls.load(), 3);
+  auto result = daemon_->index().result(kStudy);
+  ASSERT_TRUE(result.ok() && result->has_value());
+  EXPECT_EQ((*result)->status, "failed");
+  EXPECT_NE((*result)->reason.find("gave up after 3 attempts"), std::string::npos) << (*result)->reason;
+  EXPECT_NE((*result)->reason.find("engine ran out of memory"), std::string::npos) << (*result)->reason;
+}
+
+TEST_F(DaemonTest, JobLeftRunningByACrashIsRequeuedAtStart) {
+  // Simulate the crash: a previous run stored the study, queued and claimed the job, died.
+  {
+    storage::Index::Options o;
+    fs::create_directories(config_.storage.data_dir);
+    auto index = storage::Index::open(config_.database_path(), o);
+    ASSERT_TRUE(index.ok());
+    storage::Spool spool(config_.spool_dir());
+    for (size_t i = 0; i < files_.size(); ++i) {
+      const std::string sop = std::string(kSeries) + "." + std::to_string(i + 1);
+      auto path = spool.store(kStudy, kSeries, sop, [&](const std::string& temp) {
+        fs::copy_file(files_[i], temp);
+        return base::Status();
+      });
+      ASSERT_TRUE(path.ok());
+      storage::InstanceRecord r{sop, UID_MRImageStorage, kStudy, kSeries, "P", *path, 100, 1000, "SCANNER"};
+      ASSERT_TRUE((*index)->add_instance(r).ok());
+    }
+    ASSERT_TRUE(*(*index)->enqueue_study(kStudy, 2000));
+    auto job = (*index)->claim_next_job(3000);
+    ASSERT_TRUE(job.ok() && job->has_value());
+  }
+  std::atomic<int> calls{0};
+  start([&](const std::string&, const std::string&) {
+    ++calls;
+    return done_report(1.0);
+  });
+  ASSERT_TRUE(eventually([&] {
+    auto s = study();
+    return s && s->state == "done";
+  }));
+  daemon_->stop();
+  EXPECT_EQ(calls.load(), 1);
+  auto s = study();
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->attempts, 2);  // the interrupted run counted as an attempt
+}
+
+TEST_F(DaemonTest, StartFailsClearlyWhenThePortIsTaken) {
+  start([](const std::string&, const std::string&) { return done_report(0); });
+  auto second = Daemon::create(options([](const std::string&, const std::string&) { return done_report(0); }));
+  ASSERT_TRUE(second.ok()) << second.status().to_string();
+  base::Status st = (*second)->start();
+  EXPECT_EQ(st.code(), base::Code::kUnavailable) << st.to_string();
+}
+
+}  // namespace
+}  // namespace firmware
