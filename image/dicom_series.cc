@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -325,6 +326,21 @@ base::Status check_supported(const DicomSeries& series) {
   return base::ok_status();
 }
 
+/// Cheap test before DCMTK parses a file (which logs errors for every non-DICOM file): a
+/// PS3.10 file has "DICM" at offset 128; a bare dataset (no preamble) starts with a tag of
+/// group 0002 or 0008 in little endian.
+bool looks_like_dicom(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return false;
+  unsigned char head[132] = {};
+  const size_t n = std::fread(head, 1, sizeof head, f);
+  std::fclose(f);
+  if (n >= 132 && std::memcmp(head + 128, "DICM", 4) == 0) return true;
+  if (n < 8) return false;
+  const unsigned group = head[0] | (head[1] << 8);
+  return group == 0x0002 || group == 0x0008;
+}
+
 }  // namespace
 
 std::string describe_series(const DicomSeries& series) {
@@ -343,6 +359,9 @@ base::Result<DicomSeries> read_dicom_header(const std::string& path) {
   try {
     std::error_code ec;
     if (!fs::is_regular_file(path, ec)) return base::not_found("no such file: " + path);
+    if (!looks_like_dicom(path)) {
+      return base::invalid_argument("not a DICOM file (no DICM preamble, no dataset start): " + path);
+    }
     DcmFileFormat ff;
     const OFCondition cond =
         ff.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);

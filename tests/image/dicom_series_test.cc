@@ -2,6 +2,9 @@
 // assembly with rescale, vendor b-values. Each test writes its own tiny MR series with DCMTK.
 #include "image/dicom_series.h"
 
+#include "image/phantom.h"
+#include "image/series_classifier.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -400,6 +403,53 @@ TEST_F(DicomSeriesTest, ReadsStandardAndVendorBValues) {
   ASSERT_TRUE(header.ok());
   EXPECT_FALSE(header->instances[0].b_value.has_value());
   EXPECT_EQ(header->instances[0].image_type, (std::vector<std::string>{"ORIGINAL", "PRIMARY", "M", "ND"}));
+}
+
+}  // namespace
+}  // namespace image
+
+namespace image {
+namespace {
+
+TEST_F(DicomSeriesTest, BareDatasetWithoutPreambleIsRead) {
+  SliceSpec s;
+  s.series_uid = new_uid();
+  const std::string path = (dir_ / "bare.dcm").string();
+  write_slice(path, s);
+  DcmFileFormat ff;
+  ASSERT_TRUE(ff.loadFile(path.c_str()).good());
+  const std::string bare = (dir_ / "bare_dataset").string();
+  ASSERT_TRUE(ff.getDataset()->saveFile(bare.c_str(), EXS_LittleEndianImplicit).good());
+  auto header = read_dicom_header(bare);
+  ASSERT_TRUE(header.ok()) << header.status().to_string();
+  EXPECT_EQ(header->series_instance_uid, s.series_uid);
+}
+
+TEST_F(DicomSeriesTest, PhantomStudyIsSelectedAndAssembledOnItsOwnGrid) {
+  PhantomOptions options;
+  options.seed = 3;
+  if (!fs::exists(options.colin27_path)) GTEST_SKIP() << "mricron-data (Colin27) is not installed";
+  auto study = make_phantom(options);
+  ASSERT_TRUE(study.ok()) << study.status().to_string();
+  ASSERT_TRUE(write_phantom_dicom(*study, dir_.string()).ok());
+  auto scan = scan_dicom_folder(dir_.string());
+  ASSERT_TRUE(scan.ok()) << scan.status().to_string();
+  EXPECT_GE(scan->files_skipped, 2);  // truth.nii.gz, phantom.json
+  auto selection = select_diffusion_series(scan->series);
+  ASSERT_TRUE(selection.ok()) << selection.status().to_string();
+  auto dwi = assemble_volume(selection->dwi);
+  auto adc = assemble_volume(selection->adc);
+  ASSERT_TRUE(dwi.ok()) << dwi.status().to_string();
+  ASSERT_TRUE(adc.ok()) << adc.status().to_string();
+  EXPECT_TRUE(dwi->grid.same_as(study->dwi.grid, 1e-3));
+  EXPECT_TRUE(adc->grid.same_as(study->adc.grid, 1e-3));
+  float max_dwi = 0, max_adc = 0;
+  for (size_t v = 0; v < dwi->data.size(); ++v) {
+    max_dwi = std::max(max_dwi, std::abs(dwi->data[v] - study->dwi.data[v]));
+    max_adc = std::max(max_adc, std::abs(adc->data[v] - study->adc.data[v]));
+  }
+  EXPECT_LT(max_dwi, 0.05f);  // uint16 quantization with the phantom's rescale slope
+  EXPECT_LE(max_adc, 0.5f);
 }
 
 }  // namespace
