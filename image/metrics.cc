@@ -1,6 +1,9 @@
 #include "image/metrics.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <vector>
 #include <sstream>
 #include <string>
 
@@ -19,6 +22,115 @@ std::string grid_text(const Grid& g) {
 
 double ratio(int64_t num, int64_t den, double if_empty) {
   return den == 0 ? if_empty : static_cast<double>(num) / static_cast<double>(den);
+}
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+/// 1D squared distance transform along a line of n samples spaced `step` apart, in place:
+/// d(p) = min_q f(q) + (step (p - q))^2 (Felzenszwalb & Huttenlocher, "Distance Transforms of
+/// Sampled Functions", 2012). Infinite samples add no parabola.
+void edt_1d(double* f, int64_t n, int64_t stride, double step, std::vector<double>& d, std::vector<int64_t>& v,
+            std::vector<double>& z) {
+  d.resize(n);
+  v.resize(n);
+  z.resize(n + 1);
+  int64_t k = -1;
+  for (int64_t q = 0; q < n; ++q) {
+    const double fq = f[q * stride];
+    if (fq == kInf) continue;
+    const double xq = step * q;
+    while (k >= 0) {
+      const double xv = step * v[k];
+      const double s = ((fq + xq * xq) - (f[v[k] * stride] + xv * xv)) / (2 * (xq - xv));
+      if (s <= z[k]) {
+        --k;
+      } else {
+        break;
+      }
+    }
+    if (k < 0) {
+      k = 0;
+      v[0] = q;
+      z[0] = -kInf;
+      z[1] = kInf;
+      continue;
+    }
+    const double xv = step * v[k];
+    const double s = ((fq + xq * xq) - (f[v[k] * stride] + xv * xv)) / (2 * (xq - xv));
+    ++k;
+    v[k] = q;
+    z[k] = s;
+    z[k + 1] = kInf;
+  }
+  if (k < 0) return;  // no finite sample: the line stays infinite
+  int64_t j = 0;
+  for (int64_t p = 0; p < n; ++p) {
+    const double xp = step * p;
+    while (z[j + 1] < xp) ++j;
+    const double dx = xp - step * v[j];
+    d[p] = dx * dx + f[v[j] * stride];
+  }
+  for (int64_t p = 0; p < n; ++p) f[p * stride] = d[p];
+}
+
+/// Squared Euclidean distance (mm^2) from every voxel to the nearest voxel where `feature`.
+std::vector<double> squared_edt(const std::vector<uint8_t>& feature, const Grid& grid) {
+  const int64_t n[3] = {grid.dims[0], grid.dims[1], grid.dims[2]};
+  const auto spacing = grid.spacing_mm();
+  std::vector<double> f(feature.size());
+  for (size_t i = 0; i < f.size(); ++i) f[i] = feature[i] ? 0.0 : kInf;
+  std::vector<double> d;
+  std::vector<int64_t> v;
+  std::vector<double> z;
+  const int64_t stride[3] = {1, n[0], n[0] * n[1]};
+  for (int axis = 0; axis < 3; ++axis) {
+    const int a1 = (axis + 1) % 3, a2 = (axis + 2) % 3;
+    for (int64_t u = 0; u < n[a1]; ++u) {
+      for (int64_t w = 0; w < n[a2]; ++w) {
+        edt_1d(f.data() + u * stride[a1] + w * stride[a2], n[axis], stride[axis], spacing[axis], d, v, z);
+      }
+    }
+  }
+  return f;
+}
+
+/// Lesion voxels with a background or out-of-volume face neighbour.
+std::vector<uint8_t> surface(const VolumeU8& m) {
+  std::vector<uint8_t> s(m.data.size(), 0);
+  const int64_t ni = m.ni(), nj = m.nj(), nk = m.nk();
+  for (int64_t k = 0; k < nk; ++k) {
+    for (int64_t j = 0; j < nj; ++j) {
+      for (int64_t i = 0; i < ni; ++i) {
+        if (m.at(i, j, k) == 0) continue;
+        const bool border = i == 0 || j == 0 || k == 0 || i == ni - 1 || j == nj - 1 || k == nk - 1;
+        if (border || !m.at(i - 1, j, k) || !m.at(i + 1, j, k) || !m.at(i, j - 1, k) || !m.at(i, j + 1, k) ||
+            !m.at(i, j, k - 1) || !m.at(i, j, k + 1)) {
+          s[m.index(i, j, k)] = 1;
+        }
+      }
+    }
+  }
+  return s;
+}
+
+double percentile_95(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const double pos = 0.95 * static_cast<double>(values.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(pos));
+  const size_t hi = std::min(lo + 1, values.size() - 1);
+  return values[lo] + (pos - static_cast<double>(lo)) * (values[hi] - values[lo]);
+}
+
+/// MedPy-style hd95 between two non-empty masks on one grid.
+double hd95_mm(const VolumeU8& a, const VolumeU8& b) {
+  const std::vector<uint8_t> sa = surface(a), sb = surface(b);
+  const std::vector<double> to_a = squared_edt(sa, a.grid), to_b = squared_edt(sb, b.grid);
+  std::vector<double> ab, ba;
+  for (size_t v = 0; v < sa.size(); ++v) {
+    if (sa[v]) ab.push_back(std::sqrt(to_b[v]));
+    if (sb[v]) ba.push_back(std::sqrt(to_a[v]));
+  }
+  return std::max(percentile_95(std::move(ab)), percentile_95(std::move(ba)));
 }
 
 }  // namespace
@@ -54,6 +166,9 @@ base::Result<SegmentationMetrics> compute_metrics(const VolumeU8& pred, const Vo
   SB_ASSIGN_OR_RETURN(Components tc, label_components(truth));
   m.pred_lesions = pc.count();
   m.truth_lesions = tc.count();
+  const auto spacing = pred.grid.spacing_mm();
+  const bool valid_spacing = spacing[0] > 0 && spacing[1] > 0 && spacing[2] > 0;
+  if (valid_spacing && m.tp + m.fp > 0 && m.tp + m.fn > 0) m.hd95_mm = hd95_mm(pred, truth);
   return m;
 }
 
@@ -72,6 +187,7 @@ nlohmann::json to_json(const SegmentationMetrics& m) {
   j["fp"] = m.fp;
   j["fn"] = m.fn;
   j["tn"] = m.tn;
+  j["hd95_mm"] = m.hd95_mm ? nlohmann::json(*m.hd95_mm) : nlohmann::json(nullptr);
   return j;
 }
 

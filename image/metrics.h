@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -23,16 +24,24 @@ struct SegmentationMetrics {
   /// Connected components (26-connectivity) of each mask.
   int pred_lesions = 0, truth_lesions = 0;
   int64_t tp = 0, fp = 0, fn = 0, tn = 0;
+  /// 95th percentile Hausdorff distance between the two masks' surfaces in mm; empty when
+  /// either mask is empty (undefined; JSON null).
+  std::optional<double> hd95_mm;
 };
 
 /// Compares two binary masks (non-zero = lesion) on the same grid.
 /// dice = 2 tp / (2 tp + fp + fn); iou = tp / (tp + fp + fn); precision = tp / (tp + fp);
-/// recall = tp / (tp + fn). Errors: kInvalidArgument when the grids differ (dims, or affine
+/// recall = tp / (tp + fn). hd95_mm as in MedPy's hd95: surface voxels are lesion voxels with
+/// a background (or out-of-volume) face neighbour; the distances from each surface voxel of one
+/// mask to the nearest surface voxel of the other (exact Euclidean distance transform in mm,
+/// Felzenszwalb & Huttenlocher 2012, axis spacings from the grid) give two sets; hd95 = max of
+/// their 95th percentiles (linear interpolation, numpy's default). Errors: kInvalidArgument when the grids differ (dims, or affine
 /// elements by more than 1e-3 mm) or a data size does not match its grid.
 base::Result<SegmentationMetrics> compute_metrics(const VolumeU8& pred, const VolumeU8& truth);
 
 /// {"dice":..,"iou":..,"precision":..,"recall":..,"pred_volume_ml":..,"truth_volume_ml":..,
-///  "abs_volume_diff_ml":..,"pred_lesions":..,"truth_lesions":..,"tp":..,"fp":..,"fn":..,"tn":..}
+///  "abs_volume_diff_ml":..,"pred_lesions":..,"truth_lesions":..,"tp":..,"fp":..,"fn":..,"tn":..,
+///  "hd95_mm": number or null}
 nlohmann::json to_json(const SegmentationMetrics& m);
 
 /// 1 where value > threshold, else 0 (NaN counts as 0), on the same grid.

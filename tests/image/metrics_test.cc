@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <random>
+
 namespace image {
 namespace {
 
@@ -102,6 +106,72 @@ TEST(Metrics, BinarizeThresholdsAboveHalf) {
   VolumeF v(g);
   v.data = {0.2f, 0.5f, 0.51f, 3.f};
   EXPECT_EQ(binarize(v).data, (std::vector<uint8_t>{0, 0, 1, 1}));
+}
+
+TEST(Metrics, Hd95OfTwoSingleVoxelsIsTheirDistanceInMm) {
+  auto m = compute_metrics(mask(5, 1, 1, {1, 0, 0, 0, 0}), mask(5, 1, 1, {0, 0, 0, 1, 0}));
+  ASSERT_TRUE(m.ok());
+  ASSERT_TRUE(m->hd95_mm.has_value());
+  EXPECT_DOUBLE_EQ(*m->hd95_mm, 6.0);  // 3 voxels of 2 mm
+  auto same = compute_metrics(mask(3, 1, 1, {0, 1, 1}), mask(3, 1, 1, {0, 1, 1}));
+  ASSERT_TRUE(same.ok());
+  EXPECT_DOUBLE_EQ(*same->hd95_mm, 0.0);
+}
+
+TEST(Metrics, Hd95IsUndefinedWhenAMaskIsEmpty) {
+  auto m = compute_metrics(mask(3, 1, 1, {0, 0, 0}), mask(3, 1, 1, {0, 1, 0}));
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(m->hd95_mm.has_value());
+  EXPECT_TRUE(to_json(*m)["hd95_mm"].is_null());
+}
+
+/// Brute force: distances between all surface voxel pairs, MedPy's definition.
+double brute_hd95(const VolumeU8& a, const VolumeU8& b) {
+  const auto surface = [](const VolumeU8& m) {
+    std::vector<Eigen::Vector3d> out;
+    for (int64_t k = 0; k < m.nk(); ++k)
+      for (int64_t j = 0; j < m.nj(); ++j)
+        for (int64_t i = 0; i < m.ni(); ++i) {
+          if (!m.at(i, j, k)) continue;
+          const auto fg = [&](int64_t x, int64_t y, int64_t z) {
+            return x >= 0 && y >= 0 && z >= 0 && x < m.ni() && y < m.nj() && z < m.nk() && m.at(x, y, z);
+          };
+          if (!fg(i - 1, j, k) || !fg(i + 1, j, k) || !fg(i, j - 1, k) || !fg(i, j + 1, k) || !fg(i, j, k - 1) ||
+              !fg(i, j, k + 1)) {
+            out.push_back(m.grid.to_patient(i, j, k));
+          }
+        }
+    return out;
+  };
+  const auto sa = surface(a), sb = surface(b);
+  const auto directed = [](const std::vector<Eigen::Vector3d>& from, const std::vector<Eigen::Vector3d>& to) {
+    std::vector<double> d;
+    for (const auto& p : from) {
+      double best = 1e300;
+      for (const auto& q : to) best = std::min(best, (p - q).norm());
+      d.push_back(best);
+    }
+    std::sort(d.begin(), d.end());
+    const double pos = 0.95 * (d.size() - 1);
+    const size_t lo = static_cast<size_t>(pos);
+    const size_t hi = std::min(lo + 1, d.size() - 1);
+    return d[lo] + (pos - lo) * (d[hi] - d[lo]);
+  };
+  return std::max(directed(sa, sb), directed(sb, sa));
+}
+
+TEST(Metrics, Hd95MatchesBruteForceOnRandomAnisotropicMasks) {
+  std::mt19937 rng(12345);
+  for (int trial = 0; trial < 5; ++trial) {
+    std::vector<uint8_t> a(9 * 7 * 5), b(9 * 7 * 5);
+    for (auto& v : a) v = rng() % 4 == 0;
+    for (auto& v : b) v = rng() % 5 == 0;
+    const VolumeU8 pa = mask(9, 7, 5, a), pb = mask(9, 7, 5, b);
+    auto m = compute_metrics(pa, pb);
+    ASSERT_TRUE(m.ok());
+    ASSERT_TRUE(m->hd95_mm.has_value());
+    EXPECT_NEAR(*m->hd95_mm, brute_hd95(pa, pb), 1e-9) << "trial " << trial;
+  }
 }
 
 }  // namespace
