@@ -232,6 +232,9 @@ void DicomNode::stop() {
   std::lock_guard lock(stop_mu_);
   if (!started_) return;
   stop_requested_ = true;
+  // Wake the accept loop now rather than at its next poll: shutting the listening socket down
+  // makes its select() return and accept() fail; the loop then sees stop_requested_.
+  if (network_) ::shutdown(DUL_networkSocket(network_->network), SHUT_RDWR);
   if (acceptor_.joinable()) acceptor_.join();  // the loop joins the workers before it returns
   ASC_dropNetwork(&network_);
   network_ = nullptr;
@@ -279,7 +282,9 @@ void DicomNode::accept_loop() {
       continue;
     }
     if (cond.bad()) {
-      SB_LOG(kWarning) << "DICOM node: receiving an association request failed: " << cond.text();
+      if (!stop_requested_.load()) {
+        SB_LOG(kWarning) << "DICOM node: receiving an association request failed: " << cond.text();
+      }
       drop_and_destroy(assoc);
       continue;
     }

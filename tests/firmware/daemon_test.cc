@@ -2,6 +2,7 @@
 // the quiet time, processed once and its result stored; crashes and failures are retried a
 // bounded number of times.
 #include "firmware/daemon.h"
+#include "firmware/commands.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -287,6 +288,55 @@ TEST_F(DaemonTest, JobLeftRunningByACrashIsRequeuedAtStart) {
   auto s = study();
   ASSERT_TRUE(s);
   EXPECT_EQ(s->attempts, 2);  // the interrupted run counted as an attempt
+}
+
+// Runs `strokebox status <flags>` in-process and returns its stdout.
+std::string run_status(std::vector<std::string> flags, int* rc) {
+  std::vector<std::string> words = {"strokebox", "status"};
+  words.insert(words.end(), flags.begin(), flags.end());
+  std::vector<char*> argv;
+  for (auto& w : words) argv.push_back(w.data());
+  ::testing::internal::CaptureStdout();
+  *rc = cmd_status(static_cast<int>(argv.size()), argv.data());
+  std::fflush(stdout);
+  return ::testing::internal::GetCapturedStdout();
+}
+
+TEST_F(DaemonTest, StatusCommandShowsCountsRecentStudiesAndFailures) {
+  start([&](const std::string&, const std::string&) {
+    StudyReport r;
+    r.status = "failed";
+    r.reason = "ADC series missing";
+    return r;
+  });
+  send_study();
+  ASSERT_TRUE(eventually([&] {
+    auto s = study();
+    return s && s->state == "failed";
+  }));
+  // Read-only, while the daemon is still running.
+  int rc = -1;
+  const std::string json_text = run_status({"--data-dir", config_.storage.data_dir, "--json"}, &rc);
+  ASSERT_EQ(rc, 0);
+  auto j = nlohmann::json::parse(json_text);
+  EXPECT_EQ(j["studies"]["failed"], 1);
+  EXPECT_EQ(j["studies"]["done"], 0);
+  ASSERT_EQ(j["recent"].size(), 1u);
+  EXPECT_EQ(j["recent"][0]["study_uid"], kStudy);
+  EXPECT_EQ(j["recent"][0]["instances"], 3);
+  ASSERT_EQ(j["failures"].size(), 1u);
+  EXPECT_EQ(j["failures"][0]["reason"], "ADC series missing");
+  const std::string text = run_status({"--data-dir", config_.storage.data_dir}, &rc);
+  ASSERT_EQ(rc, 0);
+  EXPECT_NE(text.find("failed 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("ADC series missing"), std::string::npos) << text;
+}
+
+TEST_F(DaemonTest, StatusCommandOnMissingDataDirFails) {
+  int rc = -1;
+  run_status({"--data-dir", (dir_ / "nothing").string()}, &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_FALSE(fs::exists(dir_ / "nothing" / "strokebox.db"));  // read-only: nothing created
 }
 
 TEST_F(DaemonTest, StartFailsClearlyWhenThePortIsTaken) {
