@@ -1,0 +1,635 @@
+#!/usr/bin/python3
+"""Trains strokebox's demo model (nnU-Net v2 PlainConvUNet) on synthetic phantom studies.
+
+Pipeline: `strokebox phantom` studies (NIfTI) -> nnU-Net preprocessing (cached .npy) ->
+patch training (Dice + CE, foreground oversampling) -> sliding-window validation on held-out
+phantoms exported back to their native grid -> ONNX (opset 17, fixed shape) + model.json
+(docs/model_package.md). CPU only (Debian python3-torch 1.13), reproducible from --seed
+for a given --iterations. See tools/README.md.
+
+Subcommands:
+  generate   write phantom studies with `strokebox phantom` into DATA/phantoms/seed_N/
+  fake       phantom-like folders from the golden inputs with thresholded labels (plumbing test)
+  train      preprocess, train, validate, export the package
+  validate   validate + export an existing checkpoint (no training)
+"""
+
+import os
+
+# Passive OpenMP waiting: on a shared, oversubscribed CPU, spinning worker threads make
+# 2-thread torch 3-5x slower than 1 thread (measured: 17 s vs 5.5 s per iteration at load 10).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import datetime
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nnunet_net  # noqa: E402
+import nnunet_preprocess as npp  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHANNELS = ["DWI", "ADC"]
+IMAGE_FILES = ["image_0000.nii.gz", "image_0001.nii.gz"]
+TRUTH_FILE = "truth.nii.gz"
+
+
+def parse_seeds(spec: str) -> List[int]:
+    """'1-60,70,80-82' -> [1..60, 70, 80, 81, 82]."""
+    out: List[int] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        else:
+            out.append(int(part))
+    return out
+
+
+def check_training_seeds(seeds: Sequence[int]) -> None:
+    """Seeds >= 9000 (validation/tests) and 100..199 (integration tests) never train."""
+    bad = [s for s in seeds if s >= 9000 or 100 <= s <= 199]
+    if bad:
+        raise SystemExit(f"training seeds {bad} are reserved (>= 9000 validation/tests, "
+                         "100..199 integration tests); choose other seeds")
+
+
+def case_dir(data_dir: str, seed: int) -> str:
+    return os.path.join(data_dir, "phantoms", f"seed_{seed}")
+
+
+def neg_case_dir(data_dir: str, seed: int) -> str:
+    return os.path.join(data_dir, "phantoms", f"seed_{seed}_lesions0")
+
+
+class Logger:
+    """Prints and appends to a log file (line buffered)."""
+
+    def __init__(self, path: str):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.f = open(path, "a", buffering=1)
+
+    def __call__(self, msg: str) -> None:
+        line = f"[{datetime.datetime.now().strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        self.f.write(line + "\n")
+
+
+# ------------------------------------------------------------------ data generation
+
+
+def generate(args) -> None:
+    binary = args.strokebox
+    if not os.path.exists(binary):
+        raise SystemExit(f"{binary} not found: build it first (cmake --build ... --target strokebox)")
+    jobs = []
+    for s in parse_seeds(args.seeds):
+        jobs.append((s, case_dir(args.data_dir, s), None))
+    for s in parse_seeds(args.negative_seeds):
+        jobs.append((s, neg_case_dir(args.data_dir, s), 0))
+
+    def run(job):
+        seed, out, lesions = job
+        if os.path.exists(os.path.join(out, TRUTH_FILE)) and not args.force:
+            return seed, 0, "exists"
+        os.makedirs(out, exist_ok=True)
+        cmd = [binary, "phantom", "--out", out, "--seed", str(seed), "--format", "nifti"]
+        if lesions is not None:
+            cmd += ["--lesions", str(lesions)]
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        return seed, p.returncode, (p.stderr or p.stdout)[-400:]
+
+    t0 = time.time()
+    failed = []
+    with ThreadPoolExecutor(max_workers=args.jobs) as ex:
+        for seed, rc, msg in ex.map(run, jobs):
+            print(f"seed {seed}: rc {rc} {msg.strip() if rc else ''}", flush=True)
+            if rc:
+                failed.append(seed)
+    print(f"generated {len(jobs)} studies in {time.time() - t0:.0f} s; failed: {failed}")
+    if failed:
+        raise SystemExit(1)
+
+
+def fake_from_golden(args) -> None:
+    """Plumbing test data: golden inputs with label = DWI z > 2.5 and ADC z < 0 (largest
+    bright-DWI regions), written in the phantom layout as seeds 1-4 and 9001-9004."""
+    import nibabel as nib
+    import shutil
+    gold = "/work/shared/golden/inputs"
+    for n, case in enumerate(sorted(os.listdir(gold)), start=1):
+        dwi, _, aff = npp.read_nifti(os.path.join(gold, case, f"{case}_0000.nii.gz"))
+        adc, _, _ = npp.read_nifti(os.path.join(gold, case, f"{case}_0001.nii.gz"))
+        zd = (dwi - dwi.mean()) / dwi.std()
+        za = (adc - adc.mean()) / adc.std()
+        lab = ((zd > 2.5) & (za < 0)).astype(np.uint8)
+        for seed in (n, 9000 + n):
+            out = case_dir(args.data_dir, seed)
+            os.makedirs(out, exist_ok=True)
+            for i in range(2):
+                shutil.copy(os.path.join(gold, case, f"{case}_000{i}.nii.gz"),
+                            os.path.join(out, IMAGE_FILES[i]))
+            npp.write_nifti_like(lab, aff, os.path.join(out, TRUTH_FILE))
+        print(case, "label voxels", int(lab.sum()))
+
+
+# ------------------------------------------------------------------ preprocessing cache
+
+
+def load_case(folder: str, with_truth: bool = True):
+    chans, spacing, affine = [], None, None
+    for f in IMAGE_FILES:
+        a, sp, aff = npp.read_nifti(os.path.join(folder, f))
+        if spacing is None:
+            spacing, affine = sp, aff
+        elif a.shape != chans[0].shape:
+            raise ValueError(f"{folder}: channel shapes differ {a.shape} vs {chans[0].shape}")
+        chans.append(a)
+    truth = None
+    tpath = os.path.join(folder, TRUTH_FILE)
+    if with_truth and os.path.exists(tpath):
+        truth, _, _ = npp.read_nifti(tpath)
+        truth = (truth > 0.5).astype(np.uint8)
+    return chans, spacing, affine, truth
+
+
+def preprocess_cached(folder: str, cache_dir: str, target_spacing, log: Logger):
+    """Preprocessed (data float32 (2, z, y, x), seg uint8 (z, y, x)) for one study, cached as
+    .npy keyed by the study folder and the target spacing."""
+    key = hashlib.sha1(f"{os.path.abspath(folder)}|{list(target_spacing)}".encode()).hexdigest()[:12]
+    dpath = os.path.join(cache_dir, f"{key}_data.npy")
+    spath = os.path.join(cache_dir, f"{key}_seg.npy")
+    if os.path.exists(dpath) and os.path.exists(spath):
+        return np.load(dpath), np.load(spath)
+    chans, spacing, affine, truth = load_case(folder)
+    if truth is None:
+        raise SystemExit(f"{folder}: no {TRUTH_FILE}")
+    data, seg, _ = npp.preprocess_case(chans, spacing, target_spacing, seg=truth, affine=affine)
+    os.makedirs(cache_dir, exist_ok=True)
+    np.save(dpath, data)
+    np.save(spath, seg)
+    log(f"preprocessed {folder}: spacing {tuple(round(s, 3) for s in spacing)} "
+        f"{chans[0].shape} -> {data.shape[1:]}, lesion voxels {int(seg.sum())}")
+    return data, seg
+
+
+# ------------------------------------------------------------------ sampling, augmentation
+
+
+class PatchSampler:
+    """nnU-Net-like patch sampling: uniform random patch (may extend past the border when
+    the volume is smaller than the patch; zero padded), or with probability p_fg a patch
+    centred on a random lesion voxel (nnU-Net's foreground oversampling)."""
+
+    def __init__(self, cases, patch, p_fg: float, rng: np.random.Generator):
+        self.cases = cases
+        self.patch = np.array(patch)
+        self.p_fg = p_fg
+        self.rng = rng
+        self.fg = [np.argwhere(seg > 0) for _, seg in cases]
+
+    def _lower_bounds(self, shape):
+        lo = np.minimum(0, shape - self.patch)
+        hi = np.maximum(0, shape - self.patch)
+        return lo, hi
+
+    def sample(self):
+        i = int(self.rng.integers(len(self.cases)))
+        data, seg = self.cases[i]
+        shape = np.array(seg.shape)
+        lo, hi = self._lower_bounds(shape)
+        fg = self.fg[i]
+        if len(fg) and self.rng.random() < self.p_fg:
+            c = fg[int(self.rng.integers(len(fg)))]
+            lb = np.clip(c - self.patch // 2, lo, hi)
+        else:
+            lb = np.array([int(self.rng.integers(a, b + 1)) for a, b in zip(lo, hi)])
+        ub = lb + self.patch
+        src = tuple(slice(max(a, 0), min(b, s)) for a, b, s in zip(lb, ub, shape))
+        dst = tuple(slice(max(a, 0) - a, min(b, s) - a) for a, b, s in zip(lb, ub, shape))
+        x = np.zeros((data.shape[0],) + tuple(self.patch), dtype=np.float32)
+        y = np.zeros(tuple(self.patch), dtype=np.int64)
+        x[(slice(None),) + dst] = data[(slice(None),) + src]
+        y[dst] = seg[src]
+        return x, y
+
+    def batch(self, n: int):
+        xs, ys = zip(*(augment(*self.sample(), self.rng) for _ in range(n)))
+        return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
+    """Flips on each axis (p 0.5), per-channel multiplicative intensity (p 0.3, x0.75-1.25),
+    contrast (p 0.15), Gaussian noise (p 0.1, sigma <= 0.1); nnU-Net-style but lighter."""
+    for ax in range(3):
+        if rng.random() < 0.5:
+            x = np.flip(x, axis=ax + 1)
+            y = np.flip(y, axis=ax)
+    x = np.ascontiguousarray(x)
+    y = np.ascontiguousarray(y)
+    for c in range(x.shape[0]):
+        if rng.random() < 0.3:
+            x[c] *= rng.uniform(0.75, 1.25)
+        if rng.random() < 0.15:
+            m = x[c].mean()
+            x[c] = (x[c] - m) * rng.uniform(0.75, 1.25) + m
+    if rng.random() < 0.1:
+        x += rng.normal(0, rng.uniform(0, 0.1), size=x.shape).astype(np.float32)
+    return x, y
+
+
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """nnU-Net's DC_and_CE_loss (weights 1/1): CE + soft Dice over foreground classes,
+    batch dice, smooth 1e-5; the Dice term is -dc as in MemoryEfficientSoftDiceLoss."""
+    ce = F.cross_entropy(logits, target)
+    p = torch.softmax(logits, 1)[:, 1:]
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:].float()
+    dims = (0, 2, 3, 4)
+    inter = (p * onehot).sum(dims)
+    denom = p.sum(dims) + onehot.sum(dims)
+    dc = (2 * inter + 1e-5) / torch.clamp(denom + 1e-5, min=1e-8)
+    return ce - dc.mean()
+
+
+# ------------------------------------------------------------------ network, training
+
+
+def build_net(features: Sequence[int]) -> nnunet_net.PlainConvUNet:
+    n = len(features)
+    return nnunet_net.PlainConvUNet(
+        in_ch=2, features=features, kernels=[3] * n, strides=[1] + [2] * (n - 1),
+        n_conv_per_stage=[2] * n, num_classes=2, n_conv_per_stage_decoder=[2] * (n - 1))
+
+
+def seed_everything(seed: int):
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    return np.random.default_rng(seed)
+
+
+def make_optimizer(net, lr):
+    return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=3e-5)
+
+
+def lr_at(it: int, total: int, base: float, warmup: int = 20) -> float:
+    """Linear warm-up, then nnU-Net's poly schedule (1 - it/total)^0.9."""
+    if it < warmup:
+        return base * (it + 1) / warmup
+    return base * (1 - it / total) ** 0.9
+
+
+def measure_iteration_time(args, cases, log: Logger, n: int = 6) -> float:
+    """Seconds per training iteration (median of n after 1 warm-up), on a throw-away net."""
+    rng = seed_everything(args.seed + 12345)
+    net = build_net(args.features)
+    opt = make_optimizer(net, args.lr)
+    sampler = PatchSampler(cases, args.train_patch or args.patch, args.p_fg, rng)
+    times = []
+    for i in range(n + 1):
+        t = time.time()
+        x, y = sampler.batch(args.batch)
+        loss = dice_ce_loss(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.time() - t)
+    log(f"iteration time: {['%.2f' % t for t in times]} s")
+    return float(np.median(times))
+
+
+def train(args, cases, iterations: int, log: Logger, run_dir: str):
+    rng = seed_everything(args.seed)
+    net = build_net(args.features)
+    nnunet_net.init_he(net)
+    opt = make_optimizer(net, args.lr)
+    sampler = PatchSampler(cases, args.train_patch or args.patch, args.p_fg, rng)
+    t0 = time.time()
+    hard_stop = args.hard_stop_min * 60
+    losses = []
+    done = 0
+    net.train()
+    for it in range(iterations):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it, iterations, args.lr)
+        x, y = sampler.batch(args.batch)
+        loss = dice_ce_loss(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+        opt.step()
+        losses.append(float(loss))
+        done = it + 1
+        el = time.time() - t0
+        if done % 10 == 0 or done == iterations:
+            eta = el / done * (iterations - done)
+            log(f"it {done}/{iterations} loss {np.mean(losses[-10:]):.4f} "
+                f"lr {opt.param_groups[0]['lr']:.2e} elapsed {el:.0f} s eta {eta:.0f} s")
+        if done % 100 == 0:
+            torch.save({"net": net.state_dict(), "iteration": done}, os.path.join(run_dir, "checkpoint.pt"))
+        if el > hard_stop and done < iterations:
+            log(f"HARD STOP after {done} iterations ({el:.0f} s > {hard_stop:.0f} s)")
+            break
+    train_s = time.time() - t0
+    torch.save({"net": net.state_dict(), "iteration": done, "features": list(args.features)},
+               os.path.join(run_dir, "checkpoint.pt"))
+    return net, done, train_s, losses
+
+
+# ------------------------------------------------------------------ validation
+
+
+def predict_study(net, folder: str, args):
+    """Full nnU-Net-style inference on one study: preprocess, sliding window (step 0.5,
+    Gaussian), export to the native grid. Returns (seg (z, y, x) uint8, truth or None,
+    voxel volume mL)."""
+    chans, spacing, affine, truth = load_case(folder)
+    data, _, props = npp.preprocess_case(chans, spacing, args.target_spacing, affine=affine)
+    net.eval()
+    with torch.no_grad():
+        logits = npp.sliding_window_logits(lambda t: net(torch.from_numpy(t)).numpy(), data,
+                                           args.patch, 2, 0.5)
+    seg = npp.export_logits(logits, props, args.target_spacing)
+    return seg, truth, float(np.prod(spacing)) / 1000.0, affine
+
+
+def validate(net, args, log: Logger, run_dir: str) -> Dict:
+    results = {"per_seed": {}, "negatives": {}}
+    dices = []
+    pred_dir = os.path.join(run_dir, "val_pred")
+    os.makedirs(pred_dir, exist_ok=True)
+    t0 = time.time()
+    for s in parse_seeds(args.val_seeds):
+        folder = case_dir(args.data_dir, s)
+        if not os.path.isdir(folder):
+            log(f"validation seed {s}: {folder} missing, skipped")
+            continue
+        seg, truth, vml, aff = predict_study(net, folder, args)
+        npp.write_nifti_like(seg, aff, os.path.join(pred_dir, f"seed_{s}.nii.gz"))
+        tp = int(((seg > 0) & (truth > 0)).sum())
+        ps, ts = int((seg > 0).sum()), int((truth > 0).sum())
+        d = None if ts == 0 else 2 * tp / (ps + ts)
+        if d is not None:
+            dices.append(d)
+        results["per_seed"][str(s)] = {"dice": None if d is None else round(d, 4),
+                                       "pred_ml": round(ps * vml, 3), "truth_ml": round(ts * vml, 3)}
+        log(f"validation seed {s}: dice {d if d is None else round(d, 4)} "
+            f"pred {ps * vml:.2f} mL truth {ts * vml:.2f} mL")
+    for s in parse_seeds(args.negative_seeds):
+        folder = neg_case_dir(args.data_dir, s)
+        if not os.path.isdir(folder):
+            log(f"lesion-free seed {s}: {folder} missing, skipped")
+            continue
+        seg, truth, vml, aff = predict_study(net, folder, args)
+        fp = float((seg > 0).sum()) * vml
+        results["negatives"][str(s)] = {"fp_ml": round(fp, 3),
+                                        "truth_ml": round(float((truth > 0).sum()) * vml, 3) if truth is not None else None}
+        log(f"lesion-free seed {s}: predicted {fp:.3f} mL")
+    results["mean_dice"] = round(float(np.mean(dices)), 4) if dices else None
+    results["validation_s"] = round(time.time() - t0, 1)
+    log(f"mean validation dice {results['mean_dice']} ({len(dices)} studies) in {results['validation_s']} s")
+    return results
+
+
+# ------------------------------------------------------------------ ONNX export and check
+
+
+def run_onnx_with_torch(model, x: torch.Tensor) -> torch.Tensor:
+    """Executes an ONNX graph of Conv/ConvTranspose/InstanceNormalization/LeakyRelu/Concat
+    with torch.nn.functional from the ONNX initializers (no onnxruntime on Debian 12):
+    checks the exported graph's topology, attributes and weights, not just the checker."""
+    from onnx import numpy_helper
+    vals = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in model.graph.initializer}
+    vals[model.graph.input[0].name] = x
+    for node in model.graph.node:
+        a = {at.name: at for at in node.attribute}
+        ins = [vals[n] if n else None for n in node.input]
+
+        def ints(name, default):
+            return list(a[name].ints) if name in a else default
+        if node.op_type in ("Conv", "ConvTranspose"):
+            pads = ints("pads", [0] * 6)
+            if pads[:3] != pads[3:]:
+                raise ValueError(f"asymmetric pads {pads} in {node.name}")
+            kw = dict(stride=ints("strides", [1, 1, 1]), padding=pads[:3],
+                      dilation=ints("dilations", [1, 1, 1]), groups=a["group"].i if "group" in a else 1)
+            bias = ins[2] if len(ins) > 2 else None
+            if node.op_type == "Conv":
+                y = F.conv3d(ins[0], ins[1], bias, **kw)
+            else:
+                y = F.conv_transpose3d(ins[0], ins[1], bias, output_padding=ints("output_padding", [0, 0, 0]), **kw)
+        elif node.op_type == "InstanceNormalization":
+            y = F.instance_norm(ins[0], weight=ins[1], bias=ins[2], eps=a["epsilon"].f if "epsilon" in a else 1e-5)
+        elif node.op_type == "LeakyRelu":
+            y = F.leaky_relu(ins[0], a["alpha"].f if "alpha" in a else 0.01)
+        elif node.op_type == "Concat":
+            y = torch.cat(ins, a["axis"].i)
+        elif node.op_type == "Identity":
+            y = ins[0]
+        else:
+            raise ValueError(f"unsupported op {node.op_type}")
+        vals[node.output[0]] = y
+    return vals[model.graph.output[0].name]
+
+
+def export_onnx(net, args, path: str, log: Logger) -> Dict:
+    import onnx
+    net.eval()
+    dummy = torch.zeros((1, 2) + tuple(args.patch))
+    torch.onnx.export(net, dummy, path, opset_version=17, input_names=["input"],
+                      output_names=["logits"], do_constant_folding=True)
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    g = torch.Generator().manual_seed(args.seed)
+    x = torch.randn((1, 2) + tuple(args.patch), generator=g)
+    with torch.no_grad():
+        ref = net(x)
+        got = run_onnx_with_torch(model, x)
+    diff = float((ref - got).abs().max())
+    same_argmax = float((ref.argmax(1) == got.argmax(1)).float().mean())
+    ops = sorted({n.op_type for n in model.graph.node})
+    shp = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    log(f"ONNX {path}: {os.path.getsize(path) / 1e6:.2f} MB, ops {ops}, input {shp}, "
+        f"max |onnx - torch| {diff:.2e}, argmax agreement {same_argmax:.6f}")
+    if diff > 1e-3:
+        raise SystemExit("ONNX graph does not reproduce the torch network")
+    return {"onnx_check": "onnx.checker.check_model ok", "onnx_vs_torch_max_abs": diff,
+            "onnx_ops": ops}
+
+
+def write_package(args, out_dir: str, prov: Dict) -> None:
+    date = datetime.date.today().strftime("%Y.%m.%d")
+    pkg = {
+        "format": "strokebox-model/1",
+        "model_id": f"strokebox-demo-{date}",
+        "networks": ["model.onnx"],
+        "channels": [{"name": c, "normalization": "ZScoreNormalization", "use_mask_for_norm": False}
+                     for c in CHANNELS],
+        "target_spacing_mm": list(args.target_spacing),
+        "patch_size": list(args.patch),
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "labels": {"background": 0, "lesion": 1},
+        "regions_class_order": None,
+        "use_mirroring": False,
+        "mirroring_axes": [0, 1, 2],
+        "tile_step_size": 0.5,
+        "resampling": {"data_order": 3, "data_order_z": 0, "probabilities_order": 1,
+                       "probabilities_order_z": 0, "force_separate_z": None},
+        "architecture": {"network_class_name": "PlainConvUNet",
+                         "features_per_stage": list(args.features),
+                         "strides": [1] + [2] * (len(args.features) - 1),
+                         "n_conv_per_stage": 2, "n_conv_per_stage_decoder": 2,
+                         "kernel_size": 3, "num_classes": 2, "input_channels": 2},
+        "provenance": prov,
+    }
+    with open(os.path.join(out_dir, "model.json"), "w") as f:
+        json.dump(pkg, f, indent=2)
+        f.write("\n")
+
+
+def finish(net, args, log, run_dir, prov):
+    """Validation, ONNX export, package files."""
+    val = validate(net, args, log, run_dir)
+    os.makedirs(args.out, exist_ok=True)
+    onnx_info = export_onnx(net, args, os.path.join(args.out, "model.onnx"), log)
+    prov.update(onnx_info)
+    prov["validation"] = val
+    write_package(args, args.out, prov)
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(prov, f, indent=2)
+    log(f"wrote {args.out}/model.onnx and model.json")
+
+
+def cmd_train(args) -> None:
+    torch.set_num_threads(args.threads)
+    train_seeds = parse_seeds(args.train_seeds)
+    check_training_seeds(train_seeds)
+    run_dir = args.run_dir
+    os.makedirs(run_dir, exist_ok=True)
+    log = Logger(os.path.join(run_dir, "train.log"))
+    log(f"args: {vars(args)}")
+    t_all = time.time()
+    cases = []
+    for s in train_seeds:
+        folder = case_dir(args.data_dir, s)
+        if not os.path.isdir(folder):
+            raise SystemExit(f"training study {folder} missing: run `generate` first")
+        cases.append(preprocess_cached(folder, os.path.join(args.data_dir, "cache"),
+                                       args.target_spacing, log))
+    t_pre = time.time() - t_all
+    n_fg = sum(1 for _, s in cases if s.any())
+    log(f"{len(cases)} training studies ({n_fg} with lesions) ready in {t_pre:.0f} s")
+    if args.prepare_only:
+        return
+    if args.iterations == "auto":
+        t_it = measure_iteration_time(args, cases, log)
+        iterations = max(20, int(args.train_budget_min * 60 / (t_it * 1.08)) // 10 * 10)
+        log(f"{t_it:.2f} s/iteration -> {iterations} iterations for {args.train_budget_min} min")
+    else:
+        iterations = int(args.iterations)
+    net, done, train_s, losses = train(args, cases, iterations, log, run_dir)
+    log(f"trained {done} iterations in {train_s:.0f} s, final loss {np.mean(losses[-50:]):.4f}")
+    prov = {
+        "source": "tools/train_demo.py",
+        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "reproduce": f"python3 tools/train_demo.py train --seed {args.seed} --iterations {done} "
+                     f"--train-seeds {args.train_seeds} --features {','.join(map(str, args.features))} "
+                     f"--train-patch {','.join(map(str, args.train_patch or args.patch))} "
+                     f"--p-fg {args.p_fg} --lr {args.lr}",
+        "seed": args.seed,
+        "iterations": done,
+        "iterations_planned": iterations,
+        "batch_size": args.batch,
+        "train_patch": list(args.train_patch or args.patch),
+        "optimizer": f"AdamW lr {args.lr} wd 3e-5, warm-up 20 it, poly 0.9, grad clip 12",
+        "loss": "CE + soft Dice (foreground, batch dice), nnU-Net DC_and_CE_loss",
+        "foreground_oversampling": args.p_fg,
+        "training_time_s": round(train_s, 1),
+        "preprocessing_time_s": round(t_pre, 1),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "phantom_train_seeds": args.train_seeds,
+        "phantom_val_seeds": args.val_seeds,
+        "phantom_lesion_free_seeds": args.negative_seeds,
+        "final_train_loss": round(float(np.mean(losses[-50:])), 4),
+    }
+    finish(net, args, log, run_dir, prov)
+    log(f"total wall time {time.time() - t_all:.0f} s")
+
+
+def cmd_validate(args) -> None:
+    torch.set_num_threads(args.threads)
+    log = Logger(os.path.join(args.run_dir, "validate.log"))
+    ck = torch.load(os.path.join(args.run_dir, "checkpoint.pt"), map_location="cpu")
+    net = build_net(args.features)
+    net.load_state_dict(ck["net"])
+    prov = {"source": "tools/train_demo.py", "seed": args.seed, "iterations": ck["iteration"]}
+    summ = os.path.join(args.run_dir, "summary.json")
+    if os.path.exists(summ):
+        prov.update({k: v for k, v in json.load(open(summ)).items()
+                     if k not in ("validation", "onnx_check", "onnx_vs_torch_max_abs", "onnx_ops")})
+    finish(net, args, log, args.run_dir, prov)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", default=os.path.join(REPO, "data"))
+    common.add_argument("--val-seeds", default="9001-9006")
+    common.add_argument("--negative-seeds", default="9007",
+                        help="seeds generated with --lesions 0 (false-positive check)")
+
+    g = sub.add_parser("generate", parents=[common])
+    g.add_argument("--strokebox", default=os.path.join(REPO, "build-h5", "strokebox"))
+    g.add_argument("--seeds", default="1-60,9001-9006")
+    g.add_argument("--jobs", type=int, default=2)
+    g.add_argument("--force", action="store_true")
+    g.set_defaults(fn=generate)
+
+    f = sub.add_parser("fake", parents=[common])
+    f.set_defaults(fn=fake_from_golden)
+
+    for name, fn in (("train", cmd_train), ("validate", cmd_validate)):
+        t = sub.add_parser(name, parents=[common])
+        t.add_argument("--train-seeds", default="1-60")
+        t.add_argument("--seed", type=int, default=1)
+        t.add_argument("--iterations", default="auto", help="number, or 'auto' to fit --train-budget-min")
+        t.add_argument("--train-budget-min", type=float, default=28.0)
+        t.add_argument("--hard-stop-min", type=float, default=33.0,
+                       help="stop training after this many minutes whatever --iterations says")
+        t.add_argument("--features", type=lambda s: [int(v) for v in s.split(",")],
+                       default=[8, 16, 32, 64, 80])
+        t.add_argument("--patch", type=lambda s: [int(v) for v in s.split(",")], default=[64, 64, 64])
+        t.add_argument("--train-patch", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                       help="training patch (default: --patch, the exported inference patch)")
+        t.add_argument("--prepare-only", action="store_true", help="only fill the preprocessing cache")
+        t.add_argument("--target-spacing", type=lambda s: [float(v) for v in s.split(",")],
+                       default=[2.0, 2.0, 2.0])
+        t.add_argument("--batch", type=int, default=2)
+        t.add_argument("--lr", type=float, default=2e-3)
+        t.add_argument("--p-fg", type=float, default=0.33)
+        t.add_argument("--threads", type=int, default=2)
+        t.add_argument("--run-dir", default=os.path.join(REPO, "data", "demo_run"))
+        t.add_argument("--out", default=os.path.join(REPO, "models", "demo"))
+        t.set_defaults(fn=fn)
+    args = ap.parse_args(argv)
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
