@@ -1,6 +1,212 @@
-// PLACEHOLDER: replaced by the owner of this subcommand.
+// `strokebox engine info|bench|build`: describe or time the inference engine on a
+// fixed-shape ONNX model (engine files from `build` are planned, not available yet).
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "firmware/args.h"
 #include "firmware/commands.h"
+#include "inference/cpu_engine.h"
+
 namespace firmware {
-int cmd_engine(int, char**) { std::fprintf(stderr, "strokebox engine: not built yet\n"); return 1; }
+namespace {
+
+constexpr const char* kEngineUsage = R"(Usage: strokebox engine <verb> [options]
+
+Verbs:
+  info   --onnx FILE [--precision fp32] [--threads N] [--linear-plan]
+         layers with shapes and oneDNN implementations, the memory plan, the arena size
+  bench  --onnx FILE [--precision fp32] [--runs N] [--warmup N] [--threads N]
+         times forward passes on random input; prints one JSON object
+  build  compile a model to an engine file (not available yet)
+
+`strokebox engine <verb> --help` for details.
+)";
+
+constexpr const char* kInfoUsage = R"(Usage: strokebox engine info --onnx FILE [--precision fp32] [--threads N] [--linear-plan]
+
+Loads a fixed-shape ONNX model into the CPU engine (oneDNN) and prints its layers (fused
+ops, shapes, output layout, GFLOP, oneDNN implementation), the static memory plan
+(offset, size, lifetime of every buffer) and the arena size against the naive sum.
+  --precision P    fp32 (bf16 is planned)
+  --threads N      OpenMP threads for oneDNN, 0 = all cores (default)
+  --linear-plan    never reuse memory (debugging)
+Exit codes: 0 ok, 1 the model could not be loaded, 2 bad usage.
+)";
+
+constexpr const char* kBenchUsage = R"(Usage: strokebox engine bench --onnx FILE [--precision fp32] [--runs N] [--warmup N] [--threads N]
+
+Times CpuEngine::run() on a fixed pseudo-random input and prints one JSON object:
+  backend, precision, onnx, input_shape, output_shape, threads, runs, warmup,
+  median_s, min_s, mean_s, load_s, gflop (conv + deconv, 2 x MACs per run),
+  gflop_per_s (at the median), arena_mib, naive_mib, weights_mib,
+  peak_rss_mib (VmHWM from /proc/self/status).
+  --runs N      timed runs (default 10)
+  --warmup N    untimed runs first (default 2)
+Exit codes: 0 ok, 1 the model could not be loaded or run, 2 bad usage.
+)";
+
+/// Peak resident set size (VmHWM) in MiB, or -1 when /proc is unavailable.
+double peak_rss_mib() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // value in kB
+  }
+  return -1.0;
+}
+
+bool parse_int(const std::string& s, int* out) {
+  try {
+    size_t pos = 0;
+    const int v = std::stoi(s, &pos);
+    if (pos != s.size() || v < 0) return false;
+    *out = v;
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+int usage_error(const std::string& message, const char* usage) {
+  std::fprintf(stderr, "strokebox engine: %s\n\n%s", message.c_str(), usage);
+  return 2;
+}
+
+/// Parses the options shared by info and bench. Returns an exit code >= 0 on error/help.
+int load_common(int argc, char** argv, const char* usage, const std::set<std::string>& extra_values,
+                const std::set<std::string>& extra_flags, Args* args, inference::EngineOptions* options) {
+  std::set<std::string> values = {"onnx", "precision", "threads"};
+  values.insert(extra_values.begin(), extra_values.end());
+  std::set<std::string> flags = {"help"};
+  flags.insert(extra_flags.begin(), extra_flags.end());
+  auto parsed = Args::parse(argc, argv, 3, values, flags);
+  if (!parsed.ok()) return usage_error(parsed.status().message(), usage);
+  *args = std::move(parsed).value();
+  if (args->has("help")) {
+    std::fputs(usage, stdout);
+    return 0;
+  }
+  if (!args->positional().empty()) return usage_error("unexpected argument '" + args->positional()[0] + "'", usage);
+  if (!args->get("onnx")) return usage_error("--onnx FILE is required", usage);
+  options->precision = args->get_or("precision", "fp32");
+  if (args->get("threads") && !parse_int(*args->get("threads"), &options->threads)) {
+    return usage_error("--threads needs a number >= 0", usage);
+  }
+  return -1;
+}
+
+int cmd_info(int argc, char** argv) {
+  Args args;
+  inference::EngineOptions options;
+  if (int rc = load_common(argc, argv, kInfoUsage, {}, {"linear-plan"}, &args, &options); rc >= 0) return rc;
+  options.reuse_memory = !args.has("linear-plan");
+  auto engine = inference::CpuEngine::load_onnx(*args.get("onnx"), options);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "strokebox engine info: %s\n", engine.status().to_string().c_str());
+    return 1;
+  }
+  std::fputs((*engine)->describe().c_str(), stdout);
+  return 0;
+}
+
+int cmd_bench(int argc, char** argv) {
+  Args args;
+  inference::EngineOptions options;
+  if (int rc = load_common(argc, argv, kBenchUsage, {"runs", "warmup"}, {}, &args, &options); rc >= 0) return rc;
+  int runs = 10, warmup = 2;
+  if (args.get("runs") && (!parse_int(*args.get("runs"), &runs) || runs < 1)) {
+    return usage_error("--runs needs a number >= 1", kBenchUsage);
+  }
+  if (args.get("warmup") && !parse_int(*args.get("warmup"), &warmup)) {
+    return usage_error("--warmup needs a number >= 0", kBenchUsage);
+  }
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  auto loaded = inference::CpuEngine::load_onnx(*args.get("onnx"), options);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "strokebox engine bench: %s\n", loaded.status().to_string().c_str());
+    return 1;
+  }
+  const double load_s = std::chrono::duration<double>(clock::now() - t0).count();
+  inference::CpuEngine& engine = **loaded;
+  auto numel = [](const std::array<int64_t, 5>& s) {
+    int64_t n = 1;
+    for (int64_t d : s) n *= d;
+    return static_cast<size_t>(n);
+  };
+  std::vector<float> input(numel(engine.input_shape())), output(numel(engine.output_shape()));
+  std::mt19937 rng(12345);
+  std::normal_distribution<float> normal(0.0f, 1.0f);  // z-scored MRI intensities look like this
+  for (float& v : input) v = normal(rng);
+  std::vector<double> times;
+  for (int i = 0; i < warmup + runs; ++i) {
+    const auto start = clock::now();
+    const base::Status st = engine.run(input.data(), output.data());
+    const double s = std::chrono::duration<double>(clock::now() - start).count();
+    if (!st.ok()) {
+      std::fprintf(stderr, "strokebox engine bench: %s\n", st.to_string().c_str());
+      return 1;
+    }
+    if (i >= warmup) times.push_back(s);
+  }
+  std::vector<double> sorted = times;
+  std::sort(sorted.begin(), sorted.end());
+  const size_t n = sorted.size();
+  const double median = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+  double mean = 0.0;
+  for (double t : times) mean += t / static_cast<double>(n);
+  nlohmann::json j;
+  j["backend"] = engine.backend();
+  j["precision"] = engine.precision();
+  j["onnx"] = *args.get("onnx");
+  j["input_shape"] = engine.input_shape();
+  j["output_shape"] = engine.output_shape();
+  j["threads"] = options.threads;
+  j["runs"] = runs;
+  j["warmup"] = warmup;
+  j["median_s"] = median;
+  j["min_s"] = sorted.front();
+  j["mean_s"] = mean;
+  j["load_s"] = load_s;
+  j["gflop"] = engine.gflop_per_run();
+  j["gflop_per_s"] = median > 0 ? engine.gflop_per_run() / median : 0.0;
+  j["arena_mib"] = engine.arena_bytes() / 1048576.0;
+  j["naive_mib"] = engine.naive_bytes() / 1048576.0;
+  j["weights_mib"] = engine.weight_bytes() / 1048576.0;
+  j["peak_rss_mib"] = peak_rss_mib();
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int cmd_engine(int argc, char** argv) {
+  if (argc < 3 || !std::strcmp(argv[2], "--help") || !std::strcmp(argv[2], "-h") || !std::strcmp(argv[2], "help")) {
+    std::fputs(kEngineUsage, argc < 3 ? stderr : stdout);
+    return argc < 3 ? 2 : 0;
+  }
+  const std::string verb = argv[2];
+  if (verb == "info") return cmd_info(argc, argv);
+  if (verb == "bench") return cmd_bench(argc, argv);
+  if (verb == "build") {
+    for (int i = 3; i < argc; ++i) {
+      if (!std::strcmp(argv[i], "--help")) {
+        std::printf("Usage: strokebox engine build ...\nCompiling a model to an engine file is not available yet "
+                    "(planned: engine files). Use `engine info` / `engine bench` on the ONNX file.\n");
+        return 0;
+      }
+    }
+    std::fprintf(stderr, "strokebox engine build: not available yet (planned: engine files)\n");
+    return 2;
+  }
+  return usage_error("unknown verb '" + verb + "'", kEngineUsage);
+}
+
 }  // namespace firmware

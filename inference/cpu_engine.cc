@@ -1,0 +1,721 @@
+#include "inference/cpu_engine.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dnnl.hpp>
+#include <sstream>
+
+#include "base/log.h"
+#include "inference/graph.h"
+#include "inference/memory_planner.h"
+#include "inference/onnx_model.h"
+
+namespace inference {
+namespace {
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+
+constexpr size_t kArenaAlignment = 64;  // one cache line; also the AVX-512 vector size
+
+memory::dims to_dims(const std::vector<int64_t>& v) { return memory::dims(v.begin(), v.end()); }
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+/// Plain (user) layout of an activation tensor of the given rank.
+tag plain_tag(size_t rank) { return rank == 5 ? tag::ncdhw : tag::nchw; }
+
+/// Channel-outer layouts: with N = 1 a channel range [c0, c1) of such a tensor is one
+/// contiguous byte range when c0 and c1 are multiples of the block, which makes concat free.
+struct ChannelOuterLayout {
+  tag t;
+  int block;
+};
+std::vector<ChannelOuterLayout> channel_outer_layouts(size_t rank) {
+  if (rank == 5) return {{tag::ncdhw, 1}, {tag::nCdhw8c, 8}, {tag::nCdhw16c, 16}};
+  return {{tag::nchw, 1}, {tag::nChw8c, 8}, {tag::nChw16c, 16}};
+}
+
+std::string layout_str(const memory::desc& md) {
+  const auto& d = md.data;
+  if (d.format_kind != dnnl_blocked) return "opaque";
+  std::ostringstream os;
+  // Outer dims sorted by stride (descending), then inner blocks: e.g. "abcde" or "aBcde8b".
+  std::vector<int> order(d.ndims);
+  for (int i = 0; i < d.ndims; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return d.format_desc.blocking.strides[a] > d.format_desc.blocking.strides[b];
+  });
+  const auto& blk = d.format_desc.blocking;
+  for (int i : order) {
+    bool blocked = false;
+    for (int b = 0; b < blk.inner_nblks; ++b) blocked = blocked || blk.inner_idxs[b] == i;
+    os << static_cast<char>((blocked ? 'A' : 'a') + i);
+  }
+  for (int b = 0; b < blk.inner_nblks; ++b) os << blk.inner_blks[b] << static_cast<char>('a' + blk.inner_idxs[b]);
+  return os.str();
+}
+
+bool has_channel_padding(const memory::desc& md) {
+  for (int i = 0; i < md.data.ndims; ++i) {
+    if (md.data.padded_dims[i] != md.data.dims[i]) return true;
+  }
+  return false;
+}
+
+/// OpenMP thread count through the runtime oneDNN already loaded (libgomp); no link-time
+/// dependency on OpenMP for this library.
+void set_openmp_threads(int threads) {
+  using SetFn = void (*)(int);
+  auto fn = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  if (fn == nullptr) {
+    SB_LOG(kWarning) << "threads=" << threads << " requested but no OpenMP runtime is loaded; using the default";
+    return;
+  }
+  fn(threads);
+}
+
+int openmp_max_threads() {
+  using GetFn = int (*)();
+  auto fn = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+  return fn == nullptr ? 1 : fn();
+}
+
+}  // namespace
+
+/// Everything the engine holds; built once by CpuEngine::load_model.
+struct CpuEngine::Impl {
+  /// One argument of a primitive: a graph tensor, an extra (scratch) buffer, or fixed memory.
+  struct ArgSpec {
+    int id = 0;
+    int tensor = -1;
+    int buffer = -1;
+    memory fixed;
+  };
+  /// One primitive execution in run().
+  struct Step {
+    int op = -1;  // graph op index (-1: input / output copy)
+    std::string label;
+    std::string impl;
+    dnnl::primitive prim;
+    std::vector<ArgSpec> specs;
+    std::vector<dnnl_exec_arg_t> args;  // resolved once the arena exists
+  };
+  /// A buffer that is not a graph tensor: primitive scratchpads, instance-norm statistics.
+  struct ExtraBuffer {
+    memory::desc md;
+    int first = 0, last = 0;
+    std::string name;
+    memory mem;
+  };
+
+  EngineOptions options;
+  memory::data_type dt = memory::data_type::f32;
+  dnnl::engine eng;
+  dnnl::stream strm;
+  Graph graph;
+  std::vector<memory::desc> tmd;  // per tensor
+  std::vector<memory> tmem;       // per tensor, pointing into the arena
+  std::vector<int> root;          // per tensor: the tensor whose buffer holds it
+  std::vector<size_t> offset;     // per tensor: byte offset inside its root's buffer
+  std::vector<bool> concat_root;  // per tensor: its buffer holds concat slices
+  std::vector<Step> steps;
+  std::vector<ExtraBuffer> extras;
+  std::vector<memory> weights;  // reordered weights, biases, norm scales (own allocations)
+  size_t weights_bytes = 0;
+  memory user_in, user_out;  // plain float32 views of the caller's buffers (handle set per run)
+  Step input_step, output_step;
+  std::vector<BufferRequest> requests;
+  std::vector<int> request_root;  // request index -> root tensor (-1 for extras)
+  MemoryPlan plan;
+  size_t naive = 0;
+  void* arena = nullptr;
+  int n_threads = 1;
+  int block = 1;  // channel block of oneDNN's preferred activation layout (8 on AVX2, 16 on AVX-512)
+
+  ~Impl() { std::free(arena); }
+
+  int n_steps() const { return static_cast<int>(graph.ops.size()) + 2; }
+  int first_use(int t) const {
+    return graph.tensors[t].producer < 0 ? 0 : graph.tensors[t].producer + 1;
+  }
+  int last_use(int t) const {
+    const GraphTensor& g = graph.tensors[t];
+    if (g.is_graph_output) return n_steps() - 1;
+    int last = first_use(t);
+    for (int c : g.consumers) last = std::max(last, c + 1);
+    return last;
+  }
+  bool is_live(int t) const {
+    return graph.tensors[t].is_graph_input || graph.tensors[t].producer >= 0;
+  }
+
+  /// Weights as user memory in `user_tag`, reordered into `want` (owned by the engine).
+  memory reorder_weights(const std::vector<float>& data, const memory::dims& dims, tag user_tag,
+                         const memory::desc& want) {
+    memory user(memory::desc(dims, memory::data_type::f32, user_tag), eng, const_cast<float*>(data.data()));
+    memory out(want, eng);
+    dnnl::reorder(user, out).execute(strm, user, out);
+    strm.wait();
+    weights_bytes += want.get_size();
+    weights.push_back(out);
+    return out;
+  }
+
+  memory vector_memory(const std::vector<float>& v) {
+    memory m(memory::desc({static_cast<memory::dim>(v.size())}, memory::data_type::f32, tag::a), eng);
+    std::memcpy(m.get_data_handle(), v.data(), v.size() * sizeof(float));
+    weights_bytes += v.size() * sizeof(float);
+    weights.push_back(m);
+    return m;
+  }
+
+  /// Asks oneDNN which activation layout it prefers for a typical 3x3x3 convolution and
+  /// returns its channel block (1 when it prefers a plain layout).
+  int probe_block() {
+    const memory::dims act = {1, 32, 8, 8, 8};
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                      memory::desc(act, dt, tag::any), memory::desc({32, 32, 3, 3, 3}, dt, tag::any),
+                                      memory::desc(act, dt, tag::any), {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
+    dnnl::convolution_forward::primitive_desc pd(d, eng);
+    for (const auto& l : channel_outer_layouts(5)) {
+      if (pd.dst_desc() == memory::desc(act, dt, l.t)) return l.block;
+    }
+    return 1;
+  }
+
+  /// The preferred layout for an activation of `shape`: channel-blocked when the channel
+  /// count is a multiple of the block (no padding), else plain.
+  memory::desc preferred_md(const std::vector<int64_t>& shape) const {
+    for (const auto& l : channel_outer_layouts(shape.size())) {
+      if (l.block == block && shape[1] % block == 0) return memory::desc(to_dims(shape), dt, l.t);
+    }
+    return memory::desc(to_dims(shape), dt, plain_tag(shape.size()));
+  }
+
+  dnnl::primitive_attr base_attr() const {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return attr;
+  }
+
+  /// Adds the scratchpad of a primitive as an extra buffer alive only during `op`.
+  void add_scratchpad(Step& s, const memory::desc& md, int op) {
+    if (md.get_size() == 0) return;
+    extras.push_back({md, op + 1, op + 1, "scratchpad #" + std::to_string(op) + " " + s.label, {}});
+    s.specs.push_back({DNNL_ARG_SCRATCHPAD, -1, static_cast<int>(extras.size()) - 1, {}});
+  }
+
+  static dnnl::algorithm eltwise_alg(Activation a) {
+    return a == Activation::kSigmoid ? dnnl::algorithm::eltwise_logistic : dnnl::algorithm::eltwise_relu;
+  }
+  static float eltwise_alpha(const GraphOp& op) {
+    return op.activation == Activation::kLeakyRelu ? op.alpha : 0.0f;
+  }
+
+  /// Instance norm of tensor `src` into `dst` (may be the same tensor): oneDNN batch norm
+  /// in training mode on N = 1 computes mean and biased variance per channel over the
+  /// spatial dims, which is exactly ONNX InstanceNormalization.
+  void add_instance_norm(int op_index, const GraphOp& op, int src, int dst) {
+    const memory::desc& md = tmd[src];
+    auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+    dnnl::batch_normalization_forward::desc d(dnnl::prop_kind::forward_training, md, op.norm.epsilon, flags);
+    dnnl::batch_normalization_forward::primitive_desc pd(d, base_attr(), eng);
+    Step s;
+    s.op = op_index;
+    s.label = "instance_norm";
+    s.impl = pd.impl_info_str();
+    s.prim = dnnl::batch_normalization_forward(pd);
+    s.specs.push_back({DNNL_ARG_SRC, src, -1, {}});
+    s.specs.push_back({DNNL_ARG_DST, dst, -1, {}});
+    s.specs.push_back({DNNL_ARG_SCALE, -1, -1, vector_memory(op.norm.scale)});
+    s.specs.push_back({DNNL_ARG_SHIFT, -1, -1, vector_memory(op.norm.shift)});
+    extras.push_back({pd.mean_desc(), op_index + 1, op_index + 1, "mean #" + std::to_string(op_index), {}});
+    s.specs.push_back({DNNL_ARG_MEAN, -1, static_cast<int>(extras.size()) - 1, {}});
+    extras.push_back({pd.variance_desc(), op_index + 1, op_index + 1, "variance #" + std::to_string(op_index), {}});
+    s.specs.push_back({DNNL_ARG_VARIANCE, -1, static_cast<int>(extras.size()) - 1, {}});
+    add_scratchpad(s, pd.scratchpad_desc(), op_index);
+    steps.push_back(std::move(s));
+  }
+
+  void add_eltwise(int op_index, Activation a, float alpha, int src, int dst) {
+    dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_inference, eltwise_alg(a), tmd[src], alpha, 0.0f);
+    dnnl::eltwise_forward::primitive_desc pd(d, base_attr(), eng);
+    Step s;
+    s.op = op_index;
+    s.label = std::string(activation_name(a));
+    s.impl = pd.impl_info_str();
+    s.prim = dnnl::eltwise_forward(pd);
+    s.specs.push_back({DNNL_ARG_SRC, src, -1, {}});
+    s.specs.push_back({DNNL_ARG_DST, dst, -1, {}});
+    add_scratchpad(s, pd.scratchpad_desc(), op_index);
+    steps.push_back(std::move(s));
+  }
+
+  void add_conv(int i, const GraphOp& op) {
+    const bool transpose = op.kind == OpKind::kConvTranspose;
+    const int x = op.inputs[0];
+    const int y = op.output;
+    const auto& out_shape = graph.tensors[y].shape;
+    const size_t rank = out_shape.size();
+    const memory::dims wdims_onnx = to_dims(op.conv.weight_dims);
+    // oneDNN weight dims are always {OC, IC, k...}; ONNX ConvTranspose stores [IC, OC, k...].
+    memory::dims wdims = wdims_onnx;
+    if (transpose) std::swap(wdims[0], wdims[1]);
+    const tag user_wtag = transpose ? (rank == 5 ? tag::iodhw : tag::iohw) : (rank == 5 ? tag::oidhw : tag::oihw);
+    const memory::desc w_any(wdims, dt, tag::any);
+    const memory::desc b_md({wdims[0]}, memory::data_type::f32, tag::a);
+    const memory::dims strides = to_dims(op.conv.strides);
+    const memory::dims pad_l = to_dims(op.conv.pads_begin);
+    const memory::dims pad_r = to_dims(op.conv.pads_end);
+    dnnl::primitive_attr attr = base_attr();
+    if (!op.has_norm && op.activation != Activation::kNone) {
+      dnnl::post_ops po;
+      po.append_eltwise(1.0f, eltwise_alg(op.activation), eltwise_alpha(op), 0.0f);
+      attr.set_post_ops(po);
+    }
+    Step s;
+    s.op = i;
+    s.label = transpose ? "deconv" : "conv";
+    const memory::desc dst_any(to_dims(out_shape), dt, tag::any);
+    const memory::desc dst_plain(to_dims(out_shape), dt, plain_tag(rank));
+    // A layout padded in channels (e.g. 2 logits in an 8-channel block) would leave stale
+    // arena bytes in the padding; take the plain layout for such (small) tensors instead.
+    memory::desc weights_md, scratch_md;
+    if (transpose) {
+      auto make = [&](const memory::desc& dst_md) {
+        dnnl::deconvolution_forward::desc d(dnnl::prop_kind::forward_inference,
+                                            dnnl::algorithm::deconvolution_direct, tmd[x], w_any, b_md, dst_md,
+                                            strides, pad_l, pad_r);
+        return dnnl::deconvolution_forward::primitive_desc(d, attr, eng);
+      };
+      // With dst `any` oneDNN 2.6 picks a channels-last dst for deconvolution: ask for the
+      // blocked layout the convolutions use, so the following concat stays free.
+      auto pd = make(preferred_md(out_shape));
+      tmd[y] = pd.dst_desc();
+      weights_md = pd.weights_desc();
+      scratch_md = pd.scratchpad_desc();
+      s.impl = pd.impl_info_str();
+      s.prim = dnnl::deconvolution_forward(pd);
+    } else {
+      auto make = [&](const memory::desc& dst_md) {
+        dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                          tmd[x], w_any, b_md, dst_md, strides, pad_l, pad_r);
+        return dnnl::convolution_forward::primitive_desc(d, attr, eng);
+      };
+      auto pd = make(dst_any);
+      if (has_channel_padding(pd.dst_desc())) pd = make(dst_plain);
+      tmd[y] = pd.dst_desc();
+      weights_md = pd.weights_desc();
+      scratch_md = pd.scratchpad_desc();
+      s.impl = pd.impl_info_str();
+      s.prim = dnnl::convolution_forward(pd);
+    }
+    memory w = reorder_weights(op.conv.weights, wdims, user_wtag, weights_md);
+    s.specs.push_back({DNNL_ARG_SRC, x, -1, {}});
+    s.specs.push_back({DNNL_ARG_WEIGHTS, -1, -1, w});
+    s.specs.push_back({DNNL_ARG_BIAS, -1, -1, vector_memory(op.conv.bias)});
+    s.specs.push_back({DNNL_ARG_DST, y, -1, {}});
+    add_scratchpad(s, scratch_md, i);
+    steps.push_back(std::move(s));
+    if (op.has_norm) {
+      add_instance_norm(i, op, y, y);
+      if (op.activation != Activation::kNone) add_eltwise(i, op.activation, eltwise_alpha(op), y, y);
+    }
+  }
+
+  /// Index into channel_outer_layouts() when `t` is stored in one of them without
+  /// channel padding, else -1.
+  int channel_outer_index(int t) const {
+    const auto& shape = graph.tensors[t].shape;
+    const auto layouts = channel_outer_layouts(shape.size());
+    for (size_t k = 0; k < layouts.size(); ++k) {
+      if (shape[1] % layouts[k].block != 0) continue;
+      if (tmd[t] == memory::desc(to_dims(shape), dt, layouts[k].t)) return static_cast<int>(k);
+    }
+    return -1;
+  }
+
+  /// Places every input of a concat as a channel slice of the concat's own buffer (their
+  /// producers then write in place) when each input has a buffer of its own; returns false
+  /// and changes nothing otherwise. Layouts were checked by the caller.
+  bool try_free_concat(const GraphOp& op) {
+    const int y = op.output;
+    for (size_t k = 0; k < op.inputs.size(); ++k) {
+      const int t = op.inputs[k];
+      const GraphTensor& g = graph.tensors[t];
+      if (g.is_graph_input || g.is_graph_output) return false;
+      if (root[t] != t || concat_root[t]) return false;  // already placed inside another buffer
+      for (size_t j = 0; j < k; ++j) {
+        if (op.inputs[j] == t) return false;  // the same tensor twice
+      }
+    }
+    size_t off = 0;
+    for (int t : op.inputs) {
+      root[t] = y;
+      offset[t] = off;
+      off += tmd[t].get_size();
+    }
+    concat_root[y] = true;
+    return true;
+  }
+
+  void add_concat(int i, const GraphOp& op) {
+    const int y = op.output;
+    const auto& shape = graph.tensors[y].shape;
+    // All inputs in the same channel-outer layout: the output takes it too, and the inputs
+    // become slices of its buffer (no work at all in run()).
+    const int li = channel_outer_index(op.inputs[0]);
+    bool same = li >= 0;
+    for (int t : op.inputs) same = same && channel_outer_index(t) == li;
+    std::vector<memory::desc> srcs;
+    for (int t : op.inputs) srcs.push_back(tmd[t]);
+    std::unique_ptr<dnnl::concat::primitive_desc> pd;
+    if (same) {
+      tmd[y] = memory::desc(to_dims(shape), dt, channel_outer_layouts(shape.size())[li].t);
+      if (options.reuse_memory && try_free_concat(op)) return;
+      pd = std::make_unique<dnnl::concat::primitive_desc>(tmd[y], 1, srcs, eng, base_attr());
+    } else {
+      tmd[y] = preferred_md(shape);
+      pd = std::make_unique<dnnl::concat::primitive_desc>(tmd[y], 1, srcs, eng, base_attr());
+    }
+    Step s;
+    s.op = i;
+    s.label = "concat";
+    s.impl = pd->impl_info_str();
+    s.prim = dnnl::concat(*pd);
+    for (size_t k = 0; k < op.inputs.size(); ++k) {
+      s.specs.push_back({DNNL_ARG_MULTIPLE_SRC + static_cast<int>(k), op.inputs[k], -1, {}});
+    }
+    s.specs.push_back({DNNL_ARG_DST, y, -1, {}});
+    add_scratchpad(s, pd->scratchpad_desc(), i);
+    steps.push_back(std::move(s));
+  }
+
+  void add_op(int i) {
+    const GraphOp& op = graph.ops[i];
+    switch (op.kind) {
+      case OpKind::kConv:
+      case OpKind::kConvTranspose:
+        add_conv(i, op);
+        return;
+      case OpKind::kInstanceNorm:
+        tmd[op.output] = tmd[op.inputs[0]];
+        add_instance_norm(i, op, op.inputs[0], op.output);
+        if (op.activation != Activation::kNone) add_eltwise(i, op.activation, eltwise_alpha(op), op.output, op.output);
+        return;
+      case OpKind::kActivation:
+        tmd[op.output] = tmd[op.inputs[0]];
+        add_eltwise(i, op.activation, eltwise_alpha(op), op.inputs[0], op.output);
+        return;
+      case OpKind::kAdd: {
+        tmd[op.output] = tmd[op.inputs[0]];
+        dnnl::binary::desc d(dnnl::algorithm::binary_add, tmd[op.inputs[0]], tmd[op.inputs[1]], tmd[op.output]);
+        dnnl::binary::primitive_desc pd(d, base_attr(), eng);
+        Step s;
+        s.op = i;
+        s.label = "add";
+        s.impl = pd.impl_info_str();
+        s.prim = dnnl::binary(pd);
+        s.specs.push_back({DNNL_ARG_SRC_0, op.inputs[0], -1, {}});
+        s.specs.push_back({DNNL_ARG_SRC_1, op.inputs[1], -1, {}});
+        s.specs.push_back({DNNL_ARG_DST, op.output, -1, {}});
+        add_scratchpad(s, pd.scratchpad_desc(), i);
+        steps.push_back(std::move(s));
+        return;
+      }
+      case OpKind::kConcat:
+        add_concat(i, op);
+        return;
+      case OpKind::kSoftmax: {
+        tmd[op.output] = tmd[op.inputs[0]];
+        dnnl::softmax_forward::desc d(dnnl::prop_kind::forward_inference, tmd[op.inputs[0]], 1);
+        dnnl::softmax_forward::primitive_desc pd(d, base_attr(), eng);
+        Step s;
+        s.op = i;
+        s.label = "softmax";
+        s.impl = pd.impl_info_str();
+        s.prim = dnnl::softmax_forward(pd);
+        s.specs.push_back({DNNL_ARG_SRC, op.inputs[0], -1, {}});
+        s.specs.push_back({DNNL_ARG_DST, op.output, -1, {}});
+        add_scratchpad(s, pd.scratchpad_desc(), i);
+        steps.push_back(std::move(s));
+        return;
+      }
+    }
+  }
+
+  /// Members of the buffer group whose root is r.
+  std::vector<int> group(int r) const {
+    std::vector<int> out;
+    for (int t = 0; t < static_cast<int>(root.size()); ++t) {
+      if (is_live(t) && root[t] == r) out.push_back(t);
+    }
+    return out;
+  }
+
+  /// Norm, activation and add write over an input whose buffer nobody reads afterwards.
+  void plan_in_place() {
+    for (int i = 0; i < static_cast<int>(graph.ops.size()); ++i) {
+      const GraphOp& op = graph.ops[i];
+      if (op.kind != OpKind::kInstanceNorm && op.kind != OpKind::kActivation && op.kind != OpKind::kAdd) continue;
+      const int y = op.output;
+      for (int x : op.inputs) {
+        if (tmd[x] != tmd[y]) continue;
+        if (op.kind == OpKind::kAdd && op.inputs[0] == op.inputs[1]) break;
+        const int rx = root[x];
+        if (concat_root[rx] || offset[x] != 0) continue;
+        std::vector<int> members = group(rx);
+        bool read_later = false;
+        for (int m : members) read_later = read_later || last_use(m) > i + 1 || graph.tensors[m].is_graph_output;
+        if (read_later) continue;
+        // Move x's group to where y lives (y may itself be a slice of a concat buffer).
+        for (int m : members) {
+          root[m] = root[y];
+          offset[m] = offset[y];
+        }
+        break;
+      }
+    }
+  }
+
+  void build_requests() {
+    requests.clear();
+    request_root.clear();
+    const int n = static_cast<int>(graph.tensors.size());
+    for (int r = 0; r < n; ++r) {
+      if (!is_live(r) || root[r] != r) continue;
+      BufferRequest req;
+      req.first_use = n_steps();
+      req.last_use = 0;
+      std::string names;
+      for (int m : group(r)) {
+        req.size_bytes = std::max(req.size_bytes, offset[m] + tmd[m].get_size());
+        req.first_use = std::min(req.first_use, first_use(m));
+        req.last_use = std::max(req.last_use, last_use(m));
+        if (names.size() < 200) names += (names.empty() ? "" : " | ") + graph.tensors[m].name;
+      }
+      req.name = shape_str(graph.tensors[r].shape) + " " + names;
+      requests.push_back(std::move(req));
+      request_root.push_back(r);
+    }
+    for (const ExtraBuffer& e : extras) {
+      requests.push_back({e.md.get_size(), e.first, e.last, e.name});
+      request_root.push_back(-1);
+    }
+    naive = 0;
+    for (int t = 0; t < n; ++t) {
+      if (is_live(t)) naive += (tmd[t].get_size() + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
+    }
+    for (const ExtraBuffer& e : extras) {
+      naive += (e.md.get_size() + kArenaAlignment - 1) / kArenaAlignment * kArenaAlignment;
+    }
+  }
+
+  base::Status allocate_and_bind() {
+    const size_t bytes = std::max<size_t>(plan.arena_bytes, 4096);
+    arena = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+    if (arena == nullptr) {
+      return base::resource_exhausted("cannot allocate the engine arena of " + std::to_string(bytes) + " bytes");
+    }
+    std::memset(arena, 0, bytes);
+    auto* base_ptr = static_cast<char*>(arena);
+    std::vector<size_t> root_offset(graph.tensors.size(), 0);
+    size_t extra_index = 0;
+    for (size_t q = 0; q < requests.size(); ++q) {
+      if (request_root[q] >= 0) {
+        root_offset[request_root[q]] = plan.offsets[q];
+      } else {
+        ExtraBuffer& e = extras[extra_index++];
+        e.mem = memory(e.md, eng, base_ptr + plan.offsets[q]);
+      }
+    }
+    tmem.assign(graph.tensors.size(), memory());
+    for (int t = 0; t < static_cast<int>(graph.tensors.size()); ++t) {
+      if (!is_live(t)) continue;
+      tmem[t] = memory(tmd[t], eng, base_ptr + root_offset[root[t]] + offset[t]);
+    }
+    auto resolve = [&](Step& s) {
+      s.args.clear();
+      for (const ArgSpec& a : s.specs) {
+        const memory& m = a.tensor >= 0 ? tmem[a.tensor] : a.buffer >= 0 ? extras[a.buffer].mem : a.fixed;
+        s.args.push_back({a.id, m.get()});
+      }
+    };
+    for (Step& s : steps) resolve(s);
+    resolve(input_step);
+    resolve(output_step);
+    return base::ok_status();
+  }
+
+  base::Status compile(const OnnxModel& model) {
+    SB_ASSIGN_OR_RETURN(graph, build_graph(model, GraphOptions{options.fuse}));
+    const size_t nt = graph.tensors.size();
+    tmd.assign(nt, memory::desc());
+    root.resize(nt);
+    offset.assign(nt, 0);
+    concat_root.assign(nt, false);
+    for (size_t t = 0; t < nt; ++t) root[t] = static_cast<int>(t);
+    const auto& in_shape = graph.tensors[graph.input].shape;
+    const auto& out_shape = graph.tensors[graph.output].shape;
+    try {
+      eng = dnnl::engine(dnnl::engine::kind::cpu, 0);
+      strm = dnnl::stream(eng);
+      block = probe_block();
+      tmd[graph.input] = memory::desc(to_dims(in_shape), dt, plain_tag(in_shape.size()));
+      for (int i = 0; i < static_cast<int>(graph.ops.size()); ++i) add_op(i);
+      if (options.reuse_memory) plan_in_place();
+      // Caller's buffers <-> arena: reorders also convert the precision later (bf16).
+      user_in = memory(memory::desc(to_dims(in_shape), memory::data_type::f32, plain_tag(in_shape.size())), eng,
+                       DNNL_MEMORY_NONE);
+      user_out = memory(memory::desc(to_dims(out_shape), memory::data_type::f32, plain_tag(out_shape.size())), eng,
+                        DNNL_MEMORY_NONE);
+      auto make_copy = [&](Step& s, const memory::desc& from, const memory::desc& to, int arg_tensor, bool in) {
+        dnnl::reorder::primitive_desc pd(eng, from, eng, to, base_attr());
+        s.label = in ? "input" : "output";
+        s.impl = pd.impl_info_str();
+        s.prim = dnnl::reorder(pd);
+        if (in) {
+          s.specs.push_back({DNNL_ARG_FROM, -1, -1, user_in});
+          s.specs.push_back({DNNL_ARG_TO, arg_tensor, -1, {}});
+        } else {
+          s.specs.push_back({DNNL_ARG_FROM, arg_tensor, -1, {}});
+          s.specs.push_back({DNNL_ARG_TO, -1, -1, user_out});
+        }
+        const int step = in ? 0 : n_steps() - 1;
+        if (pd.scratchpad_desc().get_size() > 0) {
+          extras.push_back({pd.scratchpad_desc(), step, step, "scratchpad " + s.label, {}});
+          s.specs.push_back({DNNL_ARG_SCRATCHPAD, -1, static_cast<int>(extras.size()) - 1, {}});
+        }
+      };
+      make_copy(input_step, user_in.get_desc(), tmd[graph.input], graph.input, true);
+      make_copy(output_step, tmd[graph.output], user_out.get_desc(), graph.output, false);
+      build_requests();
+      plan = options.reuse_memory ? plan_greedy(requests, kArenaAlignment) : plan_linear(requests, kArenaAlignment);
+      SB_RETURN_IF_ERROR(verify_no_overlap(requests, plan));
+      SB_RETURN_IF_ERROR(allocate_and_bind());
+    } catch (const dnnl::error& e) {
+      return base::internal_error(std::string("oneDNN could not compile the network: ") + e.what() + " (status " +
+                                  std::to_string(static_cast<int>(e.status)) + ")");
+    }
+    n_threads = openmp_max_threads();
+    return base::ok_status();
+  }
+
+  base::Status execute(const Step& s) {
+    const dnnl_status_t st = dnnl_primitive_execute(s.prim.get(), strm.get(), static_cast<int>(s.args.size()),
+                                                    s.args.data());
+    if (st != dnnl_success) {
+      return base::internal_error("oneDNN primitive '" + s.label + "' (" + s.impl + ") failed with status " +
+                                  std::to_string(static_cast<int>(st)));
+    }
+    return base::ok_status();
+  }
+};
+
+CpuEngine::CpuEngine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CpuEngine::~CpuEngine() = default;
+
+base::Result<std::unique_ptr<CpuEngine>> CpuEngine::load_onnx(const std::string& onnx_path,
+                                                              const EngineOptions& options) {
+  SB_ASSIGN_OR_RETURN(OnnxModel model, read_onnx_file(onnx_path));
+  auto engine = load_model(model, options);
+  if (!engine.ok()) return engine.status().with_context(onnx_path);
+  return engine;
+}
+
+base::Result<std::unique_ptr<CpuEngine>> CpuEngine::load_model(const OnnxModel& model, const EngineOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  if (options.precision == "bf16" || options.precision == "fp16") {
+    return base::unimplemented("precision '" + options.precision +
+                               "' is not implemented in the CPU engine yet; use fp32");
+  }
+  if (options.precision != "fp32") {
+    return base::invalid_argument("unknown precision '" + options.precision + "' (expected fp32, bf16 or fp16)");
+  }
+  if (options.threads < 0) return base::invalid_argument("threads must be >= 0");
+  if (options.threads > 0) set_openmp_threads(options.threads);
+  SB_RETURN_IF_ERROR(impl->compile(model));
+  return std::unique_ptr<CpuEngine>(new CpuEngine(std::move(impl)));
+}
+
+std::array<int64_t, 5> CpuEngine::input_shape() const {
+  const auto& s = impl_->graph.tensors[impl_->graph.input].shape;
+  if (s.size() == 5) return {s[0], s[1], s[2], s[3], s[4]};
+  return {s[0], s[1], 1, s[2], s[3]};
+}
+
+std::array<int64_t, 5> CpuEngine::output_shape() const {
+  const auto& s = impl_->graph.tensors[impl_->graph.output].shape;
+  if (s.size() == 5) return {s[0], s[1], s[2], s[3], s[4]};
+  return {s[0], s[1], 1, s[2], s[3]};
+}
+
+std::string CpuEngine::precision() const { return impl_->options.precision; }
+
+base::Status CpuEngine::run(const float* input, float* output) {
+  Impl& m = *impl_;
+  if (input == nullptr || output == nullptr) return base::invalid_argument("run: null input or output buffer");
+  // Both calls only store the pointer for plain layouts (no zero padding, no allocation).
+  m.user_in.set_data_handle(const_cast<float*>(input));
+  m.user_out.set_data_handle(output);
+  SB_RETURN_IF_ERROR(m.execute(m.input_step));
+  for (const auto& s : m.steps) SB_RETURN_IF_ERROR(m.execute(s));
+  SB_RETURN_IF_ERROR(m.execute(m.output_step));
+  const dnnl_status_t st = dnnl_stream_wait(m.strm.get());
+  if (st != dnnl_success) return base::internal_error("oneDNN stream wait failed");
+  return base::ok_status();
+}
+
+size_t CpuEngine::arena_bytes() const { return impl_->plan.arena_bytes; }
+size_t CpuEngine::naive_bytes() const { return impl_->naive; }
+size_t CpuEngine::weight_bytes() const { return impl_->weights_bytes; }
+double CpuEngine::gflop_per_run() const { return impl_->graph.gflop(); }
+
+std::string CpuEngine::describe() const {
+  const Impl& m = *impl_;
+  std::ostringstream os;
+  char line[256];
+  const auto& g = m.graph;
+  os << "engine: cpu (oneDNN " << dnnl_version()->major << "." << dnnl_version()->minor << "."
+     << dnnl_version()->patch << "), precision " << m.options.precision << ", " << m.n_threads << " threads\n";
+  os << "input " << shape_str(g.tensors[g.input].shape) << " '" << g.tensors[g.input].name << "', output "
+     << shape_str(g.tensors[g.output].shape) << " '" << g.tensors[g.output].name << "'\n";
+  std::snprintf(line, sizeof(line), "%.3f GFLOP per run (conv + deconv, 2 x MACs), weights %.2f MiB\n",
+                g.gflop(), m.weights_bytes / 1048576.0);
+  os << line << "\nlayers:\n";
+  for (size_t i = 0; i < g.ops.size(); ++i) {
+    const GraphOp& op = g.ops[i];
+    std::string kind(op_kind_name(op.kind));
+    if (op.has_norm && op.kind != OpKind::kInstanceNorm) kind += "+instance_norm";
+    if (op.activation != Activation::kNone) kind += "+" + std::string(activation_name(op.activation));
+    std::string ins;
+    for (int t : op.inputs) ins += (ins.empty() ? "" : " + ") + shape_str(g.tensors[t].shape);
+    std::string impls;
+    for (const auto& s : m.steps) {
+      if (s.op == static_cast<int>(i)) impls += (impls.empty() ? "" : ", ") + s.label + ":" + s.impl;
+    }
+    if (impls.empty()) impls = "free (slices of one buffer)";
+    std::snprintf(line, sizeof(line), "  #%-3zu %-28s %-34s -> %-18s %-8s %6.3f GFLOP  ", i, kind.c_str(),
+                  ins.c_str(), shape_str(g.tensors[op.output].shape).c_str(),
+                  layout_str(m.tmd[op.output]).c_str(), 2.0 * op.macs(g.tensors) / 1e9);
+    os << line << impls << "  [" << op.name << "]\n";
+  }
+  os << "\nmemory plan (" << (m.options.reuse_memory ? "greedy" : "linear") << "):\n";
+  os << format_plan(m.requests, m.plan);
+  std::snprintf(line, sizeof(line), "arena %.2f MiB vs %.2f MiB naive sum of tensors and scratchpads\n",
+                m.plan.arena_bytes / 1048576.0, m.naive / 1048576.0);
+  os << line;
+  return os.str();
+}
+
+}  // namespace inference
