@@ -1,6 +1,67 @@
-// PLACEHOLDER: replaced by the owner of this subcommand.
+// `strokebox segment`: the main job on one study folder, offline. Same outputs as the daemon.
 #include <cstdio>
+#include <iostream>
+
+#include "firmware/args.h"
 #include "firmware/commands.h"
+#include "firmware/pipeline.h"
+
 namespace firmware {
-int cmd_segment(int, char**) { std::fprintf(stderr, "strokebox segment: not built yet\n"); return 1; }
+namespace {
+
+constexpr const char* kHelp = R"(Usage: strokebox segment --study DIR --out DIR [--model DIR] [--precision P]
+       strokebox segment --image DWI.nii.gz --image ADC.nii.gz --out DIR [--model DIR]
+
+Segments the acute ischemic lesion of one diffusion study, offline.
+
+  --study DIR      folder of DICOM files (searched recursively): the DWI (b about 1000)
+                   and ADC series are picked automatically
+  --image FILE     instead of --study: one NIfTI volume per model channel, in the model's
+                   channel order (nnU-Net's file convention, research use)
+  --out DIR        output folder: report.json, lesion_mask.nii.gz, seg.dcm (DICOM input)
+  --model DIR      model package (default: models/demo of the source tree)
+  --precision P    engine precision (default fp32)
+
+Prints report.json to stdout. Exit 0 when the study was segmented, 1 when it could not be
+(report.json then has "status": "failed" and a reason), 2 on bad usage.
+)";
+
+}  // namespace
+
+int cmd_segment(int argc, char** argv) {
+  auto args = Args::parse(argc, argv, 2, {"study", "image", "out", "model", "precision"}, {"help"});
+  if (!args.ok()) {
+    std::fprintf(stderr, "strokebox segment: %s\n", args.status().message().c_str());
+    return 2;
+  }
+  if (args->has("help")) {
+    std::fputs(kHelp, stdout);
+    return 0;
+  }
+  const bool dicom = args->has("study");
+  const auto images = args->get_all("image");
+  if (dicom == !images.empty() || !args->has("out")) {
+    std::fprintf(stderr, "strokebox segment: give --out and either --study or --image (see --help)\n");
+    return 2;
+  }
+  PipelineOptions options;
+  options.model_dir = args->get_or("model", std::string(STROKEBOX_SOURCE_DIR) + "/models/demo");
+  options.precision = args->get_or("precision", "fp32");
+  auto pipeline = Pipeline::create(options);
+  if (!pipeline.ok()) {
+    std::fprintf(stderr, "strokebox segment: cannot load model %s: %s\n", options.model_dir.c_str(),
+                 pipeline.status().to_string().c_str());
+    return 1;
+  }
+  const std::string out = *args->get("out");
+  StudyReport report = dicom ? (*pipeline)->process_study(*args->get("study"), out)
+                             : (*pipeline)->process_nifti(images, out);
+  std::cout << report.to_json().dump(2) << std::endl;
+  if (report.status != "done") {
+    std::fprintf(stderr, "strokebox segment: study not segmented: %s\n", report.reason.c_str());
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace firmware
