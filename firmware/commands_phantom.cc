@@ -52,7 +52,9 @@ bool parse_u64(const std::string& s, uint64_t* out) {
 }
 
 int usage_error(const std::string& message) {
-  std::fprintf(stderr, "strokebox phantom: %s\n(see strokebox phantom --help)\n", message.c_str());
+  const bool mentions_help = message.find("--help") != std::string::npos;
+  std::fprintf(stderr, "strokebox phantom: %s\n%s", message.c_str(),
+               mentions_help ? "" : "(see strokebox phantom --help)\n");
   return 2;
 }
 
@@ -110,11 +112,13 @@ int cmd_phantom(int argc, char** argv) {
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const auto& p = study->params;
+    nlohmann::json spacing = nlohmann::json::array();
+    for (double v : study->dwi.grid.spacing_mm()) spacing.push_back(std::round(v * 1e6) / 1e6);
     nlohmann::json summary = {{"seed", one.seed},
                               {"lesion_count", p["lesion_count"]},
                               {"total_lesion_volume_ml", p["total_lesion_volume_ml"]},
                               {"dims", p["grid"]["dims"]},
-                              {"spacing_mm", p["grid"]["spacing_mm"]},
+                              {"spacing_mm", spacing},
                               {"format", format},
                               {"seconds", std::round(seconds * 1000.0) / 1000.0},
                               {"out", dir}};
