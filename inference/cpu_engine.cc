@@ -64,13 +64,6 @@ std::string layout_str(const memory::desc& md) {
   return os.str();
 }
 
-bool has_channel_padding(const memory::desc& md) {
-  for (int i = 0; i < md.data.ndims; ++i) {
-    if (md.data.padded_dims[i] != md.data.dims[i]) return true;
-  }
-  return false;
-}
-
 /// OpenMP thread count through the runtime oneDNN already loaded (libgomp); no link-time
 /// dependency on OpenMP for this library.
 void set_openmp_threads(int threads) {
@@ -260,6 +253,21 @@ struct CpuEngine::Impl {
     steps.push_back(std::move(s));
   }
 
+  /// A reorder step of op `op` between two layouts.
+  Step make_reorder(int op, const std::string& label, const memory::desc& from, const memory::desc& to,
+                    ArgSpec from_arg, ArgSpec to_arg) {
+    dnnl::reorder::primitive_desc pd(eng, from, eng, to, base_attr());
+    Step s;
+    s.op = op;
+    s.label = label;
+    s.impl = pd.impl_info_str();
+    s.prim = dnnl::reorder(pd);
+    s.specs.push_back(from_arg);
+    s.specs.push_back(to_arg);
+    add_scratchpad(s, pd.scratchpad_desc(), op);
+    return s;
+  }
+
   void add_conv(int i, const GraphOp& op) {
     const bool transpose = op.kind == OpKind::kConvTranspose;
     const int x = op.inputs[0];
@@ -287,20 +295,40 @@ struct CpuEngine::Impl {
     s.label = transpose ? "deconv" : "conv";
     const memory::desc dst_any(to_dims(out_shape), dt, tag::any);
     const memory::desc dst_plain(to_dims(out_shape), dt, plain_tag(rank));
-    // A layout padded in channels (e.g. 2 logits in an 8-channel block) would leave stale
-    // arena bytes in the padding; take the plain layout for such (small) tensors instead.
     memory::desc weights_md, scratch_md;
+    // Where the primitive reads and writes: the graph tensors, or staging buffers (below).
+    ArgSpec src_arg{DNNL_ARG_SRC, x, -1, {}};
+    ArgSpec dst_arg{DNNL_ARG_DST, y, -1, {}};
+    std::vector<Step> before, after;
     if (transpose) {
-      auto make = [&](const memory::desc& dst_md) {
+      auto make = [&](const memory::desc& src_md, const memory::desc& dst_md) {
         dnnl::deconvolution_forward::desc d(dnnl::prop_kind::forward_inference,
-                                            dnnl::algorithm::deconvolution_direct, tmd[x], w_any, b_md, dst_md,
+                                            dnnl::algorithm::deconvolution_direct, src_md, w_any, b_md, dst_md,
                                             strides, pad_l, pad_r);
         return dnnl::deconvolution_forward::primitive_desc(d, attr, eng);
       };
       // With dst `any` oneDNN 2.6 picks a channels-last dst for deconvolution: ask for the
       // blocked layout the convolutions use, so the following concat stays free.
-      auto pd = make(preferred_md(out_shape));
+      auto pd = make(tmd[x], preferred_md(out_shape));
       tmd[y] = pd.dst_desc();
+      if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) {
+        // oneDNN 2.6 has no optimized deconvolution for blocked layouts on AVX2 (its reference
+        // one is ~100x slower than gemm on plain layouts): stage through plain buffers.
+        const memory::desc src_plain(to_dims(graph.tensors[x].shape), dt, plain_tag(rank));
+        pd = make(src_plain, dst_plain);
+        if (tmd[x] != src_plain) {
+          extras.push_back({src_plain, i + 1, i + 1, "deconv #" + std::to_string(i) + " plain input", {}});
+          src_arg = {DNNL_ARG_SRC, -1, static_cast<int>(extras.size()) - 1, {}};
+          before.push_back(make_reorder(i, "to_plain", tmd[x], src_plain, {DNNL_ARG_FROM, x, -1, {}},
+                                        {DNNL_ARG_TO, -1, src_arg.buffer, {}}));
+        }
+        if (tmd[y] != dst_plain) {
+          extras.push_back({dst_plain, i + 1, i + 1, "deconv #" + std::to_string(i) + " plain output", {}});
+          dst_arg = {DNNL_ARG_DST, -1, static_cast<int>(extras.size()) - 1, {}};
+          after.push_back(make_reorder(i, "to_blocked", dst_plain, tmd[y], {DNNL_ARG_FROM, -1, dst_arg.buffer, {}},
+                                       {DNNL_ARG_TO, y, -1, {}}));
+        }
+      }
       weights_md = pd.weights_desc();
       scratch_md = pd.scratchpad_desc();
       s.impl = pd.impl_info_str();
@@ -311,8 +339,9 @@ struct CpuEngine::Impl {
                                           tmd[x], w_any, b_md, dst_md, strides, pad_l, pad_r);
         return dnnl::convolution_forward::primitive_desc(d, attr, eng);
       };
+      // Padded channel blocks (e.g. 2 logits in an 8-channel block) are fine: oneDNN
+      // primitives write zeros into the padding of their outputs.
       auto pd = make(dst_any);
-      if (has_channel_padding(pd.dst_desc())) pd = make(dst_plain);
       tmd[y] = pd.dst_desc();
       weights_md = pd.weights_desc();
       scratch_md = pd.scratchpad_desc();
@@ -320,12 +349,14 @@ struct CpuEngine::Impl {
       s.prim = dnnl::convolution_forward(pd);
     }
     memory w = reorder_weights(op.conv.weights, wdims, user_wtag, weights_md);
-    s.specs.push_back({DNNL_ARG_SRC, x, -1, {}});
+    s.specs.push_back(src_arg);
     s.specs.push_back({DNNL_ARG_WEIGHTS, -1, -1, w});
     s.specs.push_back({DNNL_ARG_BIAS, -1, -1, vector_memory(op.conv.bias)});
-    s.specs.push_back({DNNL_ARG_DST, y, -1, {}});
+    s.specs.push_back(dst_arg);
     add_scratchpad(s, scratch_md, i);
+    for (Step& b : before) steps.push_back(std::move(b));
     steps.push_back(std::move(s));
+    for (Step& a : after) steps.push_back(std::move(a));
     if (op.has_norm) {
       add_instance_norm(i, op, y, y);
       if (op.activation != Activation::kNone) add_eltwise(i, op.activation, eltwise_alpha(op), y, y);
