@@ -53,6 +53,7 @@ class GraphBuilder {
     if (t == "BatchNormalization") return add_batch_norm(n);
     if (t == "Relu" || t == "LeakyRelu" || t == "Sigmoid") return add_activation(n);
     if (t == "Add") return add_add(n);
+    if (t == "Identity") return add_alias(n);
     if (t == "Concat") return add_concat(n);
     if (t == "Softmax") return add_softmax(n);
     return base::unimplemented("unsupported ONNX operator '" + t + "' at node '" + n.name + "'");
@@ -328,6 +329,16 @@ class GraphBuilder {
       op.activation = Activation::kSigmoid;
     }
     return push_op(std::move(op), {x}, n.outputs[0], g_.tensors[x].shape);
+  }
+
+  /// Identity computes nothing: its output names its input.
+  base::Status add_alias(const OnnxNode& n) {
+    SB_RETURN_IF_ERROR(only_attributes(n, {}));
+    SB_RETURN_IF_ERROR(one_output(n));
+    SB_ASSIGN_OR_RETURN(int x, activation_input(n, 0));
+    if (by_name_.count(n.outputs[0])) return base::invalid_argument("tensor '" + n.outputs[0] + "' is produced twice");
+    by_name_[n.outputs[0]] = x;
+    return base::ok_status();
   }
 
   base::Status add_add(const OnnxNode& n) {

@@ -101,7 +101,7 @@ struct GraphOptions {
 ///   (missing weights, shape mismatch with a declared output shape, not topologically sorted);
 /// - kUnimplemented: any operator outside Conv, ConvTranspose, InstanceNormalization,
 ///   BatchNormalization (foldable into a preceding Conv), LeakyRelu, Relu, Sigmoid, Add,
-///   Concat (axis 1), Softmax (axis 1), or an unsupported attribute value (group != 1,
+///   Concat (axis 1), Softmax (axis 1), Identity, or an unsupported attribute value (group != 1,
 ///   dilations != 1, auto_pad SAME_*, output_padding, batch size != 1). The message names the
 ///   node and the operator, e.g. "unsupported ONNX operator 'Gather' at node 'Gather_12'".
 base::Result<Graph> build_graph(const OnnxModel& model, const GraphOptions& options = {});

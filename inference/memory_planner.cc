@@ -120,7 +120,7 @@ std::string format_plan(const std::vector<BufferRequest>& requests, const Memory
                   r.size_bytes / 1024.0, r.first_use, r.last_use);
     out += line + r.name + "\n";
   }
-  std::snprintf(line, sizeof(line), "  arena %.2f MiB, naive sum %.2f MiB (%zu buffers, alignment %zu)\n",
+  std::snprintf(line, sizeof(line), "  arena %.2f MiB, linear plan (no reuse) %.2f MiB (%zu buffers, alignment %zu)\n",
                 plan.arena_bytes / 1048576.0, naive_bytes(requests, plan.alignment) / 1048576.0, requests.size(),
                 plan.alignment);
   out += line;

@@ -226,6 +226,14 @@ base::Result<OnnxModel> parse_onnx_model(const std::string& bytes) {
       m.initializers[t.name] = std::move(t);
       continue;
     }
+    // Identity of a constant (torch emits these for de-duplicated initializers): a copy.
+    if (node.op_type == "Identity" && (node.domain.empty() || node.domain == "ai.onnx") && node.inputs.size() == 1 &&
+        node.outputs.size() == 1 && m.initializers.count(node.inputs[0])) {
+      OnnxTensor t = m.initializers.at(node.inputs[0]);
+      t.name = node.outputs[0];
+      m.initializers[t.name] = std::move(t);
+      continue;
+    }
     m.nodes.push_back(std::move(node));
   }
   return m;

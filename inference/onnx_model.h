@@ -76,8 +76,8 @@ struct OnnxModel {
   std::string graph_name;
   std::vector<OnnxValueInfo> inputs;   // graph inputs that are not initializers
   std::vector<OnnxValueInfo> outputs;
-  std::map<std::string, OnnxTensor> initializers;  // includes Constant node values
-  std::vector<OnnxNode> nodes;                      // Constant nodes removed
+  std::map<std::string, OnnxTensor> initializers;  // includes Constant node values and Identity copies
+  std::vector<OnnxNode> nodes;                      // Constant nodes and Identity of constants removed
 };
 
 /// Parses a serialized ModelProto. Errors: kInvalidArgument (not a ModelProto, tensor data

@@ -108,7 +108,7 @@ TEST(FormatPlan, ListsEveryBufferAndTheArenaSize) {
   EXPECT_NE(text.find("conv0_out"), std::string::npos);
   EXPECT_NE(text.find("conv1_out"), std::string::npos);
   EXPECT_NE(text.find("arena"), std::string::npos);
-  EXPECT_NE(text.find("naive sum"), std::string::npos);
+  EXPECT_NE(text.find("linear plan"), std::string::npos);
 }
 
 }  // namespace
