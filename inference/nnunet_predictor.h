@@ -1,0 +1,66 @@
+// NnunetPredictor: nnU-Net v2 inference of one case around fixed-shape networks: preprocessing
+// (nnunet_preprocess.h) -> sliding window over every fold (sliding_window.h) -> export to the
+// input grid (nnunet_export.h). Create once per model, then predict() per study.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/status.h"
+#include "image/volume.h"
+#include "inference/model_spec.h"
+#include "inference/nnunet_export.h"
+#include "inference/nnunet_preprocess.h"
+#include "inference/patch_model.h"
+#include "inference/sliding_window.h"
+
+namespace inference {
+
+/// Result of one prediction.
+struct NnunetResult {
+  image::VolumeU8 labels;                                  // on the grid of the input channels (same Grid)
+  std::vector<std::pair<std::string, double>> timings_ms;  // "preprocess", "inference", "export"
+  int tiles = 0;                                           // patches run (per network, mirrors not counted)
+  nlohmann::json details;                                  // bbox, shapes, steps: useful for report.json
+};
+
+class NnunetPredictor {
+ public:
+  /// networks: one PatchModel per fold, not owned (must outlive the predictor); their input
+  /// shape must be (1, C, patch) and output (1, K, patch) with C channels and K outputs of `spec`.
+  /// Errors: kInvalidArgument naming the network and the shape mismatch.
+  static base::Result<std::unique_ptr<NnunetPredictor>> create(const ModelSpec& spec,
+                                                               std::vector<PatchModel*> networks);
+
+  /// channels: one volume per model channel, in model.json channel order, all on the same Grid.
+  /// spacing_ijk_mm: voxel spacing along (i, j, k) (for NIfTI input pass pixdim exactly; nnU-Net's
+  /// spacing is this reversed, (k, j, i) = (z, y, x)).
+  /// Errors: kInvalidArgument (channel count, grids differ, data size, spacing, all-zero input);
+  /// errors of the networks with the tile that failed.
+  base::Result<NnunetResult> predict(const std::vector<image::VolumeF>& channels, std::array<double, 3> spacing_ijk_mm);
+
+  /// Same, also returning the logits on the preprocessed grid (tests, debugging).
+  base::Result<NnunetResult> predict(const std::vector<image::VolumeF>& channels, std::array<double, 3> spacing_ijk_mm,
+                                     Tensor4f* logits_out);
+
+  const ModelSpec& spec() const { return spec_; }
+
+ private:
+  NnunetPredictor(ModelSpec spec, std::vector<PatchModel*> networks)
+      : spec_(std::move(spec)), networks_(std::move(networks)) {}
+  ModelSpec spec_;
+  std::vector<PatchModel*> networks_;
+};
+
+/// Reads `model_dir`/model.json (see model_spec.h).
+base::Result<ModelSpec> load_model_spec(const std::string& model_dir);
+
+/// Sliding-window options of a model (patch, step, mirroring, accumulation).
+SlidingWindowOptions sliding_window_options(const ModelSpec& spec);
+
+}  // namespace inference

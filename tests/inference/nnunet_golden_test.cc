@@ -1,0 +1,180 @@
+// End to end against nnU-Net v2's own outputs (../shared/golden/prediction): the golden
+// model.onnx on the CPU engine through our sliding window must reproduce logits.npy, and the
+// whole predictor from the NIfTI inputs must reproduce the segmentation <case>.nii.gz.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <unistd.h>
+
+#include "image/nifti_io.h"
+#include "inference/cpu_engine.h"
+#include "inference/nnunet_predictor.h"
+#include "tests/support/npy.h"
+
+namespace inference {
+namespace {
+
+const std::string kGolden = std::string(STROKEBOX_SHARED_DIR) + "/golden";
+const std::string kModel = kGolden + "/model/Dataset990_GoldenTiny/nnUNetTrainer__nnUNetPlans__3d_fullres";
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream f(path);
+  return nlohmann::json::parse(f);
+}
+
+// One fp16 unit in the last place at |x| (spacing of half values around x).
+float fp16_ulp(float x) {
+  const float ax = std::fabs(x);
+  if (ax < std::ldexp(1.0f, -14)) return std::ldexp(1.0f, -24);
+  return std::ldexp(1.0f, (int)std::floor(std::log2(ax)) - 10);
+}
+
+// The golden model as a package: model.json written from nnU-Net's plans.json into a temp
+// folder and read back through load_model_spec; the engine compiled once for all tests.
+class NnunetGolden : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto converted = spec_from_nnunet_plans(read_json(kModel + "/plans.json"), read_json(kModel + "/dataset.json"),
+                                            "3d_fullres");
+    ASSERT_TRUE(converted.ok()) << converted.status().to_string();
+    converted->model_id = "golden-tiny";
+    converted->networks = {"fold_0/model.onnx"};
+    const auto dir = std::filesystem::temp_directory_path() / ("nnunet_golden_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "model.json") << model_spec_to_json(*converted).dump(2);
+    auto spec = load_model_spec(dir.string());
+    std::filesystem::remove_all(dir);
+    ASSERT_TRUE(spec.ok()) << spec.status().to_string();
+    spec_ = new ModelSpec(*spec);
+    auto engine = CpuEngine::load_onnx(kModel + "/" + spec_->networks[0], EngineOptions{});
+    ASSERT_TRUE(engine.ok()) << engine.status().to_string();
+    engine_ = engine->release();
+  }
+  static void TearDownTestSuite() {
+    delete engine_;
+    delete spec_;
+    engine_ = nullptr;
+    spec_ = nullptr;
+  }
+  void SetUp() override {
+    if (engine_ == nullptr || spec_ == nullptr) GTEST_SKIP() << "golden model did not load (see the first failure)";
+  }
+
+  // Reads the case's NIfTI channels.
+  static std::vector<image::VolumeF> read_inputs(const std::string& case_id, std::array<double, 3>* pixdim) {
+    std::vector<image::VolumeF> v;
+    for (int c = 0; c < 2; ++c) {
+      auto r = image::read_nifti(kGolden + "/inputs/" + case_id + "/" + case_id + "_000" + std::to_string(c) + ".nii.gz",
+                                 c == 0 ? pixdim : nullptr);
+      EXPECT_TRUE(r.ok()) << r.status().to_string();
+      if (!r.ok()) return {};
+      v.push_back(std::move(*r));
+    }
+    return v;
+  }
+
+  static ModelSpec* spec_;
+  static CpuEngine* engine_;
+};
+ModelSpec* NnunetGolden::spec_ = nullptr;
+CpuEngine* NnunetGolden::engine_ = nullptr;
+
+struct LogitStats {
+  double max_diff_weighted = 0.0;  // where the summed Gaussian weight >= 1e-3
+  double max_diff_all = 0.0;
+  int64_t beyond_tolerance = 0;
+};
+
+// Sliding window (fp16 accumulation, as nnU-Net) on the golden preprocessed.npy vs logits.npy.
+LogitStats compare_logits(const std::string& folder, const std::string& input_folder, bool mirror, ModelSpec spec,
+                          PatchModel* net) {
+  LogitStats s;
+  const auto input = testing_support::read_npy(kGolden + "/prediction/" + input_folder + "/preprocessed.npy");
+  const auto golden = testing_support::read_npy(kGolden + "/prediction/" + folder + "/logits.npy");
+  Tensor4f x;
+  for (int q = 0; q < 4; ++q) x.shape[q] = input.shape.at(q);
+  x.data = input.data;
+  spec.use_mirroring = mirror;
+  SlidingWindowOptions o = sliding_window_options(spec);
+  o.return_weight_sum = true;
+  EXPECT_EQ(o.accumulation, Accumulation::kFloat16);
+  auto r = predict_sliding_window(x, {net}, o);
+  EXPECT_TRUE(r.ok()) << r.status().to_string();
+  if (!r.ok()) return s;
+  const auto pj = read_json(kGolden + "/prediction/" + folder + "/prediction.json");
+  EXPECT_EQ(nlohmann::json(r->steps), pj["steps_per_axis"]);
+  EXPECT_EQ(r->tiles, pj["n_tiles"].get<int>());
+  EXPECT_EQ(std::vector<int64_t>(r->logits.shape.begin(), r->logits.shape.end()), golden.shape);
+  const int64_t n = r->logits.channel_size();
+  for (size_t v = 0; v < golden.data.size(); ++v) {
+    const double d = std::fabs((double)r->logits.data[v] - golden.data[v]);
+    s.max_diff_all = std::max(s.max_diff_all, d);
+    if (r->weight_sum[v % n] >= 1e-3f) {
+      s.max_diff_weighted = std::max(s.max_diff_weighted, d);
+      // Engine vs torch differ ~1e-5 before the fp16 rounding; after it, values may land one
+      // half-ulp apart (0.0156 at |logit| ~ 20).
+      if (d > std::max(1e-3, 2.0 * fp16_ulp(golden.data[v]))) ++s.beyond_tolerance;
+    }
+  }
+  return s;
+}
+
+TEST_F(NnunetGolden, SlidingWindowLogitsMatchNnunetWithoutMirroring) {
+  // case04 is padded along axis 0 (21 < 32); case02 has the largest logits. The other cases go
+  // through the same code in the end-to-end test below (kept out here to keep the suite fast).
+  for (const char* c : {"case02__nomirror", "case04__nomirror"}) {
+    const LogitStats s = compare_logits(c, c, false, *spec_, engine_);
+    EXPECT_EQ(s.beyond_tolerance, 0) << c;
+    EXPECT_LE(s.max_diff_weighted, 0.05) << c;
+    EXPECT_LE(s.max_diff_all, 1.0) << c;
+    std::printf("[ %s ] logits: max diff %.3g where weight >= 1e-3, %.3g everywhere\n", c, s.max_diff_weighted,
+                s.max_diff_all);
+  }
+}
+
+TEST_F(NnunetGolden, SlidingWindowLogitsMatchNnunetWithMirroring) {
+  const LogitStats s = compare_logits("case01__mirror", "case01__nomirror", true, *spec_, engine_);
+  EXPECT_EQ(s.beyond_tolerance, 0);
+  EXPECT_LE(s.max_diff_weighted, 0.05);
+  std::printf("[ case01__mirror ] logits: max diff %.3g where weight >= 1e-3, %.3g everywhere\n", s.max_diff_weighted,
+              s.max_diff_all);
+}
+
+TEST_F(NnunetGolden, PredictorFromNiftiReproducesNnunetSegmentation) {
+  for (const char* c : {"case01__nomirror", "case02__nomirror", "case03__nomirror", "case04__nomirror"}) {
+    const std::string folder = c;
+    const std::string case_id = folder.substr(0, folder.find("__"));
+    std::array<double, 3> pixdim{};
+    const auto channels = read_inputs(case_id, &pixdim);
+    ASSERT_EQ(channels.size(), 2u);
+    auto predictor = NnunetPredictor::create(*spec_, {engine_});
+    ASSERT_TRUE(predictor.ok()) << predictor.status().to_string();
+    Tensor4f logits;
+    auto r = (*predictor)->predict(channels, pixdim, &logits);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    EXPECT_TRUE(r->labels.grid.same_as(channels[0].grid));
+    const auto pj = read_json(kGolden + "/prediction/" + folder + "/prediction.json");
+    EXPECT_EQ(r->tiles, pj["n_tiles"].get<int>());
+    EXPECT_EQ(r->details["steps_per_axis"], pj["steps_per_axis"]);
+    EXPECT_EQ(r->details["bbox_used_for_cropping"], pj["bbox_used_for_cropping"]);
+    ASSERT_EQ(r->timings_ms.size(), 3u);
+
+    auto seg = image::read_nifti(kGolden + "/prediction/" + folder + "/" + case_id + ".nii.gz");
+    ASSERT_TRUE(seg.ok()) << seg.status().to_string();
+    ASSERT_EQ(seg->data.size(), r->labels.data.size());
+    int64_t agree = 0;
+    for (size_t v = 0; v < seg->data.size(); ++v) agree += r->labels.data[v] == static_cast<uint8_t>(seg->data[v]);
+    const double agreement = (double)agree / (double)seg->data.size();
+    EXPECT_GE(agreement, 0.999) << folder;
+    std::printf("[ %s ] segmentation agreement %.5f%% (%lld voxels differ), preprocess %.0f ms, inference %.0f ms, "
+                "export %.0f ms\n",
+                c, 100.0 * agreement, (long long)(seg->data.size() - agree), r->timings_ms[0].second,
+                r->timings_ms[1].second, r->timings_ms[2].second);
+  }
+}
+
+}  // namespace
+}  // namespace inference
