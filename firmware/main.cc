@@ -3,6 +3,8 @@
 #include <cstring>
 #include <string>
 
+#include <dcmtk/oflog/oflog.h>
+
 #include "firmware/commands.h"
 
 namespace {
@@ -32,6 +34,8 @@ Exit codes: 0 success, 1 the work failed (reason on stderr), 2 bad usage.
 }  // namespace
 
 int main(int argc, char** argv) {
+  // DCMTK logs warnings of its own (e.g. while writing SEG) to stderr; ours say what matters.
+  OFLog::configure(OFLogger::ERROR_LOG_LEVEL);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
       !std::strcmp(argv[1], "help")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);

@@ -5,6 +5,15 @@
 #include <fstream>
 
 #include "base/log.h"
+#include "firmware/seg_writer.h"
+#include "image/connected_components.h"
+#include "image/dicom_series.h"
+#include "image/grid_resample.h"
+#include "image/nifti_io.h"
+#include "image/series_classifier.h"
+#include "inference/cpu_engine.h"
+#include "inference/model_spec.h"
+#include "inference/nnunet_predictor.h"
 
 namespace firmware {
 namespace fs = std::filesystem;
@@ -64,14 +73,182 @@ nlohmann::json StudyReport::to_json() const {
   return j;
 }
 
-// TEMPORARY (lead): the nnU-Net predictor is being wired in; until then create() refuses.
-struct Pipeline::Impl {};
+struct Pipeline::Impl {
+  PipelineOptions options;
+  inference::ModelSpec spec;
+  std::vector<std::unique_ptr<inference::CpuEngine>> engines;
+  std::unique_ptr<inference::NnunetPredictor> predictor;
+  int dwi_channel = 0;  // index of the DWI channel in the model's channel order
+  int adc_channel = 1;
+
+  void fill_model_fields(StudyReport& r) const {
+    r.model_id = spec.model_id;
+    r.backend = engines.front()->backend();
+    r.precision = engines.front()->precision();
+  }
+
+  /// Runs the network on channel volumes (model order) and fills lesion figures and timings.
+  base::Result<image::VolumeU8> segment(const std::vector<image::VolumeF>& channels,
+                                        std::array<double, 3> spacing_ijk_mm, StudyReport& r) {
+    SB_ASSIGN_OR_RETURN(auto result, predictor->predict(channels, spacing_ijk_mm));
+    for (const auto& t : result.timings_ms) r.timings_ms.push_back(t);
+    r.extra["tiles"] = result.tiles;
+    r.extra["nnunet"] = result.details;
+    SB_ASSIGN_OR_RETURN(auto components, image::label_components(result.labels));
+    r.lesion_count = components.count();
+    int64_t voxels = 0;
+    for (uint8_t v : result.labels.data) voxels += v != 0;
+    r.lesion_volume_ml = static_cast<double>(voxels) * result.labels.grid.voxel_volume_ml();
+    return std::move(result.labels);
+  }
+};
+
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Pipeline::~Pipeline() = default;
-base::Result<std::unique_ptr<Pipeline>> Pipeline::create(const PipelineOptions&) {
-  return base::unimplemented("the pipeline is not wired yet");
+
+base::Result<std::unique_ptr<Pipeline>> Pipeline::create(const PipelineOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  SB_ASSIGN_OR_RETURN(impl->spec, inference::load_model_spec(options.model_dir));
+  // The pipeline feeds DWI and ADC; find them by name so any channel order works.
+  impl->dwi_channel = impl->adc_channel = -1;
+  for (size_t c = 0; c < impl->spec.channels.size(); ++c) {
+    const std::string name = lower(impl->spec.channels[c].name);
+    if (name.find("dwi") != std::string::npos || name.find("b1000") != std::string::npos ||
+        name.find("trace") != std::string::npos)
+      impl->dwi_channel = static_cast<int>(c);
+    else if (name.find("adc") != std::string::npos)
+      impl->adc_channel = static_cast<int>(c);
+  }
+  if (impl->spec.channels.size() != 2 || impl->dwi_channel < 0 || impl->adc_channel < 0)
+    return base::invalid_argument("model " + options.model_dir +
+                                  " must have exactly two channels named DWI and ADC in model.json");
+  inference::EngineOptions engine_options;
+  engine_options.precision = options.precision;
+  std::vector<inference::PatchModel*> networks;
+  for (const auto& network : impl->spec.networks) {
+    const std::string path = (fs::path(options.model_dir) / network).string();
+    SB_ASSIGN_OR_RETURN(auto engine, inference::CpuEngine::load_onnx(path, engine_options));
+    networks.push_back(engine.get());
+    impl->engines.push_back(std::move(engine));
+  }
+  if (impl->engines.empty()) return base::invalid_argument("model.json lists no networks");
+  SB_ASSIGN_OR_RETURN(impl->predictor, inference::NnunetPredictor::create(impl->spec, networks));
+  SB_LOG(kInfo) << "model " << impl->spec.model_id << " loaded: " << impl->engines.size()
+                << " network(s), " << impl->engines.front()->backend() << " "
+                << impl->engines.front()->precision() << ", arena "
+                << impl->engines.front()->arena_bytes() / (1024.0 * 1024.0) << " MiB";
+  return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
 }
-StudyReport Pipeline::process_study(const std::string&, const std::string&) { return {}; }
-StudyReport Pipeline::process_nifti(const std::vector<std::string>&, const std::string&) { return {}; }
+
+StudyReport Pipeline::process_study(const std::string& study_dir, const std::string& out_dir) {
+  StudyReport r;
+  impl_->fill_model_fields(r);
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  auto fail = [&](const base::Status& s) {
+    r.status = "failed";
+    r.reason = s.message();
+    r.extra["error_code"] = std::string(base::code_name(s.code()));
+    SB_LOG(kWarning) << "study " << study_dir << " failed: " << s.to_string();
+    auto w = write_text_atomic(fs::path(out_dir) / "report.json", r.to_json().dump(2) + "\n");
+    if (!w.ok()) SB_LOG(kError) << "cannot write report: " << w.to_string();
+    return r;
+  };
+  if (ec) return fail(base::internal_error("cannot create output folder " + out_dir + ": " + ec.message()));
+
+  // load: find series, pick DWI and ADC, assemble volumes on the DWI grid.
+  auto t0 = Clock::now();
+  auto scan = image::scan_dicom_folder(study_dir);
+  if (!scan.ok()) return fail(scan.status());
+  auto choice = image::select_diffusion_series(scan->series);
+  if (!choice.ok()) return fail(choice.status());
+  const image::DicomSeries& dwi_series = choice->dwi;
+  const image::DicomSeries& adc_series = choice->adc;
+  r.extra["series_selection"] = choice->reason;
+  if (choice->dwi_b_value) r.extra["dwi_b_value"] = *choice->dwi_b_value;
+  r.study_instance_uid = dwi_series.study.study_instance_uid;
+  r.dwi_series_instance_uid = dwi_series.series_instance_uid;
+  r.adc_series_instance_uid = adc_series.series_instance_uid;
+  auto dwi = image::assemble_volume(dwi_series);
+  if (!dwi.ok()) return fail(dwi.status().with_context("DWI series " + dwi_series.series_instance_uid));
+  auto adc = image::assemble_volume(adc_series);
+  if (!adc.ok()) return fail(adc.status().with_context("ADC series " + adc_series.series_instance_uid));
+  if (!adc->grid.same_as(dwi->grid)) {
+    // Different acquisition grids: bring ADC onto the DWI grid (trilinear through the affines).
+    auto resampled = image::resample_to_grid(*adc, dwi->grid, 1);
+    if (!resampled.ok()) return fail(resampled.status().with_context("putting ADC on the DWI grid"));
+    adc = std::move(resampled);
+    r.extra["adc_resampled_to_dwi_grid"] = true;
+  }
+  r.timings_ms.emplace_back("load", ms_since(t0));
+
+  std::vector<image::VolumeF> channels(2);
+  channels[impl_->dwi_channel] = std::move(*dwi);
+  channels[impl_->adc_channel] = std::move(*adc);
+  const auto spacing = channels[impl_->dwi_channel].grid.spacing_mm();
+  auto mask = impl_->segment(channels, spacing, r);
+  if (!mask.ok()) return fail(mask.status());
+
+  auto tw = Clock::now();
+  auto s = image::write_nifti((fs::path(out_dir) / "lesion_mask.nii.gz").string(), *mask);
+  if (!s.ok()) return fail(s);
+  SegAlgorithm algo;
+  algo.name = "strokebox";
+  algo.version = STROKEBOX_VERSION;
+  algo.model_id = impl_->spec.model_id;
+  s = write_seg(dwi_series, *mask, algo, (fs::path(out_dir) / "seg.dcm").string());
+  if (!s.ok()) return fail(s.with_context("writing DICOM SEG"));
+  r.status = "done";
+  r.timings_ms.emplace_back("write", ms_since(tw));
+  s = write_text_atomic(fs::path(out_dir) / "report.json", r.to_json().dump(2) + "\n");
+  if (!s.ok()) return fail(s);
+  return r;
+}
+
+StudyReport Pipeline::process_nifti(const std::vector<std::string>& images, const std::string& out_dir) {
+  StudyReport r;
+  impl_->fill_model_fields(r);
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  auto fail = [&](const base::Status& s) {
+    r.status = "failed";
+    r.reason = s.message();
+    r.extra["error_code"] = std::string(base::code_name(s.code()));
+    auto w = write_text_atomic(fs::path(out_dir) / "report.json", r.to_json().dump(2) + "\n");
+    if (!w.ok()) SB_LOG(kError) << "cannot write report: " << w.to_string();
+    return r;
+  };
+  if (ec) return fail(base::internal_error("cannot create output folder " + out_dir + ": " + ec.message()));
+  if (images.size() != impl_->spec.channels.size())
+    return fail(base::invalid_argument("the model takes " + std::to_string(impl_->spec.channels.size()) +
+                                       " images (one --image per channel), got " +
+                                       std::to_string(images.size())));
+  auto t0 = Clock::now();
+  std::vector<image::VolumeF> channels;
+  std::array<double, 3> pixdim{};
+  for (size_t c = 0; c < images.size(); ++c) {
+    std::array<double, 3> p{};
+    auto v = image::read_nifti(images[c], &p);
+    if (!v.ok()) return fail(v.status());
+    if (c == 0) pixdim = p;
+    else if (v->grid.dims != channels[0].grid.dims)
+      return fail(base::invalid_argument("image " + images[c] + " has a different size than " + images[0] +
+                                         ": nnU-Net needs all channels on one grid"));
+    channels.push_back(std::move(*v));
+  }
+  r.timings_ms.emplace_back("load", ms_since(t0));
+  // nnU-Net computes with the file's pixdim, not the affine's column norms.
+  auto mask = impl_->segment(channels, pixdim, r);
+  if (!mask.ok()) return fail(mask.status());
+  auto tw = Clock::now();
+  auto s = image::write_nifti((fs::path(out_dir) / "lesion_mask.nii.gz").string(), *mask);
+  if (!s.ok()) return fail(s);
+  r.status = "done";
+  r.timings_ms.emplace_back("write", ms_since(tw));
+  s = write_text_atomic(fs::path(out_dir) / "report.json", r.to_json().dump(2) + "\n");
+  if (!s.ok()) return fail(s);
+  return r;
+}
 
 }  // namespace firmware
