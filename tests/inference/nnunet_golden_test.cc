@@ -176,5 +176,90 @@ TEST_F(NnunetGolden, PredictorFromNiftiReproducesNnunetSegmentation) {
   }
 }
 
+
+// A constant-logit fake network: the predictor's own checks without the engine.
+class ConstantModel : public PatchModel {
+ public:
+  ConstantModel(int64_t c, int64_t k, std::array<int64_t, 3> p) : c_(c), k_(k), p_(p) {}
+  std::array<int64_t, 5> input_shape() const override { return {1, c_, p_[0], p_[1], p_[2]}; }
+  std::array<int64_t, 5> output_shape() const override { return {1, k_, p_[0], p_[1], p_[2]}; }
+  base::Status run(const float*, float* out) override {
+    const int64_t n = p_[0] * p_[1] * p_[2];
+    for (int64_t k = 0; k < k_; ++k) std::fill(out + k * n, out + (k + 1) * n, k == 1 ? 1.0f : 0.0f);
+    return base::ok_status();
+  }
+  std::string backend() const override { return "fake"; }
+  std::string precision() const override { return "fp32"; }
+
+ private:
+  int64_t c_, k_;
+  std::array<int64_t, 3> p_;
+};
+
+ModelSpec small_spec() {
+  ModelSpec s;
+  s.model_id = "small";
+  s.channels = {ChannelSpec{"DWI"}, ChannelSpec{"ADC"}};
+  s.labels = {{"background", {0}}, {"lesion", {1}}};
+  s.patch_size = {8, 8, 8};
+  s.target_spacing_mm = {2.0, 2.0, 2.0};
+  return s;
+}
+
+image::VolumeF small_volume(float value) {
+  image::Grid g;
+  g.dims = {10, 12, 6};
+  g.affine.diagonal() << -1.5, -1.5, 3.0, 1.0;
+  image::VolumeF v(g, 0.0f);
+  for (int64_t k = 1; k < 5; ++k)
+    for (int64_t j = 2; j < 9; ++j)
+      for (int64_t i = 3; i < 8; ++i) v.at(i, j, k) = value + (float)(i + j + k);
+  return v;
+}
+
+TEST(NnunetPredictor, LabelsLandOnTheInputGridInsideTheNonzeroBox) {
+  ConstantModel net(2, 2, {8, 8, 8});
+  auto p = NnunetPredictor::create(small_spec(), {&net});
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  auto r = (*p)->predict({small_volume(10.0f), small_volume(-3.0f)}, {1.5, 1.5, 3.0});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_TRUE(r->labels.grid.same_as(small_volume(0).grid));
+  // Lesion (class 1 always wins) exactly in the bbox of the non-zero voxels, background elsewhere.
+  for (int64_t k = 0; k < 6; ++k)
+    for (int64_t j = 0; j < 12; ++j)
+      for (int64_t i = 0; i < 10; ++i) {
+        const bool inside = k >= 1 && k < 5 && j >= 2 && j < 9 && i >= 3 && i < 8;
+        ASSERT_EQ(r->labels.at(i, j, k), inside ? 1 : 0) << i << "," << j << "," << k;
+      }
+  EXPECT_EQ(r->details["bbox_used_for_cropping"], nlohmann::json::parse("[[1,5],[2,9],[3,8]]"));
+  EXPECT_GE(r->tiles, 1);
+}
+
+TEST(NnunetPredictor, RejectsNetworkNotMatchingTheSpec) {
+  ConstantModel wrong_channels(3, 2, {8, 8, 8});
+  EXPECT_EQ(NnunetPredictor::create(small_spec(), {&wrong_channels}).status().code(), base::Code::kInvalidArgument);
+  ConstantModel wrong_patch(2, 2, {8, 8, 16});
+  EXPECT_EQ(NnunetPredictor::create(small_spec(), {&wrong_patch}).status().code(), base::Code::kInvalidArgument);
+  ConstantModel wrong_classes(2, 3, {8, 8, 8});
+  EXPECT_EQ(NnunetPredictor::create(small_spec(), {&wrong_classes}).status().code(), base::Code::kInvalidArgument);
+  EXPECT_EQ(NnunetPredictor::create(small_spec(), {}).status().code(), base::Code::kInvalidArgument);
+}
+
+TEST(NnunetPredictor, RejectsWrongChannelCountAndMismatchedGrids) {
+  ConstantModel net(2, 2, {8, 8, 8});
+  auto p = NnunetPredictor::create(small_spec(), {&net});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ((*p)->predict({small_volume(1.0f)}, {1.5, 1.5, 3.0}).status().code(), base::Code::kInvalidArgument);
+  image::VolumeF shifted = small_volume(1.0f);
+  shifted.grid.affine(0, 3) += 5.0;
+  auto r = (*p)->predict({small_volume(1.0f), shifted}, {1.5, 1.5, 3.0});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), base::Code::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("ADC"), std::string::npos) << r.status().message();
+  image::VolumeF empty = small_volume(0.0f);
+  std::fill(empty.data.begin(), empty.data.end(), 0.0f);
+  EXPECT_EQ((*p)->predict({empty, empty}, {1.5, 1.5, 3.0}).status().code(), base::Code::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace inference
