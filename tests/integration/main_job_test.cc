@@ -96,6 +96,15 @@ class MainJob : public ::testing::Test {
     ASSERT_EQ(reports_.size(), seeds.size()) << itest::read_file(daemon_log_);
     ASSERT_EQ(WEXITSTATUS(daemon.stop()), 0) << "daemon did not shut down cleanly";
   }
+
+  static void TearDownTestSuite() {
+    // Keep the evidence when something failed; set STROKEBOX_KEEP_TEST_DATA=1 to keep it always.
+    if (!::testing::UnitTest::GetInstance()->Passed() || std::getenv("STROKEBOX_KEEP_TEST_DATA")) {
+      std::printf("test data kept in %s\n", work_.c_str());
+      return;
+    }
+    fs::remove_all(work_);
+  }
 };
 
 TEST_F(MainJob, EveryStudyIsSegmentedWithAllOutputs) {
