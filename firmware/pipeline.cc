@@ -101,6 +101,106 @@ struct Pipeline::Impl {
     r.lesion_volume_ml = static_cast<double>(voxels) * result.labels.grid.voxel_volume_ml();
     return std::move(result.labels);
   }
+
+  /// Runs `body` and always leaves report.json in `out_dir`: "done" when body succeeded,
+  /// otherwise "failed" with the reason and error code. Never throws.
+  template <typename Body>
+  StudyReport run_and_report(const std::string& what, const std::string& out_dir, Body body) {
+    StudyReport r;
+    fill_model_fields(r);
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    base::Status s = ec ? base::internal_error("cannot create output folder " + out_dir + ": " + ec.message())
+                        : body(r);
+    if (s.ok()) {
+      r.status = "done";
+    } else {
+      r.status = "failed";
+      r.reason = s.message();
+      r.extra["error_code"] = std::string(base::code_name(s.code()));
+      SB_LOG(kWarning) << "study " << what << " failed: " << s.to_string();
+    }
+    if (!ec) {
+      auto w = write_text_atomic(fs::path(out_dir) / "report.json", r.to_json().dump(2) + "\n");
+      if (!w.ok()) {
+        SB_LOG(kError) << "cannot write report: " << w.to_string();
+        r.status = "failed";
+        r.reason = w.message();
+      }
+    }
+    return r;
+  }
+
+  /// DICOM study: series selection, volumes on the DWI grid, inference, mask + SEG.
+  base::Status run_study(const std::string& study_dir, const std::string& out_dir, StudyReport& r) {
+    // load: find series, pick DWI and ADC, assemble volumes on the DWI grid.
+    auto t0 = Clock::now();
+    SB_ASSIGN_OR_RETURN(auto scan, image::scan_dicom_folder(study_dir));
+    SB_ASSIGN_OR_RETURN(auto choice, image::select_diffusion_series(scan.series));
+    const image::DicomSeries& dwi_series = choice.dwi;
+    const image::DicomSeries& adc_series = choice.adc;
+    r.study_instance_uid = dwi_series.study.study_instance_uid;
+    r.dwi_series_instance_uid = dwi_series.series_instance_uid;
+    r.adc_series_instance_uid = adc_series.series_instance_uid;
+    r.extra["series_selection"] = choice.reason;
+    if (choice.dwi_b_value) r.extra["dwi_b_value"] = *choice.dwi_b_value;
+    auto dwi = image::assemble_volume(dwi_series);
+    if (!dwi.ok()) return dwi.status().with_context("DWI series " + dwi_series.series_instance_uid);
+    auto adc = image::assemble_volume(adc_series);
+    if (!adc.ok()) return adc.status().with_context("ADC series " + adc_series.series_instance_uid);
+    if (!adc->grid.same_as(dwi->grid)) {
+      // Different acquisition grids: bring ADC onto the DWI grid (trilinear through the affines).
+      auto resampled = image::resample_to_grid(*adc, dwi->grid, 1);
+      if (!resampled.ok()) return resampled.status().with_context("putting ADC on the DWI grid");
+      adc = std::move(resampled);
+      r.extra["adc_resampled_to_dwi_grid"] = true;
+    }
+    r.timings_ms.emplace_back("load", ms_since(t0));
+
+    std::vector<image::VolumeF> channels(2);
+    channels[dwi_channel] = std::move(*dwi);
+    channels[adc_channel] = std::move(*adc);
+    const auto spacing = channels[dwi_channel].grid.spacing_mm();
+    SB_ASSIGN_OR_RETURN(auto mask, segment(channels, spacing, r));
+
+    auto tw = Clock::now();
+    SB_RETURN_IF_ERROR(image::write_nifti((fs::path(out_dir) / "lesion_mask.nii.gz").string(), mask));
+    SegAlgorithm algo;
+    algo.name = "strokebox";
+    algo.version = STROKEBOX_VERSION;
+    algo.model_id = spec.model_id;
+    SB_RETURN_IF_ERROR(
+        write_seg(dwi_series, mask, algo, (fs::path(out_dir) / "seg.dcm").string()).with_context("writing DICOM SEG"));
+    r.timings_ms.emplace_back("write", ms_since(tw));
+    return base::ok_status();
+  }
+
+  /// NIfTI images in the model's channel order: inference, mask on the first image's grid.
+  base::Status run_nifti(const std::vector<std::string>& images, const std::string& out_dir, StudyReport& r) {
+    if (images.size() != spec.channels.size())
+      return base::invalid_argument("the model takes " + std::to_string(spec.channels.size()) +
+                                    " images (one --image per channel), got " + std::to_string(images.size()));
+    auto t0 = Clock::now();
+    std::vector<image::VolumeF> channels;
+    std::array<double, 3> pixdim{};
+    for (size_t c = 0; c < images.size(); ++c) {
+      std::array<double, 3> p{};
+      SB_ASSIGN_OR_RETURN(auto v, image::read_nifti(images[c], &p));
+      if (c == 0)
+        pixdim = p;
+      else if (v.grid.dims != channels[0].grid.dims)
+        return base::invalid_argument("image " + images[c] + " has a different size than " + images[0] +
+                                      ": nnU-Net needs all channels on one grid");
+      channels.push_back(std::move(v));
+    }
+    r.timings_ms.emplace_back("load", ms_since(t0));
+    // nnU-Net computes with the file's pixdim, not the affine's column norms.
+    SB_ASSIGN_OR_RETURN(auto mask, segment(channels, pixdim, r));
+    auto tw = Clock::now();
+    SB_RETURN_IF_ERROR(image::write_nifti((fs::path(out_dir) / "lesion_mask.nii.gz").string(), mask));
+    r.timings_ms.emplace_back("write", ms_since(tw));
+    return base::ok_status();
+  }
 };
 
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -142,113 +242,12 @@ base::Result<std::unique_ptr<Pipeline>> Pipeline::create(const PipelineOptions& 
 }
 
 StudyReport Pipeline::process_study(const std::string& study_dir, const std::string& out_dir) {
-  StudyReport r;
-  impl_->fill_model_fields(r);
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  auto fail = [&](const base::Status& s) {
-    r.status = "failed";
-    r.reason = s.message();
-    r.extra["error_code"] = std::string(base::code_name(s.code()));
-    SB_LOG(kWarning) << "study " << study_dir << " failed: " << s.to_string();
-    auto w = write_text_atomic(fs::path(out_dir) / "report.json", r.to_json().dump(2) + "\n");
-    if (!w.ok()) SB_LOG(kError) << "cannot write report: " << w.to_string();
-    return r;
-  };
-  if (ec) return fail(base::internal_error("cannot create output folder " + out_dir + ": " + ec.message()));
-
-  // load: find series, pick DWI and ADC, assemble volumes on the DWI grid.
-  auto t0 = Clock::now();
-  auto scan = image::scan_dicom_folder(study_dir);
-  if (!scan.ok()) return fail(scan.status());
-  auto choice = image::select_diffusion_series(scan->series);
-  if (!choice.ok()) return fail(choice.status());
-  const image::DicomSeries& dwi_series = choice->dwi;
-  const image::DicomSeries& adc_series = choice->adc;
-  r.extra["series_selection"] = choice->reason;
-  if (choice->dwi_b_value) r.extra["dwi_b_value"] = *choice->dwi_b_value;
-  r.study_instance_uid = dwi_series.study.study_instance_uid;
-  r.dwi_series_instance_uid = dwi_series.series_instance_uid;
-  r.adc_series_instance_uid = adc_series.series_instance_uid;
-  auto dwi = image::assemble_volume(dwi_series);
-  if (!dwi.ok()) return fail(dwi.status().with_context("DWI series " + dwi_series.series_instance_uid));
-  auto adc = image::assemble_volume(adc_series);
-  if (!adc.ok()) return fail(adc.status().with_context("ADC series " + adc_series.series_instance_uid));
-  if (!adc->grid.same_as(dwi->grid)) {
-    // Different acquisition grids: bring ADC onto the DWI grid (trilinear through the affines).
-    auto resampled = image::resample_to_grid(*adc, dwi->grid, 1);
-    if (!resampled.ok()) return fail(resampled.status().with_context("putting ADC on the DWI grid"));
-    adc = std::move(resampled);
-    r.extra["adc_resampled_to_dwi_grid"] = true;
-  }
-  r.timings_ms.emplace_back("load", ms_since(t0));
-
-  std::vector<image::VolumeF> channels(2);
-  channels[impl_->dwi_channel] = std::move(*dwi);
-  channels[impl_->adc_channel] = std::move(*adc);
-  const auto spacing = channels[impl_->dwi_channel].grid.spacing_mm();
-  auto mask = impl_->segment(channels, spacing, r);
-  if (!mask.ok()) return fail(mask.status());
-
-  auto tw = Clock::now();
-  auto s = image::write_nifti((fs::path(out_dir) / "lesion_mask.nii.gz").string(), *mask);
-  if (!s.ok()) return fail(s);
-  SegAlgorithm algo;
-  algo.name = "strokebox";
-  algo.version = STROKEBOX_VERSION;
-  algo.model_id = impl_->spec.model_id;
-  s = write_seg(dwi_series, *mask, algo, (fs::path(out_dir) / "seg.dcm").string());
-  if (!s.ok()) return fail(s.with_context("writing DICOM SEG"));
-  r.status = "done";
-  r.timings_ms.emplace_back("write", ms_since(tw));
-  s = write_text_atomic(fs::path(out_dir) / "report.json", r.to_json().dump(2) + "\n");
-  if (!s.ok()) return fail(s);
-  return r;
+  return impl_->run_and_report(study_dir, out_dir, [&](StudyReport& r) { return impl_->run_study(study_dir, out_dir, r); });
 }
 
 StudyReport Pipeline::process_nifti(const std::vector<std::string>& images, const std::string& out_dir) {
-  StudyReport r;
-  impl_->fill_model_fields(r);
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  auto fail = [&](const base::Status& s) {
-    r.status = "failed";
-    r.reason = s.message();
-    r.extra["error_code"] = std::string(base::code_name(s.code()));
-    auto w = write_text_atomic(fs::path(out_dir) / "report.json", r.to_json().dump(2) + "\n");
-    if (!w.ok()) SB_LOG(kError) << "cannot write report: " << w.to_string();
-    return r;
-  };
-  if (ec) return fail(base::internal_error("cannot create output folder " + out_dir + ": " + ec.message()));
-  if (images.size() != impl_->spec.channels.size())
-    return fail(base::invalid_argument("the model takes " + std::to_string(impl_->spec.channels.size()) +
-                                       " images (one --image per channel), got " +
-                                       std::to_string(images.size())));
-  auto t0 = Clock::now();
-  std::vector<image::VolumeF> channels;
-  std::array<double, 3> pixdim{};
-  for (size_t c = 0; c < images.size(); ++c) {
-    std::array<double, 3> p{};
-    auto v = image::read_nifti(images[c], &p);
-    if (!v.ok()) return fail(v.status());
-    if (c == 0) pixdim = p;
-    else if (v->grid.dims != channels[0].grid.dims)
-      return fail(base::invalid_argument("image " + images[c] + " has a different size than " + images[0] +
-                                         ": nnU-Net needs all channels on one grid"));
-    channels.push_back(std::move(*v));
-  }
-  r.timings_ms.emplace_back("load", ms_since(t0));
-  // nnU-Net computes with the file's pixdim, not the affine's column norms.
-  auto mask = impl_->segment(channels, pixdim, r);
-  if (!mask.ok()) return fail(mask.status());
-  auto tw = Clock::now();
-  auto s = image::write_nifti((fs::path(out_dir) / "lesion_mask.nii.gz").string(), *mask);
-  if (!s.ok()) return fail(s);
-  r.status = "done";
-  r.timings_ms.emplace_back("write", ms_since(tw));
-  s = write_text_atomic(fs::path(out_dir) / "report.json", r.to_json().dump(2) + "\n");
-  if (!s.ok()) return fail(s);
-  return r;
+  const std::string what = images.empty() ? std::string("(no images)") : images.front();
+  return impl_->run_and_report(what, out_dir, [&](StudyReport& r) { return impl_->run_nifti(images, out_dir, r); });
 }
 
 }  // namespace firmware
