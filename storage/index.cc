@@ -72,7 +72,16 @@ CREATE TABLE results (
 CREATE INDEX results_by_time ON results(finished_at_ms);
 )sql";
 
-constexpr std::array<Migration, 1> kMigrations = {{{1, kSchemaV1}}};
+// Version 2: per-study power and temperature during processing (issue 5), from the telemetry
+// sampler. NULL when the board has no VDD_IN monitor or no thermal zone: missing, never 0.
+constexpr std::string_view kSchemaV2 = R"sql(
+ALTER TABLE results ADD COLUMN energy_j REAL;
+ALTER TABLE results ADD COLUMN mean_power_mw REAL;
+ALTER TABLE results ADD COLUMN peak_power_mw REAL;
+ALTER TABLE results ADD COLUMN peak_temp_c REAL;
+)sql";
+
+constexpr std::array<Migration, 2> kMigrations = {{{1, kSchemaV1}, {2, kSchemaV2}}};
 
 constexpr std::array<const char*, 5> kStudyStates = {"received", "queued", "running", "done", "failed"};
 constexpr std::array<const char*, 4> kJobStates = {"queued", "running", "done", "failed"};
@@ -95,7 +104,20 @@ StudyRow read_study(const Statement& st) {
 
 constexpr std::string_view kSelectResult =
     "SELECT study_uid, job_id, status, reason, lesion_volume_ml, lesion_count, model_id, backend, precision, "
-    "timings_json, report_path, finished_at_ms FROM results ";
+    "timings_json, report_path, finished_at_ms, energy_j, mean_power_mw, peak_power_mw, peak_temp_c FROM results ";
+
+std::optional<double> column_optional_double(const Statement& st, int column) {
+  if (st.column_is_null(column)) return std::nullopt;
+  return st.column_double(column);
+}
+
+void bind_optional(Statement& st, int index, const std::optional<double>& value) {
+  if (value) {
+    st.bind(index, *value);
+  } else {
+    st.bind_null(index);
+  }
+}
 
 ResultRow read_result(const Statement& st, int first = 0) {
   ResultRow r;
@@ -111,17 +133,26 @@ ResultRow read_result(const Statement& st, int first = 0) {
   r.timings_json = st.column_text(first + 9);
   r.report_path = st.column_text(first + 10);
   r.finished_at_ms = st.column_int64(first + 11);
+  r.energy_j = column_optional_double(st, first + 12);
+  r.mean_power_mw = column_optional_double(st, first + 13);
+  r.peak_power_mw = column_optional_double(st, first + 14);
+  r.peak_temp_c = column_optional_double(st, first + 15);
   return r;
 }
 
 base::Status write_result(Database& db, const ResultRow& r) {
   SB_ASSIGN_OR_RETURN(Statement st,
                       db.prepare("INSERT OR REPLACE INTO results (study_uid, job_id, status, reason, lesion_volume_ml, "
-                                 "lesion_count, model_id, backend, precision, timings_json, report_path, finished_at_ms) "
-                                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"));
+                                 "lesion_count, model_id, backend, precision, timings_json, report_path, finished_at_ms, "
+                                 "energy_j, mean_power_mw, peak_power_mw, peak_temp_c) "
+                                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"));
   st.bind(1, r.study_uid).bind(2, r.job_id).bind(3, r.status).bind(4, r.reason).bind(5, r.lesion_volume_ml);
   st.bind(6, r.lesion_count).bind(7, r.model_id).bind(8, r.backend).bind(9, r.precision);
   st.bind(10, r.timings_json).bind(11, r.report_path).bind(12, r.finished_at_ms);
+  bind_optional(st, 13, r.energy_j);
+  bind_optional(st, 14, r.mean_power_mw);
+  bind_optional(st, 15, r.peak_power_mw);
+  bind_optional(st, 16, r.peak_temp_c);
   return st.run();
 }
 

@@ -71,6 +71,12 @@ struct ResultRow {
   std::string timings_json = "{}";  // {"receive": ms, "load": ms, ...} in pipeline order
   std::string report_path;
   int64_t finished_at_ms = 0;
+  // Power and temperature while the study was processed (telemetry sampler); nullopt when the
+  // board has no VDD_IN monitor / thermal zone or nothing was measured (missing, never 0).
+  std::optional<double> energy_j;       // joules drawn on VDD_IN (module input)
+  std::optional<double> mean_power_mw;  // mean VDD_IN power, milliwatts
+  std::optional<double> peak_power_mw;  // highest VDD_IN sample, milliwatts
+  std::optional<double> peak_temp_c;    // hottest thermal zone seen, degrees Celsius
 };
 
 /// A study with its result, if any (for the status view).

@@ -262,6 +262,37 @@ TEST_F(IndexTest, StatusQueriesWorkReadOnlyBesideWriter) {
   EXPECT_FALSE((*reader)->add_instance(instance("1.3", "1.3.1", 1)).ok());
 }
 
+TEST_F(IndexTest, ResultPowerFiguresRoundTripAndMissingStaysNull) {
+  auto index = open();
+  ASSERT_TRUE(index);
+  for (const char* study : {"1.2.3", "1.2.4"}) {
+    ASSERT_TRUE(index->add_instance(instance(study, std::string(study) + ".1", 1000)).ok());
+    ASSERT_TRUE(*index->enqueue_study(study, 2000));
+    auto job = index->claim_next_job(3000);
+    ASSERT_TRUE(job.ok() && job->has_value());
+    ResultRow r;
+    r.status = "done";
+    r.finished_at_ms = 4000;
+    if (std::string(study) == "1.2.3") {
+      r.energy_j = 123.5;
+      r.mean_power_mw = 8000.0;
+      r.peak_power_mw = 9500.0;
+      r.peak_temp_c = 61.25;
+    }
+    ASSERT_TRUE(index->complete_job(**job, r).ok());
+  }
+  auto measured = index->result("1.2.3");
+  ASSERT_TRUE(measured.ok() && measured->has_value());
+  EXPECT_EQ((*measured)->energy_j, 123.5);
+  EXPECT_EQ((*measured)->mean_power_mw, 8000.0);
+  EXPECT_EQ((*measured)->peak_power_mw, 9500.0);
+  EXPECT_EQ((*measured)->peak_temp_c, 61.25);
+  auto unmeasured = index->result("1.2.4");
+  ASSERT_TRUE(unmeasured.ok() && unmeasured->has_value());
+  EXPECT_FALSE((*unmeasured)->energy_j.has_value());
+  EXPECT_FALSE((*unmeasured)->peak_temp_c.has_value());
+}
+
 TEST_F(IndexTest, ReadOnlyOpenOfMissingDatabaseIsNotFound) {
   auto reader = Index::open_read_only((dir_ / "none.db").string());
   EXPECT_EQ(reader.status().code(), base::Code::kNotFound);
