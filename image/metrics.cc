@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
+#include <utility>
 #include <vector>
 #include <sstream>
 #include <string>
@@ -121,8 +123,8 @@ double percentile_95(std::vector<double> values) {
   return values[lo] + (pos - static_cast<double>(lo)) * (values[hi] - values[lo]);
 }
 
-/// MedPy-style hd95 between two non-empty masks on one grid.
-double hd95_mm(const VolumeU8& a, const VolumeU8& b) {
+/// MedPy-style hd95 and assd between two non-empty masks on one grid.
+std::pair<double, double> hd95_and_assd_mm(const VolumeU8& a, const VolumeU8& b) {
   const std::vector<uint8_t> sa = surface(a), sb = surface(b);
   const std::vector<double> to_a = squared_edt(sa, a.grid), to_b = squared_edt(sb, b.grid);
   std::vector<double> ab, ba;
@@ -130,12 +132,79 @@ double hd95_mm(const VolumeU8& a, const VolumeU8& b) {
     if (sa[v]) ab.push_back(std::sqrt(to_b[v]));
     if (sb[v]) ba.push_back(std::sqrt(to_a[v]));
   }
-  return std::max(percentile_95(std::move(ab)), percentile_95(std::move(ba)));
+  const auto mean = [](const std::vector<double>& d) {
+    double sum = 0.0;
+    for (double x : d) sum += x;
+    return sum / static_cast<double>(d.size());
+  };
+  const double assd = 0.5 * (mean(ab) + mean(ba));
+  return {std::max(percentile_95(std::move(ab)), percentile_95(std::move(ba))), assd};
+}
+
+/// ISLES 2022 lesion-wise counts: truth components hit / missed, prediction components
+/// touching no truth voxel.
+void lesion_detection(const Components& truth_cc, const Components& pred_cc, const VolumeU8& pred,
+                      const VolumeU8& truth, SegmentationMetrics& m) {
+  std::vector<uint8_t> truth_hit(truth_cc.sizes.size(), 0), pred_hit(pred_cc.sizes.size(), 0);
+  for (size_t v = 0; v < pred.data.size(); ++v) {
+    if (pred.data[v] == 0 || truth.data[v] == 0) continue;
+    truth_hit[truth_cc.labels.data[v] - 1] = 1;
+    pred_hit[pred_cc.labels.data[v] - 1] = 1;
+  }
+  m.lesion_tp = static_cast<int>(std::count(truth_hit.begin(), truth_hit.end(), 1));
+  m.lesion_fn = static_cast<int>(truth_hit.size()) - m.lesion_tp;
+  m.lesion_fp = static_cast<int>(std::count(pred_hit.begin(), pred_hit.end(), 0));
+  const int n = m.lesion_tp + m.lesion_fp + m.lesion_fn;
+  m.lesion_f1 = n == 0 ? 1.0 : m.lesion_tp / (m.lesion_tp + 0.5 * (m.lesion_fp + m.lesion_fn));
+  m.lesion_count_diff = std::abs(m.pred_lesions - m.truth_lesions);
 }
 
 }  // namespace
 
-base::Result<SegmentationMetrics> compute_metrics(const VolumeU8& pred, const VolumeU8& truth) {
+base::Result<std::optional<double>> average_precision(const VolumeF& probability, const VolumeU8& truth) {
+  if (probability.data.size() != static_cast<size_t>(probability.grid.voxel_count()) ||
+      truth.data.size() != static_cast<size_t>(truth.grid.voxel_count())) {
+    return base::invalid_argument("average_precision: a volume's data size does not match its grid");
+  }
+  if (!probability.grid.same_as(truth.grid, 1e-3)) {
+    return base::invalid_argument("the probability map and the truth are on different grids (probability: " +
+                                  grid_text(probability.grid) + "; truth: " + grid_text(truth.grid) + ")");
+  }
+  std::vector<std::pair<float, uint8_t>> scored(probability.data.size());
+  int64_t positives = 0;
+  for (size_t v = 0; v < probability.data.size(); ++v) {
+    const float p = probability.data[v];
+    if (!(p >= 0.0f && p <= 1.0f)) {
+      std::ostringstream s;
+      s << "probability map: voxel " << v << " (memory order) has value " << p
+        << ", expected a probability in [0, 1]";
+      return base::invalid_argument(s.str());
+    }
+    const uint8_t t = truth.data[v] != 0;
+    positives += t;
+    scored[v] = {p, t};
+  }
+  if (positives == 0) return std::optional<double>();
+  std::sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  double ap = 0.0, prev_recall = 0.0;
+  int64_t tp = 0, seen = 0;
+  for (size_t n = 0; n < scored.size();) {
+    // One threshold per distinct score: take every voxel with this score at once.
+    const float score = scored[n].first;
+    for (; n < scored.size() && scored[n].first == score; ++n) {
+      tp += scored[n].second;
+      ++seen;
+    }
+    const double recall = static_cast<double>(tp) / static_cast<double>(positives);
+    const double precision = static_cast<double>(tp) / static_cast<double>(seen);
+    ap += (recall - prev_recall) * precision;
+    prev_recall = recall;
+  }
+  return std::optional<double>(ap);
+}
+
+base::Result<SegmentationMetrics> compute_metrics(const VolumeU8& pred, const VolumeU8& truth,
+                                                  const VolumeF* probability) {
   if (pred.data.size() != static_cast<size_t>(pred.grid.voxel_count()) ||
       truth.data.size() != static_cast<size_t>(truth.grid.voxel_count())) {
     return base::invalid_argument("compute_metrics: a mask's data size does not match its grid");
@@ -158,6 +227,8 @@ base::Result<SegmentationMetrics> compute_metrics(const VolumeU8& pred, const Vo
   m.iou = both_empty ? 1.0 : m.tp / static_cast<double>(m.tp + m.fp + m.fn);
   m.precision = ratio(m.tp, m.tp + m.fp, 1.0);
   m.recall = ratio(m.tp, m.tp + m.fn, 1.0);
+  m.accuracy = ratio(m.tp + m.tn, m.tp + m.tn + m.fp + m.fn, 1.0);
+  m.f1 = m.precision + m.recall > 0 ? 2.0 * m.precision * m.recall / (m.precision + m.recall) : 0.0;
   const double voxel_ml = pred.grid.voxel_volume_ml();
   m.pred_volume_ml = static_cast<double>(m.tp + m.fp) * voxel_ml;
   m.truth_volume_ml = static_cast<double>(m.tp + m.fn) * voxel_ml;
@@ -166,9 +237,17 @@ base::Result<SegmentationMetrics> compute_metrics(const VolumeU8& pred, const Vo
   SB_ASSIGN_OR_RETURN(Components tc, label_components(truth));
   m.pred_lesions = pc.count();
   m.truth_lesions = tc.count();
+  lesion_detection(tc, pc, pred, truth, m);
   const auto spacing = pred.grid.spacing_mm();
   const bool valid_spacing = spacing[0] > 0 && spacing[1] > 0 && spacing[2] > 0;
-  if (valid_spacing && m.tp + m.fp > 0 && m.tp + m.fn > 0) m.hd95_mm = hd95_mm(pred, truth);
+  if (valid_spacing && m.tp + m.fp > 0 && m.tp + m.fn > 0) {
+    const auto [hd95, assd] = hd95_and_assd_mm(pred, truth);
+    m.hd95_mm = hd95;
+    m.assd_mm = assd;
+  }
+  if (probability != nullptr) {
+    SB_ASSIGN_OR_RETURN(m.average_precision, average_precision(*probability, truth));
+  }
   return m;
 }
 
@@ -178,6 +257,8 @@ nlohmann::json to_json(const SegmentationMetrics& m) {
   j["iou"] = m.iou;
   j["precision"] = m.precision;
   j["recall"] = m.recall;
+  j["accuracy"] = m.accuracy;
+  j["f1"] = m.f1;
   j["pred_volume_ml"] = m.pred_volume_ml;
   j["truth_volume_ml"] = m.truth_volume_ml;
   j["abs_volume_diff_ml"] = m.abs_volume_diff_ml;
@@ -188,6 +269,13 @@ nlohmann::json to_json(const SegmentationMetrics& m) {
   j["fn"] = m.fn;
   j["tn"] = m.tn;
   j["hd95_mm"] = m.hd95_mm ? nlohmann::json(*m.hd95_mm) : nlohmann::json(nullptr);
+  j["assd_mm"] = m.assd_mm ? nlohmann::json(*m.assd_mm) : nlohmann::json(nullptr);
+  j["lesion_f1"] = m.lesion_f1;
+  j["lesion_tp"] = m.lesion_tp;
+  j["lesion_fp"] = m.lesion_fp;
+  j["lesion_fn"] = m.lesion_fn;
+  j["lesion_count_diff"] = m.lesion_count_diff;
+  j["average_precision"] = m.average_precision ? nlohmann::json(*m.average_precision) : nlohmann::json(nullptr);
   return j;
 }
 
