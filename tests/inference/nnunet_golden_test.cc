@@ -3,6 +3,7 @@
 // whole predictor from the NIfTI inputs must reproduce the segmentation <case>.nii.gz.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -169,10 +170,35 @@ TEST_F(NnunetGolden, PredictorFromNiftiReproducesNnunetSegmentation) {
     for (size_t v = 0; v < seg->data.size(); ++v) agree += r->labels.data[v] == static_cast<uint8_t>(seg->data[v]);
     const double agreement = (double)agree / (double)seg->data.size();
     EXPECT_GE(agreement, 0.999) << folder;
-    std::printf("[ %s ] segmentation agreement %.5f%% (%lld voxels differ), preprocess %.0f ms, inference %.0f ms, "
-                "export %.0f ms\n",
-                c, 100.0 * agreement, (long long)(seg->data.size() - agree), r->timings_ms[0].second,
-                r->timings_ms[1].second, r->timings_ms[2].second);
+
+    // Parity figures for docs/nnunet_parity.md: our preprocessing of the NIfTI inputs vs
+    // preprocessed.npy, and the predictor's sliding-window logits vs logits.npy.
+    Tensor4f raw(2, {channels[0].nk(), channels[0].nj(), channels[0].ni()});
+    for (int ch = 0; ch < 2; ++ch)
+      std::copy(channels[ch].data.begin(), channels[ch].data.end(), raw.data.begin() + ch * raw.channel_size());
+    auto pre = preprocess(raw, {pixdim[2], pixdim[1], pixdim[0]}, *spec_);
+    ASSERT_TRUE(pre.ok()) << pre.status().to_string();
+    const auto golden_pre = testing_support::read_npy(kGolden + "/prediction/" + folder + "/preprocessed.npy");
+    ASSERT_EQ(std::vector<int64_t>(pre->data.shape.begin(), pre->data.shape.end()), golden_pre.shape);
+    double pre_diff = 0.0;
+    for (size_t v = 0; v < golden_pre.data.size(); ++v)
+      pre_diff = std::max(pre_diff, std::fabs((double)pre->data.data[v] - golden_pre.data[v]));
+    EXPECT_LE(pre_diff, 1e-3) << folder;
+    const auto golden_logits = testing_support::read_npy(kGolden + "/prediction/" + folder + "/logits.npy");
+    ASSERT_EQ(std::vector<int64_t>(logits.shape.begin(), logits.shape.end()), golden_logits.shape);
+    double logit_diff = 0.0;
+    int64_t beyond = 0;  // beyond max(1e-3, 2 fp16 ulps of the golden value)
+    for (size_t v = 0; v < golden_logits.data.size(); ++v) {
+      const double d = std::fabs((double)logits.data[v] - golden_logits.data[v]);
+      logit_diff = std::max(logit_diff, d);
+      beyond += d > std::max(1e-3, 2.0 * fp16_ulp(golden_logits.data[v]));
+    }
+    std::printf("[ parity %s ] preprocessing max |diff| %.3g; logits max |diff| %.3g, %lld of %zu values beyond "
+                "max(1e-3, 2 fp16 ulp); segmentation agreement %.5f%% (%lld voxels differ); preprocess %.0f ms, "
+                "inference %.0f ms, export %.0f ms\n",
+                c, pre_diff, logit_diff, (long long)beyond, golden_logits.data.size(), 100.0 * agreement,
+                (long long)(seg->data.size() - agree), r->timings_ms[0].second, r->timings_ms[1].second,
+                r->timings_ms[2].second);
   }
 }
 
