@@ -1,5 +1,6 @@
-// `strokebox engine info|bench|build`: describe or time the inference engine on a
-// fixed-shape ONNX model (engine files from `build` are planned, not available yet).
+// `strokebox engine build|info|bench`: compile a model package's networks into engine files
+// (inference/engine_file.h), describe an engine file or ONNX model, time forward passes
+// (optionally with a per-layer profile).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -13,6 +14,8 @@
 #include "firmware/args.h"
 #include "firmware/commands.h"
 #include "inference/cpu_engine.h"
+#include "inference/engine_file.h"
+#include "inference/model_spec.h"
 
 namespace firmware {
 namespace {
@@ -20,27 +23,43 @@ namespace {
 constexpr const char* kEngineUsage = R"(Usage: strokebox engine <verb> [options]
 
 Verbs:
-  info   --onnx FILE [--precision fp32] [--threads N] [--linear-plan]
+  build  --model DIR [--precision fp32|bf16|fp16|auto] [--threads N]
+         compiles every network of a model package into an engine file beside it
+  info   FILE.engine | --onnx FILE [--precision P] [--threads N] [--linear-plan]
          layers with shapes and oneDNN implementations, the memory plan, the arena size
-  bench  --onnx FILE [--precision fp32] [--runs N] [--warmup N] [--threads N]
-         times forward passes on random input; prints one JSON object
-  build  compile a model to an engine file (not available yet)
+  bench  --onnx FILE | --engine FILE [--precision P] [--runs N] [--warmup N] [--threads N] [--profile]
+         times forward passes on random input; prints one JSON object (and a per-layer profile)
 
 `strokebox engine <verb> --help` for details.
 )";
 
-constexpr const char* kInfoUsage = R"(Usage: strokebox engine info --onnx FILE [--precision fp32] [--threads N] [--linear-plan]
+constexpr const char* kBuildUsage = R"(Usage: strokebox engine build --model DIR [--precision fp32|bf16|fp16|auto] [--threads N]
 
-Loads a fixed-shape ONNX model into the CPU engine (oneDNN) and prints its layers (fused
-ops, shapes, output layout, GFLOP, oneDNN implementation), the static memory plan
-(offset, size, lifetime of every buffer) and the arena size against the naive sum.
-  --precision P    fp32 (bf16 is planned)
+Compiles each network listed in DIR/model.json into an engine file beside it:
+`cpu-<precision>.engine` for `model.onnx`, `<stem>.cpu-<precision>.engine` for any other
+network (e.g. fold_0.cpu-fp32.engine). The file holds the model hash, precision, CPU
+features, shapes, the fused graph, the memory plan and the weights (fp16 for bf16/fp16).
+  --precision P  fp32 (default); bf16 (needs AVX512-BF16 or AMX); fp16 (fp16 weights,
+                 computed in bf16 where native, else fp32); auto (bf16 where native, else fp32)
+Exit codes: 0 ok, 1 a network could not be compiled or written, 2 bad usage.
+)";
+
+constexpr const char* kInfoUsage = R"(Usage: strokebox engine info FILE.engine
+       strokebox engine info --onnx FILE [--precision P] [--threads N] [--linear-plan]
+
+With an engine file: prints its header (model hash, precision, CPU features, shapes), then
+loads it and prints the compiled layers and the memory plan; when it cannot be loaded on this
+CPU, prints the stored graph and plan and the reason.
+With --onnx: loads a fixed-shape ONNX model into the CPU engine (oneDNN) and prints its
+layers (fused ops, shapes, output layout, GFLOP, oneDNN implementation), the static memory
+plan (offset, size, lifetime of every buffer) and the arena size against the naive sum.
+  --precision P    fp32 (default), bf16, fp16 or auto
   --threads N      OpenMP threads for oneDNN, 0 = all cores (default)
   --linear-plan    never reuse memory (debugging)
 Exit codes: 0 ok, 1 the model could not be loaded, 2 bad usage.
 )";
 
-constexpr const char* kBenchUsage = R"(Usage: strokebox engine bench --onnx FILE [--precision fp32] [--runs N] [--warmup N] [--threads N]
+constexpr const char* kBenchUsage = R"(Usage: strokebox engine bench --onnx FILE | --engine FILE [--precision P] [--runs N] [--warmup N] [--threads N] [--profile]
 
 Times CpuEngine::run() on a fixed pseudo-random input and prints one JSON object:
   backend, precision, onnx, input_shape, output_shape, threads, runs, warmup,
@@ -49,6 +68,9 @@ Times CpuEngine::run() on a fixed pseudo-random input and prints one JSON object
   peak_rss_mib (VmHWM from /proc/self/status).
   --runs N      timed runs (default 10)
   --warmup N    untimed runs first (default 2)
+  --profile     also time each layer (after the timed runs, over `runs` more runs) and print
+                the per-layer table on stderr, slowest first
+  --precision P fp32 (default), bf16, fp16 or auto (with --onnx)
 Exit codes: 0 ok, 1 the model could not be loaded or run, 2 bad usage.
 )";
 
@@ -82,7 +104,7 @@ int usage_error(const std::string& message, const char* usage) {
 /// Parses the options shared by info and bench. Returns an exit code >= 0 on error/help.
 int load_common(int argc, char** argv, const char* usage, const std::set<std::string>& extra_values,
                 const std::set<std::string>& extra_flags, Args* args, inference::EngineOptions* options) {
-  std::set<std::string> values = {"onnx", "precision", "threads"};
+  std::set<std::string> values = {"onnx", "engine", "precision", "threads"};
   values.insert(extra_values.begin(), extra_values.end());
   std::set<std::string> flags = {"help"};
   flags.insert(extra_flags.begin(), extra_flags.end());
@@ -93,8 +115,12 @@ int load_common(int argc, char** argv, const char* usage, const std::set<std::st
     std::fputs(usage, stdout);
     return 0;
   }
-  if (!args->positional().empty()) return usage_error("unexpected argument '" + args->positional()[0] + "'", usage);
-  if (!args->get("onnx")) return usage_error("--onnx FILE is required", usage);
+  if (args->positional().size() > (usage == kInfoUsage ? 1u : 0u)) {
+    return usage_error("unexpected argument '" + args->positional().back() + "'", usage);
+  }
+  const bool have_file = !args->positional().empty() || args->get("engine");
+  if (!args->get("onnx") && !have_file) return usage_error("--onnx FILE (or an engine file) is required", usage);
+  if (args->get("onnx") && have_file) return usage_error("give either --onnx or an engine file", usage);
   options->precision = args->get_or("precision", "fp32");
   if (args->get("threads") && !parse_int(*args->get("threads"), &options->threads)) {
     return usage_error("--threads needs a number >= 0", usage);
@@ -107,6 +133,35 @@ int cmd_info(int argc, char** argv) {
   inference::EngineOptions options;
   if (int rc = load_common(argc, argv, kInfoUsage, {}, {"linear-plan"}, &args, &options); rc >= 0) return rc;
   options.reuse_memory = !args.has("linear-plan");
+  if (!args.positional().empty()) {
+    const std::string path = args.positional()[0];
+    std::ifstream f(path, std::ios::binary);
+    if (!f) {
+      std::fprintf(stderr, "strokebox engine info: cannot open %s\n", path.c_str());
+      return 1;
+    }
+    const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    auto contents = inference::parse_engine_file(bytes);
+    if (!contents.ok()) {
+      std::fprintf(stderr, "strokebox engine info: %s: %s\n", path.c_str(), contents.status().to_string().c_str());
+      return 1;
+    }
+    const inference::EngineFileHeader& h = contents->header;
+    if (!args.get("precision")) options.precision = "auto";  // whatever the file holds
+    auto engine = inference::load_engine_file(path, "", options);
+    if (!engine.ok()) {
+      std::fputs(inference::describe_engine_file(*contents).c_str(), stdout);
+      std::fprintf(stderr, "strokebox engine info: cannot load on this CPU: %s\n", engine.status().to_string().c_str());
+      return 1;
+    }
+    std::printf("engine file %s: format %u, precision %s (weights stored %s), model %s hash %s, cpu features",
+                path.c_str(), h.format_version, h.precision.c_str(), h.weight_storage.c_str(), h.onnx_name.c_str(),
+                h.model_hash.c_str());
+    for (const auto& feature : h.cpu_features) std::printf(" %s", feature.c_str());
+    std::printf("\n");
+    std::fputs((*engine)->describe().c_str(), stdout);
+    return 0;
+  }
   auto engine = inference::CpuEngine::load_onnx(*args.get("onnx"), options);
   if (!engine.ok()) {
     std::fprintf(stderr, "strokebox engine info: %s\n", engine.status().to_string().c_str());
@@ -119,7 +174,9 @@ int cmd_info(int argc, char** argv) {
 int cmd_bench(int argc, char** argv) {
   Args args;
   inference::EngineOptions options;
-  if (int rc = load_common(argc, argv, kBenchUsage, {"runs", "warmup"}, {}, &args, &options); rc >= 0) return rc;
+  if (int rc = load_common(argc, argv, kBenchUsage, {"runs", "warmup"}, {"profile"}, &args, &options); rc >= 0) {
+    return rc;
+  }
   int runs = 10, warmup = 2;
   if (args.get("runs") && (!parse_int(*args.get("runs"), &runs) || runs < 1)) {
     return usage_error("--runs needs a number >= 1", kBenchUsage);
@@ -129,7 +186,10 @@ int cmd_bench(int argc, char** argv) {
   }
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
-  auto loaded = inference::CpuEngine::load_onnx(*args.get("onnx"), options);
+  const bool from_file = args.get("engine").has_value();
+  if (from_file && !args.get("precision")) options.precision = "auto";
+  auto loaded = from_file ? inference::load_engine_file(*args.get("engine"), "", options)
+                          : inference::CpuEngine::load_onnx(*args.get("onnx"), options);
   if (!loaded.ok()) {
     std::fprintf(stderr, "strokebox engine bench: %s\n", loaded.status().to_string().c_str());
     return 1;
@@ -165,7 +225,7 @@ int cmd_bench(int argc, char** argv) {
   nlohmann::json j;
   j["backend"] = engine.backend();
   j["precision"] = engine.precision();
-  j["onnx"] = *args.get("onnx");
+  j[from_file ? "engine" : "onnx"] = from_file ? *args.get("engine") : *args.get("onnx");
   j["input_shape"] = engine.input_shape();
   j["output_shape"] = engine.output_shape();
   j["threads"] = options.threads;
@@ -182,6 +242,61 @@ int cmd_bench(int argc, char** argv) {
   j["weights_mib"] = engine.weight_bytes() / 1048576.0;
   j["peak_rss_mib"] = peak_rss_mib();
   std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+  if (args.has("profile")) {
+    engine.enable_profiling(true);
+    for (int i = 0; i < runs; ++i) {
+      const base::Status st = engine.run(input.data(), output.data());
+      if (!st.ok()) {
+        std::fprintf(stderr, "strokebox engine bench: %s\n", st.to_string().c_str());
+        return 1;
+      }
+    }
+    std::fputs(engine.profile_report().c_str(), stderr);
+  }
+  return 0;
+}
+
+int cmd_build(int argc, char** argv) {
+  auto parsed = Args::parse(argc, argv, 3, {"model", "precision", "threads"}, {"help"});
+  if (!parsed.ok()) return usage_error(parsed.status().message(), kBuildUsage);
+  const Args& args = *parsed;
+  if (args.has("help")) {
+    std::fputs(kBuildUsage, stdout);
+    return 0;
+  }
+  if (!args.positional().empty()) return usage_error("unexpected argument '" + args.positional()[0] + "'", kBuildUsage);
+  if (!args.get("model")) return usage_error("--model DIR is required", kBuildUsage);
+  inference::EngineOptions options;
+  options.precision = args.get_or("precision", "fp32");
+  if (args.get("threads") && !parse_int(*args.get("threads"), &options.threads)) {
+    return usage_error("--threads needs a number >= 0", kBuildUsage);
+  }
+  auto storage = inference::resolve_precision(options.precision);
+  if (!storage.ok()) {
+    std::fprintf(stderr, "strokebox engine build: %s\n", storage.status().to_string().c_str());
+    return storage.status().code() == base::Code::kInvalidArgument ? 2 : 1;
+  }
+  options.precision = *storage;
+  auto spec = inference::load_model_spec(*args.get("model"));
+  if (!spec.ok()) {
+    std::fprintf(stderr, "strokebox engine build: %s\n", spec.status().to_string().c_str());
+    return 1;
+  }
+  for (const std::string& network : spec->networks) {
+    const std::string onnx = spec->model_dir + "/" + network;
+    const std::string path = inference::engine_path_for(onnx, *storage);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto engine = inference::build_engine_file(onnx, path, options);
+    if (!engine.ok()) {
+      std::fprintf(stderr, "strokebox engine build: %s\n", engine.status().to_string().c_str());
+      return 1;
+    }
+    std::printf("%s: %s, precision %s, arena %.1f MiB (naive %.1f MiB), %.1f s\n", path.c_str(), network.c_str(),
+                (*engine)->precision().c_str(), (*engine)->arena_bytes() / 1048576.0,
+                (*engine)->naive_bytes() / 1048576.0,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
   return 0;
 }
 
@@ -195,17 +310,7 @@ int cmd_engine(int argc, char** argv) {
   const std::string verb = argv[2];
   if (verb == "info") return cmd_info(argc, argv);
   if (verb == "bench") return cmd_bench(argc, argv);
-  if (verb == "build") {
-    for (int i = 3; i < argc; ++i) {
-      if (!std::strcmp(argv[i], "--help")) {
-        std::printf("Usage: strokebox engine build ...\nCompiling a model to an engine file is not available yet "
-                    "(planned: engine files). Use `engine info` / `engine bench` on the ONNX file.\n");
-        return 0;
-      }
-    }
-    std::fprintf(stderr, "strokebox engine build: not available yet (planned: engine files)\n");
-    return 2;
-  }
+  if (verb == "build") return cmd_build(argc, argv);
   return usage_error("unknown verb '" + verb + "'", kEngineUsage);
 }
 

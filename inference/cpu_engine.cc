@@ -3,6 +3,8 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -10,6 +12,7 @@
 #include <sstream>
 
 #include "base/log.h"
+#include "inference/engine_file.h"
 #include "inference/graph.h"
 #include "inference/memory_planner.h"
 #include "inference/onnx_model.h"
@@ -111,7 +114,11 @@ struct CpuEngine::Impl {
   };
 
   EngineOptions options;
-  memory::data_type dt = memory::data_type::f32;
+  std::string storage = "fp32";  // resolved storage precision: fp32, bf16, fp16
+  memory::data_type dt = memory::data_type::f32;  // compute type of activations and weights
+  bool profiling = false;
+  int profiled_runs = 0;
+  std::vector<double> step_seconds;  // per entry of `steps` (+ input, output at the end)
   dnnl::engine eng;
   dnnl::stream strm;
   Graph graph;
@@ -587,8 +594,7 @@ struct CpuEngine::Impl {
     return base::ok_status();
   }
 
-  base::Status compile(const OnnxModel& model) {
-    SB_ASSIGN_OR_RETURN(graph, build_graph(model, GraphOptions{options.fuse}));
+  base::Status compile() {
     const size_t nt = graph.tensors.size();
     tmd.assign(nt, memory::desc());
     root.resize(nt);
@@ -634,6 +640,11 @@ struct CpuEngine::Impl {
       SB_RETURN_IF_ERROR(verify_no_overlap(requests, plan));
       SB_RETURN_IF_ERROR(allocate_and_bind());
     } catch (const dnnl::error& e) {
+      if (dt == memory::data_type::bf16 && e.status == dnnl_unimplemented) {
+        return base::unimplemented(std::string("oneDNN has no bf16 implementation for a layer of this network on "
+                                               "this CPU (ISA ") + cpu_isa_name() + "): " + e.what() +
+                                   "; use --precision fp32");
+      }
       return base::internal_error(std::string("oneDNN could not compile the network: ") + e.what() + " (status " +
                                   std::to_string(static_cast<int>(e.status)) + ")");
     }
@@ -668,19 +679,72 @@ base::Result<std::unique_ptr<CpuEngine>> CpuEngine::load_onnx(const std::string&
 }
 
 base::Result<std::unique_ptr<CpuEngine>> CpuEngine::load_model(const OnnxModel& model, const EngineOptions& options) {
+  // Check the options before the (slow) graph construction.
+  SB_RETURN_IF_ERROR(resolve_precision(options.precision).status());
+  SB_ASSIGN_OR_RETURN(Graph graph, build_graph(model, GraphOptions{options.fuse}));
+  return load_graph(std::move(graph), options);
+}
+
+base::Result<std::unique_ptr<CpuEngine>> CpuEngine::load_graph(Graph graph, const EngineOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  if (options.precision == "bf16" || options.precision == "fp16") {
-    return base::unimplemented("precision '" + options.precision +
-                               "' is not implemented in the CPU engine yet; use fp32");
-  }
-  if (options.precision != "fp32") {
-    return base::invalid_argument("unknown precision '" + options.precision + "' (expected fp32, bf16 or fp16)");
-  }
+  SB_ASSIGN_OR_RETURN(impl->storage, resolve_precision(options.precision));
   if (options.threads < 0) return base::invalid_argument("threads must be >= 0");
   if (options.threads > 0) set_openmp_threads(options.threads);
-  SB_RETURN_IF_ERROR(impl->compile(model));
+  if (impl->storage != "fp32") SB_RETURN_IF_ERROR(round_weights_to_fp16(graph));
+  // bf16 storage computes in bf16 (resolve_precision checked the CPU); fp16 storage computes
+  // in bf16 where the CPU runs it natively, else in fp32 (oneDNN 2.6 has no fp16 on CPUs).
+  const bool bf16 = impl->storage == "bf16" || (impl->storage == "fp16" && cpu_has_native_bf16());
+  impl->dt = bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+  impl->graph = std::move(graph);
+  SB_RETURN_IF_ERROR(impl->compile());
   return std::unique_ptr<CpuEngine>(new CpuEngine(std::move(impl)));
+}
+
+std::string cpu_isa_name() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+    case dnnl::cpu_isa::avx512_mic: return "avx512_mic";
+    case dnnl::cpu_isa::avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    default: return "isa_" + std::to_string(static_cast<int>(dnnl::get_effective_cpu_isa()));
+  }
+}
+
+bool cpu_has_native_bf16() {
+  const auto isa = dnnl::get_effective_cpu_isa();
+  return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+}
+
+base::Result<std::string> resolve_precision(const std::string& requested) {
+  if (requested == "fp32" || requested == "fp16") return requested;
+  if (requested == "auto") return std::string(cpu_has_native_bf16() ? "bf16" : "fp32");
+  if (requested == "bf16") {
+    if (cpu_has_native_bf16()) return requested;
+    return base::unimplemented("precision bf16 needs a CPU with AVX512-BF16 or AMX (oneDNN ISA avx512_core_bf16 or "
+                               "avx512_core_amx); this CPU's oneDNN ISA is " + cpu_isa_name() +
+                               ". Use --precision fp32, fp16 (fp16 weights, fp32 compute) or auto");
+  }
+  return base::invalid_argument("unknown precision '" + requested + "' (expected fp32, bf16, fp16 or auto)");
+}
+
+base::Status round_weights_to_fp16(Graph& graph) {
+  for (GraphOp& op : graph.ops) {
+    for (float& w : op.conv.weights) {
+      if (!(std::fabs(w) <= kFp16Max)) {
+        return base::invalid_argument("weight " + std::to_string(w) + " of node '" + op.name +
+                                      "' does not fit fp16 (|w| <= 65504); use precision fp32");
+      }
+      w = fp16_to_float(float_to_fp16(w));
+    }
+  }
+  return base::ok_status();
 }
 
 std::array<int64_t, 5> CpuEngine::input_shape() const {
@@ -695,7 +759,69 @@ std::array<int64_t, 5> CpuEngine::output_shape() const {
   return {s[0], s[1], 1, s[2], s[3]};
 }
 
-std::string CpuEngine::precision() const { return impl_->options.precision; }
+std::string CpuEngine::precision() const {
+  if (impl_->storage == "fp16") return "fp16-weights/" + compute_precision() + "-compute";
+  return impl_->storage;
+}
+std::string CpuEngine::storage_precision() const { return impl_->storage; }
+std::string CpuEngine::compute_precision() const {
+  return impl_->dt == dnnl::memory::data_type::bf16 ? "bf16" : "fp32";
+}
+const std::vector<BufferRequest>& CpuEngine::plan_requests() const { return impl_->requests; }
+const MemoryPlan& CpuEngine::memory_plan() const { return impl_->plan; }
+
+void CpuEngine::enable_profiling(bool on) {
+  impl_->profiling = on;
+  impl_->profiled_runs = 0;
+  impl_->step_seconds.assign(impl_->steps.size() + 2, 0.0);
+}
+
+std::string CpuEngine::profile_report() const {
+  const Impl& m = *impl_;
+  if (m.profiled_runs == 0) return "no profiled runs\n";
+  // Sum the steps of each graph op (conv + its norm + activation + reorders).
+  const size_t n_ops = m.graph.ops.size();
+  std::vector<double> per_op(n_ops + 2, 0.0);  // + input copy, output copy
+  for (size_t k = 0; k < m.steps.size(); ++k) per_op[m.steps[k].op] += m.step_seconds[k];
+  per_op[n_ops] = m.step_seconds[m.steps.size()];
+  per_op[n_ops + 1] = m.step_seconds[m.steps.size() + 1];
+  double total = 0.0;
+  for (double t : per_op) total += t;
+  std::vector<size_t> order(per_op.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return per_op[a] > per_op[b]; });
+  std::ostringstream os;
+  char line[320];
+  std::snprintf(line, sizeof(line), "profile: %d runs, %.3f s per run (sum of steps), precision %s\n",
+                m.profiled_runs, total / m.profiled_runs, precision().c_str());
+  os << line;
+  std::snprintf(line, sizeof(line), "  %-5s %-30s %-22s %-22s %10s %7s %9s\n", "op", "kind", "input", "output",
+                "ms/run", "share", "GFLOP/s");
+  os << line;
+  const auto& g = m.graph;
+  for (size_t i : order) {
+    std::string kind, in, out;
+    double gflop = 0.0;
+    if (i < n_ops) {
+      const GraphOp& op = g.ops[i];
+      kind = std::string(op_kind_name(op.kind));
+      if (op.has_norm && op.kind != OpKind::kInstanceNorm) kind += "+instance_norm";
+      if (op.activation != Activation::kNone) kind += "+" + std::string(activation_name(op.activation));
+      in = shape_str(g.tensors[op.inputs[0]].shape);
+      out = shape_str(g.tensors[op.output].shape);
+      gflop = 2.0 * op.macs(g.tensors) / 1e9;
+    } else {
+      kind = i == n_ops ? "input copy" : "output copy";
+    }
+    const double ms = per_op[i] / m.profiled_runs * 1e3;
+    const double rate = per_op[i] > 0 ? gflop * m.profiled_runs / per_op[i] : 0.0;
+    std::snprintf(line, sizeof(line), "  %-5s %-30s %-22s %-22s %10.2f %6.1f%% %9.1f\n",
+                  i < n_ops ? ("#" + std::to_string(i)).c_str() : "-", kind.c_str(), in.c_str(), out.c_str(), ms,
+                  total > 0 ? 100.0 * per_op[i] / total : 0.0, rate);
+    os << line;
+  }
+  return os.str();
+}
 
 base::Status CpuEngine::run(const float* input, float* output) {
   Impl& m = *impl_;
@@ -703,9 +829,24 @@ base::Status CpuEngine::run(const float* input, float* output) {
   // Both calls only store the pointer for plain layouts (no zero padding, no allocation).
   m.user_in.set_data_handle(const_cast<float*>(input));
   m.user_out.set_data_handle(output);
-  SB_RETURN_IF_ERROR(m.execute(m.input_step));
-  for (const auto& s : m.steps) SB_RETURN_IF_ERROR(m.execute(s));
-  SB_RETURN_IF_ERROR(m.execute(m.output_step));
+  if (m.profiling) {
+    using clock = std::chrono::steady_clock;
+    auto timed = [&](const Impl::Step& s, size_t k) -> base::Status {
+      const auto t0 = clock::now();
+      SB_RETURN_IF_ERROR(m.execute(s));
+      dnnl_stream_wait(m.strm.get());
+      m.step_seconds[k] += std::chrono::duration<double>(clock::now() - t0).count();
+      return base::ok_status();
+    };
+    SB_RETURN_IF_ERROR(timed(m.input_step, m.steps.size()));
+    for (size_t k = 0; k < m.steps.size(); ++k) SB_RETURN_IF_ERROR(timed(m.steps[k], k));
+    SB_RETURN_IF_ERROR(timed(m.output_step, m.steps.size() + 1));
+    ++m.profiled_runs;
+  } else {
+    SB_RETURN_IF_ERROR(m.execute(m.input_step));
+    for (const auto& s : m.steps) SB_RETURN_IF_ERROR(m.execute(s));
+    SB_RETURN_IF_ERROR(m.execute(m.output_step));
+  }
   const dnnl_status_t st = dnnl_stream_wait(m.strm.get());
   if (st != dnnl_success) return base::internal_error("oneDNN stream wait failed");
   return base::ok_status();
@@ -722,7 +863,7 @@ std::string CpuEngine::describe() const {
   char line[256];
   const auto& g = m.graph;
   os << "engine: cpu (oneDNN " << dnnl_version()->major << "." << dnnl_version()->minor << "."
-     << dnnl_version()->patch << "), precision " << m.options.precision << ", " << m.n_threads << " threads\n";
+     << dnnl_version()->patch << "), precision " << precision() << " (ISA " << cpu_isa_name() << "), " << m.n_threads << " threads\n";
   os << "input " << shape_str(g.tensors[g.input].shape) << " '" << g.tensors[g.input].name << "', output "
      << shape_str(g.tensors[g.output].shape) << " '" << g.tensors[g.output].name << "'\n";
   std::snprintf(line, sizeof(line), "%.3f GFLOP per run (conv + deconv, 2 x MACs), weights %.2f MiB\n",

@@ -8,17 +8,23 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
+#include "inference/memory_planner.h"
 #include "inference/patch_model.h"
 
 namespace inference {
 
 struct OnnxModel;
+struct Graph;
 
 /// How the engine computes.
 struct EngineOptions {
-  /// "fp32" (implemented). "bf16" is planned (oneDNN bf16 primitives on AMX/AVX512-BF16).
+  /// "fp32"; "bf16" (weights stored in fp16, computed in bf16: needs a CPU where oneDNN runs
+  /// bf16 natively, AVX512-BF16 or AMX); "fp16" (weights rounded to fp16, the format of the
+  /// engine file the Jetson backend consumes; computed in bf16 where native, else fp32);
+  /// "auto" (bf16 where native, else fp32). See resolve_precision().
   std::string precision = "fp32";
   /// Worker threads for oneDNN's OpenMP runtime; 0 = all cores. Process-wide setting.
   int threads = 0;
@@ -39,6 +45,9 @@ class CpuEngine final : public PatchModel {
                                                             const EngineOptions& options);
   /// Same, from an already imported model.
   static base::Result<std::unique_ptr<CpuEngine>> load_model(const OnnxModel& model, const EngineOptions& options);
+  /// Same, from a built graph (e.g. read from an engine file). Reduced precisions round the
+  /// graph's weights to fp16 first (idempotent), so ONNX and engine-file loads agree bit for bit.
+  static base::Result<std::unique_ptr<CpuEngine>> load_graph(Graph graph, const EngineOptions& options);
 
   ~CpuEngine() override;
   CpuEngine(const CpuEngine&) = delete;
@@ -50,7 +59,21 @@ class CpuEngine final : public PatchModel {
   /// network d0 is 1). Errors: kInternal when a oneDNN primitive fails.
   base::Status run(const float* input, float* output) override;
   std::string backend() const override { return "cpu"; }
+  /// "fp32", "bf16" (fp16-stored weights, bf16 compute), "fp16-weights/fp32-compute" or
+  /// "fp16-weights/bf16-compute".
   std::string precision() const override;
+  /// The resolved storage precision: "fp32", "bf16" or "fp16" (never "auto").
+  std::string storage_precision() const;
+  /// What the primitives compute in: "fp32" or "bf16".
+  std::string compute_precision() const;
+  /// The buffers of the static memory plan (tensor groups, scratchpads) and their placement.
+  const std::vector<BufferRequest>& plan_requests() const;
+  const MemoryPlan& memory_plan() const;
+  /// Per-step time profile of the last runs since enable_profiling(true): one line per op
+  /// (kind, shapes, milliseconds per run, share of the total), slowest first. Profiling adds a
+  /// clock read around each primitive (and a stream wait, negligible on the CPU).
+  void enable_profiling(bool on);
+  std::string profile_report() const;
 
   /// Bytes of the activation arena (tensors and scratchpads) from the memory plan.
   size_t arena_bytes() const;
@@ -68,5 +91,19 @@ class CpuEngine final : public PatchModel {
   explicit CpuEngine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+/// oneDNN's name of the instruction set it dispatches to on this CPU, e.g. "avx2",
+/// "avx512_core_bf16", "avx512_core_amx".
+std::string cpu_isa_name();
+/// True when oneDNN runs bf16 convolutions natively here (AVX512-BF16 or AMX).
+bool cpu_has_native_bf16();
+/// Maps a requested precision ("fp32", "bf16", "fp16", "auto") to the one the engine stores:
+/// auto -> bf16 where native, else fp32. Errors: kInvalidArgument (unknown name),
+/// kUnimplemented (bf16 on a CPU without AVX512-BF16/AMX, naming the missing feature).
+base::Result<std::string> resolve_precision(const std::string& requested);
+/// Rounds every convolution weight of `graph` to the nearest fp16 value (round to nearest
+/// even), the storage of reduced-precision engines. Errors: kInvalidArgument when a weight
+/// is beyond fp16's range (|w| > 65504), naming the node.
+base::Status round_weights_to_fp16(Graph& graph);
 
 }  // namespace inference

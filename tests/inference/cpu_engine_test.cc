@@ -213,12 +213,18 @@ TEST(CpuEngine, RunAllocatesNothingAfterLoad) {
               alloc_count::count.load(), total, ours, in_onednn, largest_onednn);
 }
 
-TEST(CpuEngine, UnknownAndPlannedPrecisionsAreRejected) {
+TEST(CpuEngine, UnknownPrecisionsAndBf16WithoutCpuSupportAreRejected) {
   EngineOptions bf16;
   bf16.precision = "bf16";
   auto e = CpuEngine::load_onnx(kGoldenOnnx, bf16);
-  EXPECT_EQ(e.status().code(), base::Code::kUnimplemented);
-  EXPECT_NE(e.status().message().find("bf16"), std::string::npos);
+  if (cpu_has_native_bf16()) {
+    ASSERT_TRUE(e.ok()) << e.status().to_string();
+    EXPECT_EQ((*e)->precision(), "bf16");
+  } else {
+    EXPECT_EQ(e.status().code(), base::Code::kUnimplemented);
+    EXPECT_NE(e.status().message().find("bf16"), std::string::npos);
+    EXPECT_NE(e.status().message().find("AVX512-BF16"), std::string::npos);
+  }
   EngineOptions bogus;
   bogus.precision = "int3";
   EXPECT_EQ(CpuEngine::load_onnx(kGoldenOnnx, bogus).status().code(), base::Code::kInvalidArgument);
