@@ -5,6 +5,7 @@
 
 #include <dlfcn.h>
 #include <execinfo.h>
+#include <unistd.h>
 #include <gtest/gtest.h>
 #include <onnx/onnx_pb.h>
 
@@ -12,6 +13,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <new>
@@ -533,6 +535,48 @@ TEST(CpuEngineOps, TwoDimensionalNetworkMatchesTheFloat64Reference) {
   EXPECT_EQ(engine->input_shape(), (std::array<int64_t, 5>{1, 2, 1, 16, 12}));
   EXPECT_EQ(engine->output_shape(), (std::array<int64_t, 5>{1, 2, 1, 16, 12}));
   EXPECT_LE(max_abs_diff(run_engine(path, b.input_f32(), {}), b.ref(out)), 1e-4);
+}
+
+}  // namespace
+}  // namespace inference
+
+// ---- generated nnU-Net against PyTorch ------------------------------------------------------
+
+namespace inference {
+namespace {
+
+/// A 4-stage PlainConvUNet (features 8..64, 64^3, seeded random weights) made by
+/// tools/make_isles_net.py, the small sibling of the benchmark's ISLES-size network: the engine
+/// must match PyTorch's fp32 logits to a relative L2 error below 1e-4.
+TEST(CpuEngineTorchParity, GeneratedNnunetMatchesPyTorchFp32) {
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("sb_small_unet_" + std::to_string(::getpid()))).string();
+  const std::string cmd = "OMP_WAIT_POLICY=passive /usr/bin/python3 " + std::string(STROKEBOX_SOURCE_DIR) +
+                          "/tools/make_isles_net.py --out " + dir +
+                          " --features 8,16,32,64 --patch 64 --reference --threads 1 >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "python3 with torch not available: " << cmd;
+  auto engine = load_or_die(dir + "/model.onnx");
+  ASSERT_NE(engine, nullptr);
+  const auto input = testing_support::read_npy(dir + "/input.npy");
+  const auto want = testing_support::read_npy(dir + "/output.npy");
+  ASSERT_EQ(want.shape, (std::vector<int64_t>{1, 2, 64, 64, 64}));
+  std::vector<float> got(want.data.size());
+  ASSERT_TRUE(engine->run(input.data.data(), got.data()).ok());
+  double err2 = 0.0, ref2 = 0.0, max_abs = 0.0, max_ref = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double d = double(got[i]) - want.data[i];
+    err2 += d * d;
+    ref2 += double(want.data[i]) * want.data[i];
+    max_abs = std::max(max_abs, std::fabs(d));
+    max_ref = std::max(max_ref, std::fabs(double(want.data[i])));
+  }
+  const double rel_l2 = std::sqrt(err2 / ref2);
+  RecordProperty("relative_l2_error", std::to_string(rel_l2));
+  std::printf("[ info ] engine vs PyTorch fp32: relative L2 %.3g, max |diff| %.3g (max |logit| %.3g)\n", rel_l2,
+              max_abs, max_ref);
+  EXPECT_LT(rel_l2, 1e-4);
+  EXPECT_LT(max_abs / max_ref, 1e-4);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
