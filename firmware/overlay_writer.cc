@@ -322,8 +322,8 @@ base::Status write_instance(const image::DicomSeries& dwi, const image::DicomIns
   SB_RETURN_IF_ERROR(put(d, DCM_SeriesInstanceUID, series_uid));
   SB_RETURN_IF_ERROR(put(d, DCM_SeriesNumber, std::to_string(series_number)));
   SB_RETURN_IF_ERROR(put(d, DCM_SeriesDescription, options.series_description));
-  // Laterality (2C): empty, the brain as a whole is not a paired structure.
-  SB_RETURN_IF_ERROR(put(d, DCM_Laterality, ""));
+  // Body Part Examined (the DWI's, else HEAD): an unpaired part, so Laterality (2C) is absent.
+  SB_RETURN_IF_ERROR(put(d, DCM_BodyPartExamined, dwi.body_part_examined.empty() ? "HEAD" : dwi.body_part_examined));
   SB_RETURN_IF_ERROR(put(d, DCM_SeriesDate, created.date));
   SB_RETURN_IF_ERROR(put(d, DCM_SeriesTime, created.time));
   // General Equipment (C.7.5.1) and SC Equipment (C.8.6.1): WSD = workstation.

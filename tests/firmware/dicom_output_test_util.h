@@ -5,6 +5,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -102,6 +103,8 @@ inline std::string run_dciodvfy(const std::string& path, std::string& errors) {
   char buf[4096];
   while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) output.append(buf, n);
   ::pclose(pipe);
+  // STROKEBOX_PRINT_DCIODVFY=1 prints the report (for the summary in docs/dicom_outputs.md).
+  if (std::getenv("STROKEBOX_PRINT_DCIODVFY") != nullptr) std::printf("dciodvfy %s:\n%s\n", path.c_str(), output.c_str());
   errors.clear();
   size_t start = 0;
   while (start < output.size()) {

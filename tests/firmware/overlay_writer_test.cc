@@ -137,6 +137,8 @@ TEST_F(OverlayWriterTest, WritesOneSecondaryCapturePerSliceInTheSourceStudy) {
     EXPECT_EQ(get(d, DCM_ImageType), "DERIVED\\SECONDARY");
     EXPECT_EQ(get(d, DCM_PixelSpacing), "0.25\\0.25");
     EXPECT_EQ(get(d, DCM_PatientOrientation), "LP\\PR");
+    EXPECT_EQ(get(d, DCM_BodyPartExamined), "HEAD");
+    EXPECT_FALSE(d.tagExists(DCM_Laterality));
     DcmItem* ref = nullptr;
     ASSERT_TRUE(d.findAndGetSequenceItem(DCM_SourceImageSequence, ref, 0).good());
     EXPECT_EQ(get(*ref, DCM_ReferencedSOPInstanceUID), stack->slices[k].sop_instance_uid);
