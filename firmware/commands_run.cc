@@ -8,6 +8,7 @@
 
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/oflog/oflog.h>
+#include <nlohmann/json.hpp>
 
 #include "base/log.h"
 #include "firmware/args.h"
@@ -15,7 +16,11 @@
 #include "firmware/config.h"
 #include "firmware/daemon.h"
 #include "firmware/pipeline.h"
+#include "hal/jetson_board.h"
+#include "hal/sim_board.h"
 #include "storage/spool.h"
+#include "watchdog/sd_notify.h"
+#include "watchdog/supervisor.h"
 
 namespace firmware {
 namespace {
@@ -35,7 +40,7 @@ Options:
   --data-dir DIR    database, spool and results (storage.data_dir)
   --model DIR       model package (model.dir)
   --precision P     fp32 | bf16 | fp16 | auto (model.precision)
-  --board B         jetson | sim (accepted; board telemetry is not wired into run yet)
+  --board B         jetson | sim | auto (board.kind, default auto: jetson when its sysfs exists)
 
 Stops cleanly on SIGTERM or SIGINT.
 )";
@@ -58,10 +63,6 @@ int cmd_run(int argc, char** argv) {
     std::fprintf(stderr, "strokebox run: unexpected argument '%s'\n\n%s", args->positional()[0].c_str(), kRunUsage);
     return 2;
   }
-  if (auto board = args->get("board"); board && *board != "jetson" && *board != "sim") {
-    std::fprintf(stderr, "strokebox run: --board must be jetson or sim, not '%s'\n", board->c_str());
-    return 2;
-  }
 
   Config config;
   if (auto path = args->get("config")) {
@@ -75,7 +76,7 @@ int cmd_run(int argc, char** argv) {
   const std::pair<const char*, const char*> overrides[] = {
       {"port", "dicom.port"},          {"ae-title", "dicom.ae_title"},   {"bind", "dicom.bind_address"},
       {"quiet-s", "dicom.study_quiet_s"}, {"data-dir", "storage.data_dir"}, {"model", "model.dir"},
-      {"precision", "model.precision"},
+      {"precision", "model.precision"}, {"board", "board.kind"},
   };
   for (const auto& [flag, key] : overrides) {
     if (auto value = args->get(flag)) {
@@ -92,6 +93,29 @@ int cmd_run(int argc, char** argv) {
   // Before any thread exists, so every thread inherits the mask and sigwait sees the signal.
   block_termination_signals();
 
+  std::unique_ptr<hal::Board> board;
+  {
+    base::Result<std::unique_ptr<hal::Board>> made = base::internal_error("unset");
+    if (config.board.kind == "jetson") {
+      made = hal::make_jetson_board("/");
+    } else if (config.board.kind == "sim") {
+      made = std::unique_ptr<hal::Board>(hal::make_sim_board());
+    } else {
+      made = hal::detect_board("/");
+    }
+    if (!made.ok()) {
+      std::fprintf(stderr, "strokebox run: board %s: %s\n", config.board.kind.c_str(), made.status().to_string().c_str());
+      return 1;
+    }
+    board = std::move(made).value();
+  }
+  SB_LOG(kInfo) << "board: " << board->name();
+
+  // Loading the model and building its engine may outlast systemd's start timeout.
+  watchdog::SdNotifier notifier;
+  (void)watchdog::notify_status(notifier, "loading the model from " + config.model.dir);
+  (void)watchdog::notify_extend_timeout(notifier, std::chrono::minutes(5));
+
   PipelineOptions pipeline_options;
   pipeline_options.model_dir = config.model.dir;
   pipeline_options.precision = config.model.precision;
@@ -105,6 +129,10 @@ int cmd_run(int argc, char** argv) {
 
   DaemonOptions options;
   options.config = config;
+  options.board = board.get();
+  options.notifier = &notifier;
+  options.version = STROKEBOX_VERSION;
+  options.engine_json = nlohmann::json{{"model_dir", config.model.dir}, {"precision", config.model.precision}}.dump();
   options.processor = [shared_pipeline](const std::string& study_dir, const std::string& out_dir) {
     return shared_pipeline->process_study(study_dir, out_dir);
   };

@@ -37,6 +37,16 @@ const std::vector<Field>& fields() {
       {"model", "precision", Kind::kString, [](Config& c) -> void* { return &c.model.precision; }},
       {"jobs", "max_attempts", Kind::kInt, [](Config& c) -> void* { return &c.jobs.max_attempts; }},
       {"jobs", "retry_delay_s", Kind::kDouble, [](Config& c) -> void* { return &c.jobs.retry_delay_s; }},
+      {"board", "kind", Kind::kString, [](Config& c) -> void* { return &c.board.kind; }},
+      {"board", "power_mode", Kind::kInt, [](Config& c) -> void* { return &c.board.power_mode; }},
+      {"telemetry", "interval_s", Kind::kDouble, [](Config& c) -> void* { return &c.telemetry.interval_s; }},
+      {"telemetry", "ring_rows", Kind::kInt, [](Config& c) -> void* { return &c.telemetry.ring_rows; }},
+      {"thermal", "hold_above_c", Kind::kDouble, [](Config& c) -> void* { return &c.thermal.hold_above_c; }},
+      {"thermal", "hysteresis_c", Kind::kDouble, [](Config& c) -> void* { return &c.thermal.hysteresis_c; }},
+      {"watchdog", "loop_deadline_s", Kind::kDouble, [](Config& c) -> void* { return &c.watchdog.loop_deadline_s; }},
+      {"watchdog", "job_deadline_s", Kind::kDouble, [](Config& c) -> void* { return &c.watchdog.job_deadline_s; }},
+      {"watchdog", "check_interval_s", Kind::kDouble,
+       [](Config& c) -> void* { return &c.watchdog.check_interval_s; }},
   };
   return table;
 }
@@ -152,6 +162,24 @@ base::Status validate_config(const Config& c) {
   if (!(c.jobs.retry_delay_s >= 0) || !std::isfinite(c.jobs.retry_delay_s)) {
     return base::invalid_argument("jobs.retry_delay_s must be a non-negative number of seconds");
   }
+  if (c.board.kind != "auto" && c.board.kind != "jetson" && c.board.kind != "sim") {
+    return base::invalid_argument("board.kind '" + c.board.kind + "' is not one of auto, jetson, sim");
+  }
+  if (c.board.power_mode < -1) return base::invalid_argument("board.power_mode must be a mode id, or -1 to skip the check");
+  auto positive = [](double v) { return v > 0 && std::isfinite(v); };
+  if (!positive(c.telemetry.interval_s) || c.telemetry.interval_s > 3600) {
+    return base::invalid_argument("telemetry.interval_s must be in (0, 3600] seconds");
+  }
+  if (c.telemetry.ring_rows < 10) return base::invalid_argument("telemetry.ring_rows must be at least 10");
+  if (!std::isfinite(c.thermal.hold_above_c)) return base::invalid_argument("thermal.hold_above_c must be a number");
+  if (!positive(c.thermal.hysteresis_c)) return base::invalid_argument("thermal.hysteresis_c must be positive");
+  if (!positive(c.watchdog.loop_deadline_s) || !positive(c.watchdog.job_deadline_s) ||
+      !positive(c.watchdog.check_interval_s)) {
+    return base::invalid_argument("watchdog.loop_deadline_s, job_deadline_s and check_interval_s must be positive");
+  }
+  if (c.watchdog.check_interval_s >= c.watchdog.loop_deadline_s) {
+    return base::invalid_argument("watchdog.check_interval_s must be shorter than watchdog.loop_deadline_s");
+  }
   return base::Status();
 }
 
@@ -169,7 +197,7 @@ base::Result<Config> parse_config(std::string_view toml_text, std::string_view s
     const std::string_view section = section_key.str();
     if (!known_section(section)) {
       return base::invalid_argument(at(source, section_node) + ": unknown section [" + std::string(section) +
-                                    "] (known: dicom, storage, model, jobs)");
+                                    "] (known: dicom, storage, model, jobs, board, telemetry, thermal, watchdog)");
     }
     const toml::table* table = section_node.as_table();
     if (!table) return base::invalid_argument(at(source, section_node) + ": " + std::string(section) + " must be a table");

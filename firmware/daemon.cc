@@ -1,14 +1,23 @@
 #include "firmware/daemon.h"
 
+#include <unistd.h>
+
 #include <csignal>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
 
 #include "base/log.h"
+#include "hal/sim_board.h"
 
 namespace firmware {
 namespace fs = std::filesystem;
+
+namespace {
+std::chrono::milliseconds seconds_ms(double s) {
+  return std::chrono::milliseconds(std::max<int64_t>(1, static_cast<int64_t>(s * 1000.0)));
+}
+}  // namespace
 
 Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {}
 
@@ -44,20 +53,101 @@ base::Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
   node.max_associations = c.dicom.max_associations;
   node.dimse_timeout_s = std::max(1, static_cast<int>(c.dicom.dimse_timeout_s));
   d->node_ = std::make_unique<DicomNode>(node, *d->handler_);
+
+  if (d->options_.board) {
+    d->board_ = d->options_.board;
+  } else {
+    d->owned_board_ = hal::make_sim_board();
+    d->board_ = d->owned_board_.get();
+  }
+  if (d->options_.notifier) {
+    d->notifier_ = d->options_.notifier;
+  } else {
+    d->owned_notifier_ = std::make_unique<watchdog::SdNotifier>();
+    d->notifier_ = d->owned_notifier_.get();
+  }
+  d->supervisor_interval_ = seconds_ms(c.watchdog.check_interval_s);
+  auto timeout = watchdog::watchdog_timeout();
+  if (!timeout.ok()) {
+    SB_LOG(kWarning) << "ignoring the systemd watchdog settings: " << timeout.status().to_string();
+  } else if (timeout->has_value()) {
+    d->supervisor_interval_ = watchdog::ping_interval(**timeout);
+    SB_LOG(kInfo) << "systemd watchdog: " << (**timeout).count() / 1000 << " ms, checking every "
+                  << d->supervisor_interval_.count() << " ms";
+  }
+
+  TelemetryOptions t;
+  t.db_path = c.telemetry_path();
+  t.disk_path = c.storage.data_dir;
+  t.interval = seconds_ms(c.telemetry.interval_s);
+  t.ring_rows = c.telemetry.ring_rows;
+  t.hold_above_c = c.thermal.hold_above_c;
+  t.hysteresis_c = c.thermal.hysteresis_c;
+  SB_ASSIGN_OR_RETURN(d->telemetry_, Telemetry::open(std::move(t), *d->board_));
+
+  // Power mode: reported, never changed (a mode switch may need a reboot on the Jetson).
+  DaemonStateRow state;
+  state.pid = ::getpid();
+  state.version = d->options_.version;
+  state.board = d->board_->name();
+  state.expected_power_mode = c.board.power_mode;
+  if (auto mode = d->board_->power_mode().current(); mode.ok()) {
+    state.power_mode_id = mode->id;
+    state.power_mode_name = mode->name;
+    if (c.board.power_mode >= 0 && mode->id != c.board.power_mode) {
+      SB_LOG(kWarning) << "power mode is " << mode->id << " (" << mode->name << "), the configuration expects "
+                       << c.board.power_mode << " (board.power_mode): inference times and thermals will differ; "
+                       << "set it with `sudo nvpmodel -m " << c.board.power_mode << "`";
+    } else {
+      SB_LOG(kInfo) << "board " << d->board_->name() << ", power mode " << mode->id << " (" << mode->name << ")";
+    }
+  } else if (c.board.power_mode >= 0) {
+    SB_LOG(kWarning) << "cannot read the power mode (expected " << c.board.power_mode
+                     << "): " << mode.status().to_string();
+  }
+  d->telemetry_->set_daemon_state(std::move(state), [raw = d.get()] { return raw->state_json(); });
+  d->telemetry_->on_thermal_change([raw = d.get()](bool holding, double temp_c) {
+    char buf[96];
+    std::snprintf(buf, sizeof(buf), holding ? "holding new jobs: %.1f C is too hot" : "resumed jobs at %.1f C",
+                  temp_c);
+    raw->set_status(buf);
+    raw->wake_.notify_all();
+  });
   return d;
 }
 
 base::Status Daemon::start() {
   std::lock_guard lifecycle(lifecycle_mu_);
   if (started_) return base::failed_precondition("daemon already started");
+  const WatchdogConfig& w = options_.config.watchdog;
+  const auto loop_deadline = seconds_ms(w.loop_deadline_s);
+  const auto sampler_deadline = std::max(loop_deadline, 3 * seconds_ms(options_.config.telemetry.interval_s));
+  // The worker's deadline covers a whole study: see WatchdogConfig::job_deadline_s.
+  const auto worker_deadline = std::max(loop_deadline, seconds_ms(w.job_deadline_s));
+  std::shared_ptr<watchdog::Heartbeat> scheduler_hb, worker_hb, sampler_hb;
+  for (auto [name, deadline, out] : {std::tuple{"scheduler", loop_deadline, &scheduler_hb},
+                                     std::tuple{"worker", worker_deadline, &worker_hb},
+                                     std::tuple{"sampler", sampler_deadline, &sampler_hb}}) {
+    (void)registry_.remove(name);  // a restart after stop() registers afresh
+    SB_ASSIGN_OR_RETURN(*out, registry_.add(name, deadline));
+  }
   SB_RETURN_IF_ERROR(node_->start());
   {
     std::lock_guard lock(mu_);
     stopping_ = false;
   }
-  scheduler_ = std::thread(&Daemon::scheduler_loop, this);
-  worker_ = std::thread(&Daemon::worker_loop, this);
+  started_ms_ = storage::now_ms();
+  scheduler_ = std::thread(&Daemon::scheduler_loop, this, scheduler_hb);
+  worker_ = std::thread(&Daemon::worker_loop, this, worker_hb);
+  SB_RETURN_IF_ERROR(telemetry_->start(sampler_hb));
+  supervisor_ = std::make_unique<watchdog::Supervisor>(registry_, *notifier_, supervisor_interval_);
+  SB_RETURN_IF_ERROR(supervisor_->start());
   started_ = true;
+  // The model is loaded before the daemon is created, and the node listens now.
+  if (base::Status st = watchdog::notify_ready(*notifier_); !st.ok()) {
+    SB_LOG(kWarning) << "cannot notify the service manager: " << st.to_string();
+  }
+  set_status("idle, listening on port " + std::to_string(options_.config.dicom.port));
   return base::Status();
 }
 
@@ -65,6 +155,8 @@ void Daemon::stop() {
   std::lock_guard lifecycle(lifecycle_mu_);
   if (!started_) return;
   SB_LOG(kInfo) << "shutting down: no new associations; finishing open associations and the current job";
+  (void)watchdog::notify_stopping(*notifier_);
+  set_status("stopping: finishing open associations and the current job");
   node_->stop();
   {
     std::lock_guard lock(mu_);
@@ -73,11 +165,34 @@ void Daemon::stop() {
   wake_.notify_all();
   if (scheduler_.joinable()) scheduler_.join();
   if (worker_.joinable()) worker_.join();
+  telemetry_->stop();
+  if (supervisor_) supervisor_->stop();
   started_ = false;
   SB_LOG(kInfo) << "stopped";
 }
 
-void Daemon::scheduler_loop() {
+void Daemon::set_status(const std::string& text) {
+  (void)watchdog::notify_status(*notifier_, text);
+}
+
+std::string Daemon::state_json() {
+  nlohmann::json j;
+  j["threads"] = nlohmann::json::array();
+  for (const auto& h : registry_.snapshot()) {
+    j["threads"].push_back(
+        {{"name", h.name}, {"age_ms", h.age.count()}, {"deadline_ms", h.deadline.count()}, {"stale", h.stale}});
+  }
+  j["thermal_hold"] = telemetry_->holding_jobs();
+  {
+    std::lock_guard lock(current_mu_);
+    j["current_study"] = current_study_;
+  }
+  j["engine"] = nlohmann::json::parse(options_.engine_json, nullptr, false);
+  j["hold_above_c"] = options_.config.thermal.hold_above_c;
+  return j.dump();
+}
+
+void Daemon::scheduler_loop(std::shared_ptr<watchdog::Heartbeat> heartbeat) {
   const int64_t quiet_ms = static_cast<int64_t>(options_.config.dicom.study_quiet_s * 1000.0);
   const int interval_ms = options_.check_interval_ms > 0
                               ? options_.check_interval_ms
@@ -85,6 +200,7 @@ void Daemon::scheduler_loop() {
   std::unique_lock lock(mu_);
   while (!stopping_) {
     lock.unlock();
+    heartbeat->beat();
     const int64_t now = storage::now_ms();
     auto quiet = index_->quiet_studies(now - quiet_ms);
     if (!quiet.ok()) {
@@ -109,15 +225,32 @@ void Daemon::scheduler_loop() {
   }
 }
 
-void Daemon::worker_loop() {
+void Daemon::worker_loop(std::shared_ptr<watchdog::Heartbeat> heartbeat) {
   std::unique_lock lock(mu_);
   while (!stopping_) {
     lock.unlock();
+    heartbeat->beat();
+    if (telemetry_->holding_jobs()) {  // too hot: receive, but start nothing new
+      lock.lock();
+      wake_.wait_for(lock, std::chrono::milliseconds(options_.idle_poll_ms));
+      continue;
+    }
     auto job = index_->claim_next_job(storage::now_ms());
     if (!job.ok()) {
       SB_LOG(kError) << "cannot claim a job: " << job.status().to_string();
     } else if (job->has_value()) {
+      {
+        std::lock_guard current(current_mu_);
+        current_study_ = (*job)->study_uid;
+      }
+      set_status("processing study " + (*job)->study_uid);
       run_job(**job);
+      heartbeat->beat();
+      {
+        std::lock_guard current(current_mu_);
+        current_study_.clear();
+      }
+      set_status(telemetry_->holding_jobs() ? "holding new jobs: too hot" : "idle");
       lock.lock();
       continue;  // look for the next job at once
     }
@@ -156,13 +289,23 @@ void Daemon::run_job(const storage::Job& job) {
   }
 
   StudyReport report;
+  telemetry_->begin_job();
   try {
     report = options_.processor(*study_dir, out_dir);
   } catch (const std::exception& e) {
+    telemetry_->end_job();
     return fail_attempt(job, std::string("processing threw: ") + e.what());
   } catch (...) {
+    telemetry_->end_job();
     return fail_attempt(job, "processing threw an unknown exception");
   }
+  const JobPower power = telemetry_->end_job();
+  if (power.energy_j) {
+    report.extra["energy_j"] = *power.energy_j;
+    report.extra["mean_power_mw"] = *power.mean_power_mw;
+    report.extra["peak_power_mw"] = *power.peak_power_mw;
+  }
+  if (power.peak_temp_c) report.extra["peak_temp_c"] = *power.peak_temp_c;
   report.timings_ms.insert(report.timings_ms.begin(), {"receive", receive_ms});
   if (report.study_instance_uid.empty()) report.study_instance_uid = job.study_uid;
   if (report.status != "done") {
@@ -196,6 +339,10 @@ void Daemon::run_job(const storage::Job& job) {
   row.timings_json = timings.dump();
   row.report_path = fs::exists(out_dir + "/report.json") ? out_dir + "/report.json" : "";
   row.finished_at_ms = storage::now_ms();
+  row.energy_j = power.energy_j;
+  row.mean_power_mw = power.mean_power_mw;
+  row.peak_power_mw = power.peak_power_mw;
+  row.peak_temp_c = power.peak_temp_c;
   base::Status stored = index_->complete_job(job, row);
   if (!stored.ok()) {
     SB_LOG(kError) << "cannot store the result of study " << job.study_uid << ": " << stored.to_string();

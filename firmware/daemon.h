@@ -4,6 +4,10 @@
 // jobs, runs the injected StudyProcessor and stores the result row, with outputs under
 // `<data_dir>/results/<study_uid>/`. Everything durable lives in SQLite, so a crash or power
 // cut loses no job: jobs left running are re-queued at the next start.
+// Running unattended: a telemetry sampler reads the board (hal::Board) into a bounded ring and
+// holds new jobs while the board is too hot; every long-lived thread beats a
+// watchdog::Heartbeat and a watchdog::Supervisor pings systemd (WATCHDOG=1) only while all are
+// fresh. READY=1 once the node listens; STATUS= lines say what the daemon does.
 #pragma once
 
 #include <atomic>
@@ -18,8 +22,13 @@
 #include "firmware/config.h"
 #include "firmware/dicom_node.h"
 #include "firmware/pipeline.h"
+#include "firmware/telemetry.h"
+#include "hal/board.h"
 #include "storage/index.h"
 #include "storage/spool.h"
+#include "watchdog/heartbeat.h"
+#include "watchdog/sd_notify.h"
+#include "watchdog/supervisor.h"
 
 namespace firmware {
 
@@ -40,6 +49,15 @@ struct DaemonOptions {
   int check_interval_ms = 0;            // study-completion check period; 0 = quiet/4 in [50, 1000] ms
   int idle_poll_ms = 500;               // the worker looks for due retries at least this often
   uint64_t min_free_bytes = 64ull << 20;  // the node refuses instances below this free space
+  /// The board to sample; must outlive the daemon. nullptr: a simulated board owned by the
+  /// daemon (telemetry still records CPU, memory and disk).
+  hal::Board* board = nullptr;
+  /// Where READY/STATUS/WATCHDOG go; must outlive the daemon. nullptr: sd_notify(3) (a no-op
+  /// outside systemd).
+  watchdog::Notifier* notifier = nullptr;
+  std::string version = "dev";  // shown by `strokebox status`
+  /// Engine facts for `strokebox status` (backend, precision, arena bytes...), a JSON object.
+  std::string engine_json = "{}";
 };
 
 class Daemon {
@@ -60,14 +78,20 @@ class Daemon {
   void stop();
 
   storage::Index& index() { return *index_; }
+  Telemetry& telemetry() { return *telemetry_; }
+  watchdog::Registry& heartbeats() { return registry_; }
+  /// The supervisor's check period: WatchdogSec/2 under systemd, else watchdog.check_interval_s.
+  std::chrono::milliseconds supervisor_interval() const { return supervisor_interval_; }
   const Config& config() const { return options_.config; }
   /// Jobs finished (result stored or attempt failed) since start; for tests and logs.
   int jobs_finished() const { return jobs_finished_.load(); }
 
  private:
   explicit Daemon(DaemonOptions options);
-  void scheduler_loop();
-  void worker_loop();
+  void scheduler_loop(std::shared_ptr<watchdog::Heartbeat> heartbeat);
+  void worker_loop(std::shared_ptr<watchdog::Heartbeat> heartbeat);
+  void set_status(const std::string& text);
+  std::string state_json();
   void run_job(const storage::Job& job);
   void fail_attempt(const storage::Job& job, const std::string& reason);
 
@@ -76,6 +100,17 @@ class Daemon {
   std::unique_ptr<storage::Spool> spool_;
   std::unique_ptr<SpoolStoreHandler> handler_;
   std::unique_ptr<DicomNode> node_;
+  std::unique_ptr<hal::Board> owned_board_;
+  hal::Board* board_ = nullptr;
+  std::unique_ptr<Telemetry> telemetry_;
+  std::unique_ptr<watchdog::Notifier> owned_notifier_;
+  watchdog::Notifier* notifier_ = nullptr;
+  watchdog::Registry registry_;
+  std::unique_ptr<watchdog::Supervisor> supervisor_;
+  std::chrono::milliseconds supervisor_interval_{1000};
+  int64_t started_ms_ = 0;
+  std::mutex current_mu_;
+  std::string current_study_;  // the study being processed, "" when idle (current_mu_)
   std::thread scheduler_, worker_;
   std::mutex mu_;
   std::condition_variable wake_;  // new job queued, or stop
