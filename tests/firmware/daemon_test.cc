@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -24,6 +25,8 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/oflog/oflog.h>
+
+#include "hal/sim_board.h"
 
 namespace firmware {
 namespace {
@@ -109,6 +112,7 @@ class DaemonTest : public ::testing::Test {
     o.check_interval_ms = 50;
     o.idle_poll_ms = 50;
     o.min_free_bytes = 0;
+    o.board = &board_;
     o.write_report = [](const StudyReport& report, const std::string& out_dir) {
       nlohmann::json j;
       j["status"] = report.status;
@@ -154,7 +158,48 @@ class DaemonTest : public ::testing::Test {
   fs::path dir_;
   Config config_;
   std::vector<std::string> files_;
+  hal::SimBoard board_;
   std::unique_ptr<Daemon> daemon_;
+};
+
+// A fake systemd: a datagram socket named by NOTIFY_SOCKET that collects sd_notify messages.
+class NotifySocket {
+ public:
+  explicit NotifySocket(const fs::path& path) : path_(path.string()) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path_.c_str());
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << path_;
+    timeval tv{0, 10'000};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ::setenv("NOTIFY_SOCKET", path_.c_str(), 1);
+  }
+  ~NotifySocket() {
+    ::unsetenv("NOTIFY_SOCKET");
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  // Reads what arrived (waits up to 10 ms); returns the messages received so far.
+  const std::vector<std::string>& poll() {
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      messages_.emplace_back(buf, static_cast<size_t>(n));
+    }
+    return messages_;
+  }
+  int count(const std::string& needle) {
+    int c = 0;
+    for (const auto& m : poll()) c += m.find(needle) != std::string::npos;
+    return c;
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::vector<std::string> messages_;
 };
 
 StudyReport done_report(double volume_ml) {
@@ -345,6 +390,119 @@ TEST_F(DaemonTest, StartFailsClearlyWhenThePortIsTaken) {
   ASSERT_TRUE(second.ok()) << second.status().to_string();
   base::Status st = (*second)->start();
   EXPECT_EQ(st.code(), base::Code::kUnavailable) << st.to_string();
+}
+
+TEST_F(DaemonTest, NotifySocketReceivesReadyWatchdogPingsAndStatus) {
+  NotifySocket systemd(dir_ / "notify.sock");
+  config_.watchdog.check_interval_s = 0.05;
+  start([](const std::string&, const std::string&) { return done_report(1.0); });
+  ASSERT_TRUE(eventually([&] { return systemd.count("READY=1") == 1 && systemd.count("WATCHDOG=1") >= 3; }))
+      << "READY=1 x" << systemd.count("READY=1") << ", WATCHDOG=1 x" << systemd.count("WATCHDOG=1");
+  EXPECT_GE(systemd.count("STATUS=idle"), 1);
+  daemon_->stop();
+  EXPECT_EQ(systemd.count("STOPPING=1"), 1);
+}
+
+TEST_F(DaemonTest, StuckWorkerStopsThePingsAndStatusNamesIt) {
+  NotifySocket systemd(dir_ / "notify.sock");
+  config_.watchdog.check_interval_s = 0.05;
+  config_.watchdog.loop_deadline_s = 1.0;
+  config_.watchdog.job_deadline_s = 1.0;
+  std::atomic<bool> release{false};
+  std::atomic<int64_t> entered_ms{0};
+  start([&](const std::string&, const std::string&) {
+    entered_ms = storage::now_ms();
+    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // an engine that hangs
+    return done_report(1.0);
+  });
+  send_study();
+  ASSERT_TRUE(eventually([&] { return systemd.count("STATUS=stuck: worker") >= 1; }));
+  const int64_t detected_ms = storage::now_ms();
+  std::printf("stuck worker detected %lld ms after it stopped beating (deadline 1000 ms, check every 50 ms)\n",
+              static_cast<long long>(detected_ms - entered_ms.load()));
+  // No ping while the worker stays stuck: wait for many more supervisor checks (the sampler
+  // keeps sampling meanwhile) and count again.
+  const int pings = systemd.count("WATCHDOG=1");
+  const uint64_t samples = daemon_->telemetry().sampler_samples();
+  ASSERT_TRUE(eventually([&] { return daemon_->telemetry().sampler_samples() >= samples + 3; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(systemd.count("WATCHDOG=1"), pings);
+  EXPECT_GE(systemd.count("STATUS=stuck: worker"), 1);
+  // Once the worker makes progress again the pings come back.
+  release = true;
+  ASSERT_TRUE(eventually([&] { return systemd.count("WATCHDOG=1") > pings; }));
+  ASSERT_TRUE(eventually([&] {
+    auto s = study();
+    return s && s->state == "done";
+  }));
+}
+
+TEST_F(DaemonTest, HotBoardHoldsJobsButKeepsReceivingThenResumes) {
+  config_.thermal.hold_above_c = 85.0;
+  config_.thermal.hysteresis_c = 5.0;
+  config_.telemetry.interval_s = 0.02;
+  board_.set_temperature_mC("GPU-therm", 92'000);
+  std::atomic<int> calls{0};
+  start([&](const std::string&, const std::string&) {
+    ++calls;
+    return done_report(2.0);
+  });
+  ASSERT_TRUE(eventually([&] { return daemon_->telemetry().holding_jobs(); }));
+  send_study();  // receiving continues while hot
+  ASSERT_TRUE(eventually([&] {
+    auto s = study();
+    return s && s->state == "queued";
+  }));
+  // Many samples and worker wake-ups later the job is still waiting.
+  const uint64_t samples = daemon_->telemetry().sampler_samples();
+  ASSERT_TRUE(eventually([&] { return daemon_->telemetry().sampler_samples() >= samples + 10; }));
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_EQ(study()->state, "queued");
+  board_.set_temperature_mC("GPU-therm", 82'000);  // inside the hysteresis band: still held
+  ASSERT_TRUE(eventually([&] { return daemon_->telemetry().sampler_samples() >= samples + 20; }));
+  EXPECT_EQ(calls.load(), 0);
+  board_.set_temperature_mC("GPU-therm", 70'000);
+  ASSERT_TRUE(eventually([&] {
+    auto s = study();
+    return s && s->state == "done";
+  }));
+  EXPECT_EQ(calls.load(), 1);
+}
+
+TEST_F(DaemonTest, ResultRowCarriesEnergyPowerAndPeakTemperature) {
+  board_.set_rail(hal::kRailModuleTotal, 5000, 2000);  // 10 W
+  board_.set_temperature_mC("CPU-therm", 66'000);
+  start([&](const std::string&, const std::string&) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return done_report(1.0);
+  });
+  send_study();
+  ASSERT_TRUE(eventually([&] {
+    auto s = study();
+    return s && s->state == "done";
+  }));
+  auto r = daemon_->index().result(kStudy);
+  ASSERT_TRUE(r.ok() && r->has_value());
+  ASSERT_TRUE((*r)->energy_j && (*r)->mean_power_mw && (*r)->peak_power_mw && (*r)->peak_temp_c);
+  EXPECT_DOUBLE_EQ(*(*r)->mean_power_mw, 10000.0);
+  EXPECT_DOUBLE_EQ(*(*r)->peak_power_mw, 10000.0);
+  EXPECT_GE(*(*r)->energy_j, 10.0 * 0.049);  // 10 W for at least 50 ms
+  EXPECT_DOUBLE_EQ(*(*r)->peak_temp_c, 66.0);
+}
+
+TEST_F(DaemonTest, ResultWithoutPowerMonitorHasNullEnergy) {
+  board_.inject_fault(hal::kRailModuleTotal, hal::SimFault::kMissing);
+  start([&](const std::string&, const std::string&) { return done_report(1.0); });
+  send_study();
+  ASSERT_TRUE(eventually([&] {
+    auto s = study();
+    return s && s->state == "done";
+  }));
+  auto r = daemon_->index().result(kStudy);
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_FALSE((*r)->energy_j.has_value());
+  EXPECT_FALSE((*r)->mean_power_mw.has_value());
+  EXPECT_TRUE((*r)->peak_temp_c.has_value());
 }
 
 }  // namespace
