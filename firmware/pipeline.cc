@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "base/log.h"
+#include "firmware/overlay_writer.h"
 #include "firmware/seg_writer.h"
 #include "image/connected_components.h"
 #include "image/dicom_series.h"
@@ -12,6 +13,7 @@
 #include "image/nifti_io.h"
 #include "image/series_classifier.h"
 #include "inference/cpu_engine.h"
+#include "inference/engine_file.h"
 #include "inference/model_spec.h"
 #include "inference/nnunet_predictor.h"
 
@@ -171,6 +173,14 @@ struct Pipeline::Impl {
     algo.model_id = spec.model_id;
     SB_RETURN_IF_ERROR(
         write_seg(dwi_series, mask, algo, (fs::path(out_dir) / "seg.dcm").string()).with_context("writing DICOM SEG"));
+    OverlayText text;
+    text.lesion_volume_ml = r.lesion_volume_ml;
+    text.lesion_count = r.lesion_count;
+    text.model_id = spec.model_id;
+    text.software_version = STROKEBOX_VERSION;
+    SB_RETURN_IF_ERROR(write_overlay_series(dwi_series, channels[dwi_channel], mask, text,
+                                            (fs::path(out_dir) / "overlay").string())
+                           .with_context("writing the overlay series"));
     r.timings_ms.emplace_back("write", ms_since(tw));
     return base::ok_status();
   }
@@ -228,7 +238,10 @@ base::Result<std::unique_ptr<Pipeline>> Pipeline::create(const PipelineOptions& 
   std::vector<inference::PatchModel*> networks;
   for (const auto& network : impl->spec.networks) {
     const std::string path = (fs::path(options.model_dir) / network).string();
-    SB_ASSIGN_OR_RETURN(auto engine, inference::CpuEngine::load_onnx(path, engine_options));
+    // The compiled engine file beside the ONNX is reused when valid, else built and saved.
+    bool built = false;
+    SB_ASSIGN_OR_RETURN(auto engine, inference::load_or_build_engine(path, engine_options, &built));
+    SB_LOG(kInfo) << (built ? "built engine for " : "loaded engine file for ") << path;
     networks.push_back(engine.get());
     impl->engines.push_back(std::move(engine));
   }

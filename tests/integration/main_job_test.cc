@@ -119,6 +119,13 @@ TEST_F(MainJob, EveryStudyIsSegmentedWithAllOutputs) {
     const fs::path dir = report_path.parent_path();
     EXPECT_TRUE(fs::exists(dir / "lesion_mask.nii.gz"));
     EXPECT_TRUE(fs::exists(dir / "seg.dcm"));
+    // The overlay series has one image per DWI slice.
+    const fs::path study = work_ / ("study" + std::to_string(seed));
+    auto count = [](const fs::path& d) {
+      std::error_code ec;
+      return std::distance(fs::directory_iterator(d, ec), fs::directory_iterator());
+    };
+    EXPECT_EQ(count(dir / "overlay"), count(study / "DWI")) << dir;
     DcmFileFormat seg;
     ASSERT_TRUE(seg.loadFile((dir / "seg.dcm").c_str()).good());
     OFString sop_class, study_uid;
