@@ -54,8 +54,9 @@ struct WrittenInstance {
 };
 
 /// Renders slice `k` of `dwi_volume` (grid dims (columns, rows, slices); pixel (i, j) -> image
-/// column i, row j) as the overlay frame: DWI windowed linearly from 0 to the 99.5th
-/// percentile of the positive voxels of the whole volume (the same window on every slice),
+/// column i, row j) as the overlay frame: DWI windowed linearly from 0 to twice the
+/// median of the foreground of the whole volume (the same window on every slice; normal brain
+/// mid-grey, restricted diffusion near white),
 /// enlarged by zoom = clamp(ceil(min_width / columns), 1, kMaxOverlayZoom), lesion voxels
 /// (mask != 0) tinted red and outlined in yellow, and a black text band below the image with
 /// the disclaimer, study lesion volume and count, this slice's lesion volume, slice number
