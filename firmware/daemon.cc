@@ -88,6 +88,7 @@ base::Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
   // Power mode: reported, never changed (a mode switch may need a reboot on the Jetson).
   DaemonStateRow state;
   state.pid = ::getpid();
+  state.started_ms = storage::now_ms();
   state.version = d->options_.version;
   state.board = d->board_->name();
   state.expected_power_mode = c.board.power_mode;

@@ -371,8 +371,23 @@ TEST_F(DaemonTest, StatusCommandShowsCountsRecentStudiesAndFailures) {
   EXPECT_EQ(j["recent"][0]["instances"], 3);
   ASSERT_EQ(j["failures"].size(), 1u);
   EXPECT_EQ(j["failures"][0]["reason"], "ADC series missing");
+  // The appliance part, from telemetry.db.
+  EXPECT_TRUE(j["daemon"]["running"].get<bool>()) << j.dump(2);
+  EXPECT_GE(j["daemon"]["uptime_s"].get<int64_t>(), 0);
+  EXPECT_LT(j["daemon"]["uptime_s"].get<int64_t>(), 24 * 3600);  // started by this test
+  EXPECT_EQ(j["board"]["name"], "sim");
+  EXPECT_EQ(j["board"]["power_mode_id"], 8);
+  EXPECT_TRUE(j["board"]["power_mode_ok"].get<bool>());
+  EXPECT_EQ(j["telemetry"]["max_temp_c"], 40.0);
+  EXPECT_EQ(j["telemetry"]["vdd_in_mw"], 6000);
+  EXPECT_TRUE(j["telemetry"]["disk_free_bytes"].is_number());
+  EXPECT_EQ(j["daemon"]["threads"].size(), 3u);
   const std::string text = run_status({"--data-dir", config_.storage.data_dir}, &rc);
   ASSERT_EQ(rc, 0);
+  std::printf("%s", text.c_str());
+  EXPECT_NE(text.find("daemon: running"), std::string::npos) << text;
+  EXPECT_NE(text.find("power mode 8 (MODE_20W_6CORE)"), std::string::npos) << text;
+  EXPECT_NE(text.find("VDD_IN 6.00 W"), std::string::npos) << text;
   EXPECT_NE(text.find("failed 1"), std::string::npos) << text;
   EXPECT_NE(text.find("ADC series missing"), std::string::npos) << text;
 }
