@@ -4,9 +4,12 @@
 #include <filesystem>
 #include <fstream>
 
+#include <dcmtk/dcmdata/dctk.h>
+
 #include "base/log.h"
 #include "firmware/overlay_writer.h"
 #include "firmware/seg_writer.h"
+#include "firmware/sr_writer.h"
 #include "image/connected_components.h"
 #include "image/dicom_series.h"
 #include "image/grid_resample.h"
@@ -46,6 +49,19 @@ base::Status write_text_atomic(const fs::path& path, const std::string& text) {
   std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) return base::internal_error("cannot rename " + tmp.string() + ": " + ec.message());
+  return base::ok_status();
+}
+
+/// SOP Instance and Series Instance UID of a DICOM file we just wrote (header only).
+base::Status read_instance_uids(const fs::path& path, std::string& sop_uid, std::string& series_uid) {
+  DcmFileFormat ff;
+  OFCondition c = ff.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, 4096);
+  if (c.bad()) return base::internal_error("cannot read back " + path.string() + ": " + c.text());
+  OFString sop, series;
+  ff.getDataset()->findAndGetOFString(DCM_SOPInstanceUID, sop);
+  ff.getDataset()->findAndGetOFString(DCM_SeriesInstanceUID, series);
+  sop_uid = sop.c_str();
+  series_uid = series.c_str();
   return base::ok_status();
 }
 
@@ -181,6 +197,17 @@ struct Pipeline::Impl {
     SB_RETURN_IF_ERROR(write_overlay_series(dwi_series, channels[dwi_channel], mask, text,
                                             (fs::path(out_dir) / "overlay").string())
                            .with_context("writing the overlay series"));
+    // The SR states the measurement and references the SEG it was made on (TID 1500).
+    SrFacts facts;
+    facts.lesion_volume_ml = r.lesion_volume_ml;
+    facts.lesion_count = r.lesion_count;
+    facts.algorithm_version = STROKEBOX_VERSION;
+    facts.model_id = spec.model_id;
+    SB_RETURN_IF_ERROR(read_instance_uids(fs::path(out_dir) / "seg.dcm", facts.seg_sop_instance_uid,
+                                          facts.seg_series_instance_uid));
+    SB_RETURN_IF_ERROR(
+        write_sr(dwi_series, facts, (fs::path(out_dir) / "sr.dcm").string()).with_context("writing the DICOM SR"));
+    r.extra["outputs"] = {"lesion_mask.nii.gz", "seg.dcm", "overlay/", "sr.dcm"};
     r.timings_ms.emplace_back("write", ms_since(tw));
     return base::ok_status();
   }

@@ -119,6 +119,7 @@ TEST_F(MainJob, EveryStudyIsSegmentedWithAllOutputs) {
     const fs::path dir = report_path.parent_path();
     EXPECT_TRUE(fs::exists(dir / "lesion_mask.nii.gz"));
     EXPECT_TRUE(fs::exists(dir / "seg.dcm"));
+    EXPECT_TRUE(fs::exists(dir / "sr.dcm"));
     // The overlay series has one image per DWI slice.
     const fs::path study = work_ / ("study" + std::to_string(seed));
     auto count = [](const fs::path& d) {
