@@ -1,5 +1,6 @@
 // `strokebox segment`: the main job on one study folder, offline. Same outputs as the daemon.
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "firmware/args.h"
@@ -20,7 +21,10 @@ Segments the acute ischemic lesion of one diffusion study, offline.
                    channel order (nnU-Net's file convention, research use)
   --out DIR        output folder: report.json, lesion_mask.nii.gz, seg.dcm (DICOM input)
   --model DIR      model package (default: models/demo of the source tree)
-  --precision P    engine precision (default fp32)
+  --precision P    engine precision: fp32 (default), bf16, fp16, auto
+  --mirroring on|off   override model.json: test-time mirroring (8x the network runs)
+  --tile-step S    override model.json: sliding-window step, fraction of the patch in (0, 1]
+                   (0.5 = nnU-Net's default; larger is faster, see docs/nnunet_parity.md)
 
 Prints report.json to stdout. Exit 0 when the study was segmented, 1 when it could not be
 (report.json then has "status": "failed" and a reason), 2 on bad usage.
@@ -29,7 +33,7 @@ Prints report.json to stdout. Exit 0 when the study was segmented, 1 when it cou
 }  // namespace
 
 int cmd_segment(int argc, char** argv) {
-  auto args = Args::parse(argc, argv, 2, {"study", "image", "out", "model", "precision"}, {"help"});
+  auto args = Args::parse(argc, argv, 2, {"study", "image", "out", "model", "precision", "mirroring", "tile-step"}, {"help"});
   if (!args.ok()) {
     std::fprintf(stderr, "strokebox segment: %s\n", args.status().message().c_str());
     return 2;
@@ -47,6 +51,22 @@ int cmd_segment(int argc, char** argv) {
   PipelineOptions options;
   options.model_dir = args->get_or("model", std::string(STROKEBOX_SOURCE_DIR) + "/models/demo");
   options.precision = args->get_or("precision", "fp32");
+  if (auto m = args->get("mirroring")) {
+    if (*m != "on" && *m != "off") {
+      std::fprintf(stderr, "strokebox segment: --mirroring takes on or off, got '%s'\n", m->c_str());
+      return 2;
+    }
+    options.use_mirroring = *m == "on";
+  }
+  if (auto t = args->get("tile-step")) {
+    char* end = nullptr;
+    double v = std::strtod(t->c_str(), &end);
+    if (end == t->c_str() || *end != '\0') {
+      std::fprintf(stderr, "strokebox segment: --tile-step takes a number, got '%s'\n", t->c_str());
+      return 2;
+    }
+    options.tile_step_size = v;
+  }
   auto pipeline = Pipeline::create(options);
   if (!pipeline.ok()) {
     std::fprintf(stderr, "strokebox segment: cannot load model %s: %s\n", options.model_dir.c_str(),

@@ -247,6 +247,13 @@ base::Result<std::unique_ptr<Pipeline>> Pipeline::create(const PipelineOptions& 
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   SB_ASSIGN_OR_RETURN(impl->spec, inference::load_model_spec(options.model_dir));
+  if (options.use_mirroring) impl->spec.use_mirroring = *options.use_mirroring;
+  if (options.tile_step_size) {
+    if (!(*options.tile_step_size > 0.0 && *options.tile_step_size <= 1.0))
+      return base::invalid_argument("tile step size must be in (0, 1], got " +
+                                    std::to_string(*options.tile_step_size));
+    impl->spec.tile_step_size = *options.tile_step_size;
+  }
   // The pipeline feeds DWI and ADC; find them by name so any channel order works.
   impl->dwi_channel = impl->adc_channel = -1;
   for (size_t c = 0; c < impl->spec.channels.size(); ++c) {

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,7 +17,10 @@ namespace firmware {
 
 struct PipelineOptions {
   std::string model_dir;            // model package (docs/model_package.md)
-  std::string precision = "fp32";   // engine precision: fp32 (issue 2), later bf16/fp16/auto
+  std::string precision = "fp32";   // engine precision: fp32 | bf16 | fp16 | auto
+  /// Deployment overrides of model.json (trade minutes for accuracy, docs/nnunet_parity.md).
+  std::optional<bool> use_mirroring;     // test-time mirroring over the model's axes
+  std::optional<double> tile_step_size;  // sliding-window step as a fraction of the patch, (0, 1]
 };
 
 /// What happened to one study; serialized as report.json (DESIGN.md "Outputs").

@@ -218,6 +218,11 @@ TEST(SegmentOffline, StudyWithoutAdcFailsWithAReason) {
 TEST(Cli, BadUsageExitsWithTwoAndHelpWorks) {
   EXPECT_EQ(itest::run_command(kBin + " segment --bogus 2>/dev/null").exit_code, 2);
   EXPECT_EQ(itest::run_command(kBin + " nonsense 2>/dev/null").exit_code, 2);
+  EXPECT_EQ(itest::run_command(kBin + " segment --study x --out y --mirroring maybe 2>/dev/null").exit_code, 2);
+  // A tile step outside (0, 1] is refused before any work, naming the option.
+  auto step = itest::run_command(kBin + " segment --model " + kModel + " --study x --out y --tile-step 2 2>&1");
+  EXPECT_EQ(step.exit_code, 1);
+  EXPECT_NE(step.output.find("tile step"), std::string::npos) << step.output;
   auto help = itest::run_command(kBin + " --help");
   EXPECT_EQ(help.exit_code, 0);
   EXPECT_NE(help.output.find("segment"), std::string::npos);
