@@ -63,7 +63,7 @@ print("\nforward pass of the ISLES-size nnU-Net, 1x2x128^3, %.0f GFLOP per pass 
 print("oneDNN matmul ceiling (2048^3): fp32 %s, bf16 %s" % tuple(
     ("%.1f GFLOP/s" % c["gflop_per_s"]) if "gflop_per_s" in c else "n/a (%s)" % c.get("error", "")[:80]
     for c in (ceil["fp32"], ceil["bf16"])))
-print("%-32s %10s %10s %9s %12s %10s" % ("", "median s", "GFLOP/s", "% ceiling", "peak RSS MiB", "vs PyTorch"))
+print("%-44s %10s %10s %9s %12s %10s" % ("", "median s", "GFLOP/s", "% ceiling", "peak RSS MiB", "vs PyTorch"))
 rows = [("strokebox engine fp32", "engine_fp32", "fp32", "fp32"),
         ("strokebox engine fp16 weights", "engine_fp16", None, "fp32"),
         ("strokebox engine bf16", "engine_bf16", "bf16", "bf16"),
@@ -72,7 +72,7 @@ rows = [("strokebox engine fp32", "engine_fp32", "fp32", "fp32"),
 for label, name, tp, cp in rows:
     r = load(name)
     if "median_s" not in r:
-        print("%-32s n/a: %s" % (label, r.get("error", "?").splitlines()[-1][:110] if r.get("error") else "?"))
+        print("%-44s n/a: %s" % (label, r.get("error", "?").splitlines()[-1][:110] if r.get("error") else "?"))
         continue
     if name == "engine_fp16":
         label += " (" + r.get("precision", "") + ")"
@@ -81,8 +81,8 @@ for label, name, tp, cp in rows:
     rate = GFLOP / r["median_s"]
     c = ceil.get(cp, {}).get("gflop_per_s")
     t = torch.get(tp or "fp32", {}).get("median_s")
-    print("%-32s %10.2f %10.1f %9s %12.0f %10s" % (
-        label[:32], r["median_s"], rate, ("%.0f %%" % (100 * rate / c)) if c else "n/a",
+    print("%-44s %10.2f %10.1f %9s %12.0f %10s" % (
+        label[:44], r["median_s"], rate, ("%.0f %%" % (100 * rate / c)) if c else "n/a",
         r.get("peak_rss_mib", -1), ("%.2fx" % (t / r["median_s"])) if t else "n/a"))
 for p in ("bf16", "fp32"):
     prof = os.path.join(out, "engine_%s.err" % p)
