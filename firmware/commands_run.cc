@@ -32,7 +32,8 @@ queue, one worker running the segmentation pipeline, results under <data-dir>/re
 Flags override the configuration file; --config may be left out when flags suffice.
 
 Options:
-  --config FILE     TOML configuration ([dicom], [storage], [model], [jobs])
+  --config FILE     TOML configuration ([dicom], [storage], [model], [jobs], [board],
+                    [telemetry], [thermal], [watchdog]; see docs/operations.md)
   --port N          DICOM port (dicom.port, default 11112)
   --ae-title AE     our AE title (dicom.ae_title, default STROKEBOX)
   --bind ADDR       IPv4 address to listen on (dicom.bind_address, default 0.0.0.0)
