@@ -15,6 +15,7 @@ PACKAGES=(
   libtomlplusplus-dev nlohmann-json3-dev   # config (TOML), reports (JSON)
   libgtest-dev libgmock-dev libbenchmark-dev
   mricron-data                             # Colin27 head for the phantoms
+  dicom3tools orthanc curl                 # tests: dciodvfy validator, a real PACS and its REST API
   python3-torch python3-onnx python3-numpy python3-scipy python3-nibabel   # tools/ (training, checks)
 )
 
