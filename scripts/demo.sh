@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 SEED=${1:-9100}
 
 scripts/install-deps.sh
-scripts/build.sh >/dev/null
-BIN=build/strokebox
 WORK=$(mktemp -d /tmp/strokebox-demo.XXXXXX)
+scripts/build.sh >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; echo "demo: build failed" >&2; exit 1; }
+BIN=build/strokebox
 DAEMON_PID=""
 cleanup() {
   if [ -n "$DAEMON_PID" ]; then kill "$DAEMON_PID" 2>/dev/null || true; wait "$DAEMON_PID" 2>/dev/null || true; fi
