@@ -225,7 +225,9 @@ class ConstantModel : public PatchModel {
 ModelSpec small_spec() {
   ModelSpec s;
   s.model_id = "small";
-  s.channels = {ChannelSpec{"DWI"}, ChannelSpec{"ADC"}};
+  s.channels.resize(2);
+  s.channels[0].name = "DWI";
+  s.channels[1].name = "ADC";
   s.labels = {{"background", {0}}, {"lesion", {1}}};
   s.patch_size = {8, 8, 8};
   s.target_spacing_mm = {2.0, 2.0, 2.0};
