@@ -18,6 +18,8 @@
 #include <dcmtk/dcmdata/dcsequen.h>
 #include <dcmtk/dcmdata/dcuid.h>
 
+#include "firmware/dicom_write_util.h"
+
 namespace firmware {
 namespace {
 
@@ -247,29 +249,10 @@ RgbImage render(const image::VolumeF& dwi, const image::VolumeU8& mask, int k, f
 // ---- DICOM ----
 
 base::Status dcmtk_error(const std::string& what, const OFCondition& cond) {
-  return base::internal_error("overlay: " + what + ": " + std::string(cond.text()));
+  return dcmtk_status("overlay", what, cond);
 }
 
-#define SB_DCMTK(expr, what)                                \
-  do {                                                      \
-    const OFCondition sb_cond_ = (expr);                    \
-    if (sb_cond_.bad()) return dcmtk_error(what, sb_cond_); \
-  } while (0)
-
-std::string new_uid() {
-  char buf[100];
-  return dcmGenerateUniqueIdentifier(buf, SITE_INSTANCE_UID_ROOT);
-}
-
-std::string ds(double v) {
-  if (std::abs(v) < 1e-12) v = 0.0;
-  char buf[64];
-  for (int precision = 12; precision >= 4; --precision) {
-    std::snprintf(buf, sizeof buf, "%.*g", precision, v);
-    if (std::strlen(buf) <= 16) break;
-  }
-  return buf;
-}
+#define SB_DCMTK(expr, what) SB_DCMTK_CHECK("overlay", expr, what)
 
 /// Patient Orientation letters (PS3.3 C.7.6.1.1.1) for an LPS direction: the axes whose
 /// component is at least 0.25 in magnitude, largest first (L/R, P/A, H/F).
@@ -380,7 +363,7 @@ base::Status write_instance(const image::DicomSeries& dwi, const image::DicomIns
   SB_RETURN_IF_ERROR(put(d, DCM_TimeOfSecondaryCapture, created.time));
   if (slice.pixel_spacing_mm) {
     const auto& ps = *slice.pixel_spacing_mm;
-    SB_RETURN_IF_ERROR(put(d, DCM_PixelSpacing, ds(ps[0] / zoom) + "\\" + ds(ps[1] / zoom)));
+    SB_RETURN_IF_ERROR(put(d, DCM_PixelSpacing, format_ds(ps[0] / zoom) + "\\" + format_ds(ps[1] / zoom)));
   }
   // Image Pixel (C.7.6.3): RGB, colour-by-pixel.
   SB_DCMTK(d.putAndInsertUint16(DCM_SamplesPerPixel, 3), "SamplesPerPixel");
@@ -439,7 +422,7 @@ base::Status write_overlay_series(const image::DicomSeries& dwi, const image::Vo
 
   const float top = window_top(dwi_volume);
   const int zoom = zoom_for(static_cast<int>(dwi_volume.ni()), options.min_width);
-  const std::string series_uid = new_uid();
+  const std::string series_uid = new_dicom_uid();
   const int series_number = options.series_number > 0 ? options.series_number : dwi.series_number + 2000;
   const Now created = now();
   std::vector<WrittenInstance> files;
@@ -450,7 +433,7 @@ base::Status write_overlay_series(const image::DicomSeries& dwi, const image::Vo
     std::snprintf(name, sizeof name, "%04zu.dcm", k + 1);
     const std::string path = (fs::path(out_dir) / name).string();
     const std::string tmp = path + ".tmp";
-    const std::string sop_uid = new_uid();
+    const std::string sop_uid = new_dicom_uid();
     base::Status st;
     try {
       st = write_instance(dwi, stack.slices[k], img, static_cast<int>(k + 1), zoom, series_uid, series_number,
@@ -474,3 +457,4 @@ base::Status write_overlay_series(const image::DicomSeries& dwi, const image::Vo
 }
 
 }  // namespace firmware
+

@@ -23,6 +23,7 @@
 #include <dcmtk/dcmseg/segdoc.h>
 #include <dcmtk/dcmseg/segment.h>
 
+#include "firmware/dicom_write_util.h"
 #include "base/log.h"
 
 namespace firmware {
@@ -30,31 +31,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-/// A Decimal String value (PS3.5 6.2: at most 16 characters) with as many digits as fit.
-std::string ds(double v) {
-  if (std::abs(v) < 1e-12) v = 0.0;
-  char buf[64];
-  for (int precision = 12; precision >= 4; --precision) {
-    std::snprintf(buf, sizeof buf, "%.*g", precision, v);
-    if (std::strlen(buf) <= 16) break;
-  }
-  return buf;
-}
-
-base::Status dcmtk_error(const std::string& what, const OFCondition& cond) {
-  return base::internal_error("DICOM SEG: " + what + ": " + std::string(cond.text()));
-}
-
-#define SB_DCMTK(expr, what)                          \
-  do {                                                \
-    const OFCondition sb_cond_ = (expr);              \
-    if (sb_cond_.bad()) return dcmtk_error(what, sb_cond_); \
-  } while (0)
-
-std::string new_uid() {
-  char buf[100];
-  return dcmGenerateUniqueIdentifier(buf, SITE_INSTANCE_UID_ROOT);
-}
+#define SB_DCMTK(expr, what) SB_DCMTK_CHECK("DICOM SEG", expr, what)
 
 /// Patient, study and Frame of Reference by hand from the scanned metadata (fallback when the
 /// source file cannot be imported).
@@ -110,7 +87,7 @@ base::Status build_and_save(const image::DicomSeries& source, const image::Slice
 
   // The new series.
   const int series_number = options.series_number > 0 ? options.series_number : source.series_number + 1000;
-  SB_DCMTK(seg->getSeries().setSeriesInstanceUID(new_uid().c_str()), "SeriesInstanceUID");
+  SB_DCMTK(seg->getSeries().setSeriesInstanceUID(new_dicom_uid().c_str()), "SeriesInstanceUID");
   SB_DCMTK(seg->getSeries().setSeriesNumber(std::to_string(series_number).c_str()), "SeriesNumber");
   SB_DCMTK(seg->getSeries().setSeriesDescription(options.series_description.c_str()), "SeriesDescription");
 
@@ -144,19 +121,19 @@ base::Status build_and_save(const image::DicomSeries& source, const image::Slice
   const auto& iop = *first.image_orientation_patient;
   const double step_mm = stack.grid.affine.block<3, 1>(0, 2).norm();
   FGPixelMeasures measures;
-  SB_DCMTK(measures.setPixelSpacing((ds(ps[0]) + "\\" + ds(ps[1])).c_str()), "PixelSpacing");
-  SB_DCMTK(measures.setSliceThickness(ds(first.slice_thickness_mm > 0 ? first.slice_thickness_mm : step_mm).c_str()),
+  SB_DCMTK(measures.setPixelSpacing((format_ds(ps[0]) + "\\" + format_ds(ps[1])).c_str()), "PixelSpacing");
+  SB_DCMTK(measures.setSliceThickness(format_ds(first.slice_thickness_mm > 0 ? first.slice_thickness_mm : step_mm).c_str()),
            "SliceThickness");
-  SB_DCMTK(measures.setSpacingBetweenSlices(ds(step_mm).c_str()), "SpacingBetweenSlices");
+  SB_DCMTK(measures.setSpacingBetweenSlices(format_ds(step_mm).c_str()), "SpacingBetweenSlices");
   SB_DCMTK(seg->addForAllFrames(measures), "PixelMeasures");
   FGPlaneOrientationPatient orientation;
-  SB_DCMTK(orientation.setImageOrientationPatient(ds(iop[0]).c_str(), ds(iop[1]).c_str(), ds(iop[2]).c_str(),
-                                                  ds(iop[3]).c_str(), ds(iop[4]).c_str(), ds(iop[5]).c_str()),
+  SB_DCMTK(orientation.setImageOrientationPatient(format_ds(iop[0]).c_str(), format_ds(iop[1]).c_str(), format_ds(iop[2]).c_str(),
+                                                  format_ds(iop[3]).c_str(), format_ds(iop[4]).c_str(), format_ds(iop[5]).c_str()),
            "ImageOrientationPatient");
   SB_DCMTK(seg->addForAllFrames(orientation), "PlaneOrientation");
 
   // Dimensions: (segment number, slice position), PS3.3 C.7.6.17.
-  const std::string dimension_uid = new_uid();
+  const std::string dimension_uid = new_dicom_uid();
   IODMultiframeDimensionModule& dims = seg->getDimensions();
   SB_DCMTK(dims.addDimensionIndex(DCM_ReferencedSegmentNumber, dimension_uid.c_str(),
                                   DCM_SegmentIdentificationSequence, "ReferencedSegmentNumber"),
@@ -178,7 +155,7 @@ base::Status build_and_save(const image::DicomSeries& source, const image::Slice
 
     FGPlanePosPatient position;
     const auto& ipp = *slice.image_position_patient;
-    SB_DCMTK(position.setImagePositionPatient(ds(ipp[0]).c_str(), ds(ipp[1]).c_str(), ds(ipp[2]).c_str()),
+    SB_DCMTK(position.setImagePositionPatient(format_ds(ipp[0]).c_str(), format_ds(ipp[1]).c_str(), format_ds(ipp[2]).c_str()),
              "ImagePositionPatient");
     FGFrameContent content_fg;
     SB_DCMTK(content_fg.setDimensionIndexValues(segment_number, 0), "DimensionIndexValues");

@@ -13,6 +13,7 @@
 #include <dcmtk/dcmsr/codes/dcm.h>
 #include <dcmtk/dcmsr/dsrdoc.h>
 
+#include "firmware/dicom_write_util.h"
 #include "base/log.h"
 
 namespace firmware {
@@ -21,19 +22,10 @@ namespace {
 namespace fs = std::filesystem;
 
 base::Status dcmtk_error(const std::string& what, const OFCondition& cond) {
-  return base::internal_error("DICOM SR: " + what + ": " + std::string(cond.text()));
+  return dcmtk_status("DICOM SR", what, cond);
 }
 
-#define SB_DCMTK(expr, what)                                \
-  do {                                                      \
-    const OFCondition sb_cond_ = (expr);                    \
-    if (sb_cond_.bad()) return dcmtk_error(what, sb_cond_); \
-  } while (0)
-
-std::string new_uid() {
-  char buf[100];
-  return dcmGenerateUniqueIdentifier(buf, SITE_INSTANCE_UID_ROOT);
-}
+#define SB_DCMTK(expr, what) SB_DCMTK_CHECK("DICOM SR", expr, what)
 
 std::string decimal(double v, int digits) {
   char buf[64];
@@ -46,7 +38,7 @@ base::Status build_and_save(const image::DicomSeries& dwi, const SrFacts& facts,
   const std::string version = facts.algorithm_version.empty() ? "unknown" : facts.algorithm_version;
   TID1500_MeasurementReport report(CMR_CID7021::ImagingMeasurementReport);
   SB_DCMTK(report.setLanguage(CID5000_Languages::English), "language");
-  SB_DCMTK(report.getObservationContext().addDeviceObserver(new_uid(), options.model_name, options.manufacturer,
+  SB_DCMTK(report.getObservationContext().addDeviceObserver(new_dicom_uid(), options.model_name, options.manufacturer,
                                                              options.model_name, options.device_serial_number),
            "device observer");
   // CID 100 is extensible: the LOINC code of the procedure (MR of the brain).
@@ -73,7 +65,7 @@ base::Status build_and_save(const image::DicomSeries& dwi, const SrFacts& facts,
   // TID 1411 Volumetric ROI Measurements: the infarct as segment 1 of the SEG.
   TID1500_MeasurementReport::TID1411_Measurements& roi = report.getVolumetricROIMeasurements();
   SB_DCMTK(roi.setTrackingIdentifier("Infarct"), "tracking identifier");
-  SB_DCMTK(roi.setTrackingUniqueIdentifier(new_uid()), "tracking UID");
+  SB_DCMTK(roi.setTrackingUniqueIdentifier(new_dicom_uid()), "tracking UID");
   SB_DCMTK(roi.setFinding(DSRCodedEntryValue("55641003", "SCT", "Infarct")), "finding");
   DSRImageReferenceValue segment(UID_SegmentationStorage, facts.seg_sop_instance_uid);
   segment.getSegmentList().addItem(1);
