@@ -16,6 +16,10 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   mricron-data                             # Colin27 head for the phantoms
   dicom3tools orthanc curl                 # tests: dciodvfy validator, a real PACS and its REST API
+  libcpp-httplib-dev libssl-dev            # status page (HTTP); TLS for DICOM (DCMTK dcmtls)
+  chromium                                 # tests: the status page rendered in headless Chromium
+  clang libclang-rt-14-dev                 # fuzzing (libFuzzer) and sanitizers
+  python3-pydicom                          # tests: pydicom's test files sent to the node
   python3-torch python3-onnx python3-numpy python3-scipy python3-nibabel   # tools/ (training, checks)
 )
 
