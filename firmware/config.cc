@@ -16,12 +16,12 @@ namespace {
 
 // One configurable field: its section and key, how to set it from a TOML node, and how to
 // set it from command-line text. Keeping both in one table keeps file and flags consistent.
-enum class Kind { kString, kInt, kDouble };
+enum class Kind { kString, kInt, kDouble, kBool, kStringList };
 struct Field {
   std::string_view section;
   std::string_view key;
   Kind kind;
-  std::function<void*(Config&)> target;  // points at the std::string, int or double
+  std::function<void*(Config&)> target;  // points at the std::string, int, double, bool or vector<string>
 };
 
 const std::vector<Field>& fields() {
@@ -32,13 +32,31 @@ const std::vector<Field>& fields() {
       {"dicom", "study_quiet_s", Kind::kDouble, [](Config& c) -> void* { return &c.dicom.study_quiet_s; }},
       {"dicom", "max_associations", Kind::kInt, [](Config& c) -> void* { return &c.dicom.max_associations; }},
       {"dicom", "dimse_timeout_s", Kind::kDouble, [](Config& c) -> void* { return &c.dicom.dimse_timeout_s; }},
+      {"dicom", "allowed_calling_aes", Kind::kStringList,
+       [](Config& c) -> void* { return &c.dicom.allowed_calling_aes; }},
+      {"dicom", "allowed_peers", Kind::kStringList, [](Config& c) -> void* { return &c.dicom.allowed_peers; }},
+      {"dicom", "max_pdu_bytes", Kind::kInt, [](Config& c) -> void* { return &c.dicom.max_pdu_bytes; }},
+      {"dicom", "max_instance_mb", Kind::kInt, [](Config& c) -> void* { return &c.dicom.max_instance_mb; }},
+      {"dicom", "max_instances_per_study", Kind::kInt,
+       [](Config& c) -> void* { return &c.dicom.max_instances_per_study; }},
+      {"tls", "enabled", Kind::kBool, [](Config& c) -> void* { return &c.tls.enabled; }},
+      {"tls", "certificate", Kind::kString, [](Config& c) -> void* { return &c.tls.certificate; }},
+      {"tls", "private_key", Kind::kString, [](Config& c) -> void* { return &c.tls.private_key; }},
+      {"tls", "trusted_ca", Kind::kString, [](Config& c) -> void* { return &c.tls.trusted_ca; }},
+      {"tls", "require_client_certificate", Kind::kBool,
+       [](Config& c) -> void* { return &c.tls.require_client_certificate; }},
       {"storage", "data_dir", Kind::kString, [](Config& c) -> void* { return &c.storage.data_dir; }},
+      {"storage", "min_free_mb", Kind::kInt, [](Config& c) -> void* { return &c.storage.min_free_mb; }},
+      {"storage", "quota_mb", Kind::kInt, [](Config& c) -> void* { return &c.storage.quota_mb; }},
       {"model", "dir", Kind::kString, [](Config& c) -> void* { return &c.model.dir; }},
       {"model", "precision", Kind::kString, [](Config& c) -> void* { return &c.model.precision; }},
       {"jobs", "max_attempts", Kind::kInt, [](Config& c) -> void* { return &c.jobs.max_attempts; }},
       {"jobs", "retry_delay_s", Kind::kDouble, [](Config& c) -> void* { return &c.jobs.retry_delay_s; }},
       {"board", "kind", Kind::kString, [](Config& c) -> void* { return &c.board.kind; }},
       {"board", "power_mode", Kind::kInt, [](Config& c) -> void* { return &c.board.power_mode; }},
+      {"board", "set_power_mode", Kind::kBool, [](Config& c) -> void* { return &c.board.set_power_mode; }},
+      {"fan", "mode", Kind::kString, [](Config& c) -> void* { return &c.fan.mode; }},
+      {"fan", "curve", Kind::kString, [](Config& c) -> void* { return &c.fan.curve; }},
       {"telemetry", "interval_s", Kind::kDouble, [](Config& c) -> void* { return &c.telemetry.interval_s; }},
       {"telemetry", "ring_rows", Kind::kInt, [](Config& c) -> void* { return &c.telemetry.ring_rows; }},
       {"thermal", "hold_above_c", Kind::kDouble, [](Config& c) -> void* { return &c.thermal.hold_above_c; }},
@@ -47,6 +65,12 @@ const std::vector<Field>& fields() {
       {"watchdog", "job_deadline_s", Kind::kDouble, [](Config& c) -> void* { return &c.watchdog.job_deadline_s; }},
       {"watchdog", "check_interval_s", Kind::kDouble,
        [](Config& c) -> void* { return &c.watchdog.check_interval_s; }},
+      {"status", "enabled", Kind::kBool, [](Config& c) -> void* { return &c.status.enabled; }},
+      {"status", "bind_address", Kind::kString, [](Config& c) -> void* { return &c.status.bind_address; }},
+      {"status", "port", Kind::kInt, [](Config& c) -> void* { return &c.status.port; }},
+      {"status", "show_patient_names", Kind::kBool, [](Config& c) -> void* { return &c.status.show_patient_names; }},
+      {"outbox", "initial_backoff_s", Kind::kDouble, [](Config& c) -> void* { return &c.outbox.initial_backoff_s; }},
+      {"outbox", "max_backoff_s", Kind::kDouble, [](Config& c) -> void* { return &c.outbox.max_backoff_s; }},
   };
   return table;
 }
@@ -109,6 +133,24 @@ base::Status set_from_node(Config& config, const Field& field, const toml::node&
         return base::Status();
       }
       return base::invalid_argument(at(source, node) + ": " + name + " must be a number");
+    case Kind::kBool:
+      if (auto v = node.value_exact<bool>()) {
+        *static_cast<bool*>(target) = *v;
+        return base::Status();
+      }
+      return base::invalid_argument(at(source, node) + ": " + name + " must be true or false");
+    case Kind::kStringList: {
+      const toml::array* array = node.as_array();
+      if (!array) return base::invalid_argument(at(source, node) + ": " + name + " must be an array of strings");
+      std::vector<std::string> out;
+      for (const toml::node& item : *array) {
+        auto v = item.value_exact<std::string>();
+        if (!v) return base::invalid_argument(at(source, item) + ": " + name + " must be an array of strings");
+        out.push_back(*v);
+      }
+      *static_cast<std::vector<std::string>*>(target) = std::move(out);
+      return base::Status();
+    }
   }
   return base::internal_error("unhandled field kind");
 }
@@ -125,7 +167,104 @@ bool valid_ae_title(const std::string& ae) {
   return true;
 }
 
+// "a.b.c.d" or "a.b.c.d/n" (n in 0..32).
+bool valid_peer(const std::string& text) {
+  const auto slash = text.find('/');
+  in_addr addr{};
+  if (inet_pton(AF_INET, text.substr(0, slash).c_str(), &addr) != 1) return false;
+  if (slash == std::string::npos) return true;
+  const std::string bits = text.substr(slash + 1);
+  int n = -1;
+  auto [end, ec] = std::from_chars(bits.data(), bits.data() + bits.size(), n);
+  return ec == std::errc() && end == bits.data() + bits.size() && n >= 0 && n <= 32;
+}
+
+std::vector<std::string> split_list(std::string_view text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string_view::npos) comma = text.size();
+    std::string item(text.substr(start, comma - start));
+    const auto b = item.find_first_not_of(' ');
+    const auto e = item.find_last_not_of(' ');
+    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+    start = comma + 1;
+  }
+  return out;
+}
+
+base::Status validate_destination(const DestinationConfig& d, size_t index) {
+  const std::string where = "destinations[" + std::to_string(index) + "] ('" + d.name + "')";
+  if (d.name.empty()) return base::invalid_argument("destinations[" + std::to_string(index) + "] needs a name");
+  if (!valid_ae_title(d.ae_title)) return base::invalid_argument(where + ": ae_title '" + d.ae_title + "' is not a valid AE title");
+  if (d.host.empty()) return base::invalid_argument(where + ": host must not be empty");
+  if (d.port < 1 || d.port > 65535) return base::invalid_argument(where + ": port must be in 1..65535");
+  if (d.objects.empty()) return base::invalid_argument(where + ": objects must name at least one of seg, overlay, sr");
+  for (const std::string& o : d.objects) {
+    if (o != "seg" && o != "overlay" && o != "sr") {
+      return base::invalid_argument(where + ": object '" + o + "' is not one of seg, overlay, sr");
+    }
+  }
+  return base::Status();
+}
+
+base::Result<DestinationConfig> parse_destination(const toml::node& node, size_t index, std::string_view source) {
+  const toml::table* table = node.as_table();
+  if (!table) return base::invalid_argument(at(source, node) + ": each [[destinations]] entry must be a table");
+  DestinationConfig d;
+  for (const auto& [key, value] : *table) {
+    const std::string_view k = key.str();
+    const std::string name = "destinations[" + std::to_string(index) + "]." + std::string(k);
+    if (k == "name" || k == "ae_title" || k == "host") {
+      auto v = value.value_exact<std::string>();
+      if (!v) return base::invalid_argument(at(source, value) + ": " + name + " must be a string");
+      (k == "name" ? d.name : k == "ae_title" ? d.ae_title : d.host) = *v;
+    } else if (k == "port") {
+      auto v = value.value_exact<int64_t>();
+      if (!v || *v < 1 || *v > 65535) return base::invalid_argument(at(source, value) + ": " + name + " must be an integer in 1..65535");
+      d.port = static_cast<int>(*v);
+    } else if (k == "objects") {
+      const toml::array* array = value.as_array();
+      if (!array) return base::invalid_argument(at(source, value) + ": " + name + " must be an array of strings");
+      d.objects.clear();
+      for (const toml::node& item : *array) {
+        auto v = item.value_exact<std::string>();
+        if (!v) return base::invalid_argument(at(source, item) + ": " + name + " must be an array of strings");
+        d.objects.push_back(*v);
+      }
+    } else {
+      return base::invalid_argument(at(source, value) + ": unknown key '" + std::string(k) +
+                                    "' in [[destinations]] (known: name, ae_title, host, port, objects)");
+    }
+  }
+  return d;
+}
+
 }  // namespace
+
+base::Result<std::vector<std::pair<double, int>>> parse_fan_curve(std::string_view text) {
+  std::vector<std::pair<double, int>> points;
+  for (const std::string& item : split_list(text)) {
+    const auto colon = item.find(':');
+    double t = 0;
+    int pwm = -1;
+    bool ok = colon != std::string::npos;
+    if (ok) {
+      auto [e1, c1] = std::from_chars(item.data(), item.data() + colon, t);
+      auto [e2, c2] = std::from_chars(item.data() + colon + 1, item.data() + item.size(), pwm);
+      ok = c1 == std::errc() && e1 == item.data() + colon && c2 == std::errc() && e2 == item.data() + item.size() &&
+           std::isfinite(t) && pwm >= 0 && pwm <= 255;
+    }
+    if (!ok) return base::invalid_argument("fan.curve point '" + item + "' is not C:pwm (pwm 0..255)");
+    if (!points.empty() && t <= points.back().first) {
+      return base::invalid_argument("fan.curve temperatures must be strictly ascending (at '" + item + "')");
+    }
+    points.emplace_back(t, pwm);
+  }
+  if (points.empty()) return base::invalid_argument("fan.curve needs at least one C:pwm point");
+  return points;
+}
 
 base::Status validate_config(const Config& c) {
   if (!valid_ae_title(c.dicom.ae_title)) {
@@ -150,7 +289,30 @@ base::Status validate_config(const Config& c) {
   if (!(c.dicom.dimse_timeout_s >= 1) || !std::isfinite(c.dicom.dimse_timeout_s)) {
     return base::invalid_argument("dicom.dimse_timeout_s must be at least 1 second");
   }
+  for (const std::string& ae : c.dicom.allowed_calling_aes) {
+    if (!valid_ae_title(ae)) return base::invalid_argument("dicom.allowed_calling_aes: '" + ae + "' is not a valid AE title");
+  }
+  for (const std::string& peer : c.dicom.allowed_peers) {
+    if (!valid_peer(peer)) {
+      return base::invalid_argument("dicom.allowed_peers: '" + peer + "' is not an IPv4 address or CIDR block (10.0.0.0/8)");
+    }
+  }
+  if (c.dicom.max_pdu_bytes < 4096 || c.dicom.max_pdu_bytes > 1048576) {
+    return base::invalid_argument("dicom.max_pdu_bytes must be in 4096..1048576");
+  }
+  if (c.dicom.max_instance_mb < 1 || c.dicom.max_instance_mb > 4096) {
+    return base::invalid_argument("dicom.max_instance_mb must be in 1..4096");
+  }
+  if (c.dicom.max_instances_per_study < 1) return base::invalid_argument("dicom.max_instances_per_study must be at least 1");
+  if (c.tls.enabled && (c.tls.certificate.empty() || c.tls.private_key.empty())) {
+    return base::invalid_argument("tls.enabled needs tls.certificate and tls.private_key (PEM files)");
+  }
+  if (c.tls.enabled && c.tls.require_client_certificate && c.tls.trusted_ca.empty()) {
+    return base::invalid_argument("tls.require_client_certificate needs tls.trusted_ca (PEM file of accepted CAs)");
+  }
   if (c.storage.data_dir.empty()) return base::invalid_argument("storage.data_dir must not be empty");
+  if (c.storage.min_free_mb < 0) return base::invalid_argument("storage.min_free_mb must not be negative");
+  if (c.storage.quota_mb < 0) return base::invalid_argument("storage.quota_mb must not be negative (0 = no quota)");
   if (c.model.dir.empty()) return base::invalid_argument("model.dir must not be empty");
   const std::string& p = c.model.precision;
   if (p != "fp32" && p != "bf16" && p != "fp16" && p != "auto") {
@@ -180,6 +342,28 @@ base::Status validate_config(const Config& c) {
   if (c.watchdog.check_interval_s >= c.watchdog.loop_deadline_s) {
     return base::invalid_argument("watchdog.check_interval_s must be shorter than watchdog.loop_deadline_s");
   }
+  if (c.fan.mode != "platform" && c.fan.mode != "curve") {
+    return base::invalid_argument("fan.mode '" + c.fan.mode + "' is not one of platform, curve");
+  }
+  SB_RETURN_IF_ERROR(parse_fan_curve(c.fan.curve).status());
+  if (c.status.enabled) {
+    if (inet_pton(AF_INET, c.status.bind_address.c_str(), &addr) != 1) {
+      return base::invalid_argument("status.bind_address '" + c.status.bind_address + "' is not an IPv4 address");
+    }
+    if (c.status.port < 1 || c.status.port > 65535) return base::invalid_argument("status.port must be in 1..65535");
+  }
+  if (!positive(c.outbox.initial_backoff_s) || !positive(c.outbox.max_backoff_s) ||
+      c.outbox.max_backoff_s < c.outbox.initial_backoff_s) {
+    return base::invalid_argument("outbox.initial_backoff_s and max_backoff_s must be positive, max >= initial");
+  }
+  for (size_t i = 0; i < c.destinations.size(); ++i) {
+    SB_RETURN_IF_ERROR(validate_destination(c.destinations[i], i));
+    for (size_t j = 0; j < i; ++j) {
+      if (c.destinations[j].name == c.destinations[i].name) {
+        return base::invalid_argument("destinations: the name '" + c.destinations[i].name + "' is used twice");
+      }
+    }
+  }
   return base::Status();
 }
 
@@ -195,9 +379,19 @@ base::Result<Config> parse_config(std::string_view toml_text, std::string_view s
   Config config;
   for (const auto& [section_key, section_node] : root) {
     const std::string_view section = section_key.str();
+    if (section == "destinations") {
+      const toml::array* entries = section_node.as_array();
+      if (!entries) return base::invalid_argument(at(source, section_node) + ": destinations must be written as [[destinations]] tables");
+      for (size_t i = 0; i < entries->size(); ++i) {
+        SB_ASSIGN_OR_RETURN(DestinationConfig d, parse_destination(*entries->get(i), i, source));
+        config.destinations.push_back(std::move(d));
+      }
+      continue;
+    }
     if (!known_section(section)) {
       return base::invalid_argument(at(source, section_node) + ": unknown section [" + std::string(section) +
-                                    "] (known: dicom, storage, model, jobs, board, telemetry, thermal, watchdog)");
+                                    "] (known: dicom, tls, storage, model, jobs, board, fan, telemetry, thermal, "
+                                    "watchdog, status, outbox, [[destinations]])");
     }
     const toml::table* table = section_node.as_table();
     if (!table) return base::invalid_argument(at(source, section_node) + ": " + std::string(section) + " must be a table");
@@ -250,6 +444,15 @@ base::Status set_config_value(Config& config, std::string_view key, std::string_
       *static_cast<double*>(target) = v;
       break;
     }
+    case Kind::kBool:
+      if (value != "true" && value != "false") {
+        return base::invalid_argument(name + " must be true or false, not '" + std::string(value) + "'");
+      }
+      *static_cast<bool*>(target) = value == "true";
+      break;
+    case Kind::kStringList:  // comma-separated on the command line
+      *static_cast<std::vector<std::string>*>(target) = split_list(value);
+      break;
   }
   return validate_config(config);
 }

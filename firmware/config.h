@@ -1,11 +1,14 @@
 // The appliance configuration (`strokebox run --config FILE`), a TOML file with sections
-// [dicom], [storage], [model], [jobs], [board], [telemetry], [thermal] and [watchdog]. Every field has a default, so an empty file is a
+// [dicom], [tls], [storage], [model], [jobs], [board], [fan], [telemetry], [thermal], [watchdog],
+// [status], [outbox] and any number of [[destinations]]. Every field has a default, so an empty file is a
 // valid configuration; unknown sections or keys are errors that name the key and its line,
 // so a typo never passes silently. Command-line flags override single fields.
 #pragma once
 
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "base/status.h"
 
@@ -18,10 +21,33 @@ struct DicomConfig {
   double study_quiet_s = 10.0;            // a study is complete after this long without instances
   int max_associations = 4;               // concurrent associations; more are refused (transient)
   double dimse_timeout_s = 30.0;          // an idle association is aborted after this long
+  /// Calling AE titles allowed to associate; empty = any caller (the called AE title must
+  /// always be ours).
+  std::vector<std::string> allowed_calling_aes;
+  /// Peers allowed to connect: IPv4 addresses or CIDR blocks ("10.1.0.0/16"); empty = any.
+  std::vector<std::string> allowed_peers;
+  int max_pdu_bytes = 65536;              // maximum PDU we receive (PS3.8 D.3.3.1), 4096..1048576
+  int max_instance_mb = 256;              // an instance larger than this is refused
+  int max_instances_per_study = 5000;     // further instances of a study are refused (0xA700)
+};
+
+/// DICOM over TLS (PS3.15 Annex B.1, DCMTK dcmtls). When enabled the node speaks only TLS.
+struct TlsConfig {
+  bool enabled = false;
+  std::string certificate;      // PEM file: the box's certificate
+  std::string private_key;      // PEM file: its private key (readable by the service user only)
+  std::string trusted_ca;       // PEM file of CA certificates that sign accepted peers
+  bool require_client_certificate = true;  // refuse peers without a certificate from trusted_ca
 };
 
 struct StorageConfig {
   std::string data_dir = "/var/lib/strokebox";  // strokebox.db, spool/, results/
+  /// Below this much free space on the data directory's file system, C-STORE answers
+  /// 0xA700 Out of Resources and nothing is written.
+  int min_free_mb = 512;
+  /// Retention quota of the data directory in MiB: beyond it the oldest finished studies
+  /// (spool and results) are removed, never one that is not processed yet. 0 = no quota.
+  int quota_mb = 0;
 };
 
 struct ModelConfig {
@@ -39,6 +65,18 @@ struct BoardConfig {
   /// Expected nvpmodel mode id, checked at start (a mismatch is logged, never changed):
   /// 8 = MODE_20W_6CORE on the Xavier NX. -1 disables the check.
   int power_mode = 8;
+  /// Set the power mode to `power_mode` at start when it differs (nvpmodel), instead of only
+  /// reporting the mismatch.
+  bool set_power_mode = false;
+};
+
+struct FanConfig {
+  /// "platform": leave the fan to the platform's fan service (nvfancontrol on JetPack);
+  /// "curve": the daemon drives pwm1 from `curve` (for boards without that service).
+  std::string mode = "platform";
+  /// Temperature to PWM points "C:pwm,C:pwm,..." (C ascending, pwm 0..255), linear between
+  /// points, held flat outside them.
+  std::string curve = "40:0,55:80,70:160,80:255";
 };
 
 struct TelemetryConfig {
@@ -62,15 +100,43 @@ struct WatchdogConfig {
   double check_interval_s = 1.0;
 };
 
+/// The technician's read-only HTTP status page.
+struct StatusConfig {
+  bool enabled = true;
+  std::string bind_address = "127.0.0.1";  // loopback by default; IPv4
+  int port = 8080;
+  bool show_patient_names = false;         // names and IDs are hidden unless this is set
+};
+
+/// Retry policy of the outbox sending results (firmware/outbox.h).
+struct OutboxConfig {
+  double initial_backoff_s = 10;  // wait after the first failure; doubles per failure
+  double max_backoff_s = 900;     // cap of the wait
+};
+
+/// One [[destinations]] entry: a DICOM node that receives results by C-STORE.
+struct DestinationConfig {
+  std::string name;       // unique, shown in `strokebox status`
+  std::string ae_title;   // called AE title
+  std::string host;
+  int port = 104;
+  std::vector<std::string> objects = {"seg", "overlay", "sr"};  // any of seg, overlay, sr
+};
+
 struct Config {
   DicomConfig dicom;
+  TlsConfig tls;
   StorageConfig storage;
   ModelConfig model;
   JobsConfig jobs;
   BoardConfig board;
+  FanConfig fan;
   TelemetryConfig telemetry;
   ThermalConfig thermal;
   WatchdogConfig watchdog;
+  StatusConfig status;
+  OutboxConfig outbox;
+  std::vector<DestinationConfig> destinations;
 
   /// `<data_dir>/strokebox.db`, `<data_dir>/spool`, `<data_dir>/results`.
   std::string database_path() const { return storage.data_dir + "/strokebox.db"; }
@@ -92,6 +158,10 @@ base::Result<Config> load_config(const std::string& path);
 /// ("dicom.port"), `value` is parsed as the field's type and validated like the file.
 /// Errors: kInvalidArgument naming the key.
 base::Status set_config_value(Config& config, std::string_view key, std::string_view value);
+
+/// Parses FanConfig::curve into (temperature C, pwm) points, temperatures strictly ascending.
+/// Errors: kInvalidArgument naming the bad point.
+base::Result<std::vector<std::pair<double, int>>> parse_fan_curve(std::string_view text);
 
 /// Checks the whole configuration (ranges, AE title rules). parse_config and
 /// set_config_value already call it; exposed for configurations built in code.

@@ -104,6 +104,113 @@ TEST(Config, OverridesAreTypedAndValidated) {
   EXPECT_FALSE(set_config_value(c, "dicom.nope", "1").ok());
 }
 
+TEST(Config, SecurityStatusFanAndOutboxSections) {
+  auto c = parse_config(R"(
+[dicom]
+allowed_calling_aes = ["SCANNER1", "PACS"]
+allowed_peers = ["127.0.0.1", "10.1.0.0/16"]
+max_pdu_bytes = 32768
+max_instance_mb = 64
+max_instances_per_study = 400
+[tls]
+enabled = true
+certificate = "/etc/strokebox/box.pem"
+private_key = "/etc/strokebox/box.key"
+trusted_ca = "/etc/strokebox/ca.pem"
+[storage]
+min_free_mb = 100
+quota_mb = 2048
+[board]
+set_power_mode = true
+[fan]
+mode = "curve"
+curve = "30:0, 60:128, 90:255"
+[status]
+port = 9090
+show_patient_names = true
+[outbox]
+initial_backoff_s = 1
+max_backoff_s = 60
+)");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->dicom.allowed_calling_aes, (std::vector<std::string>{"SCANNER1", "PACS"}));
+  EXPECT_EQ(c->dicom.allowed_peers.size(), 2u);
+  EXPECT_EQ(c->dicom.max_pdu_bytes, 32768);
+  EXPECT_EQ(c->dicom.max_instance_mb, 64);
+  EXPECT_EQ(c->dicom.max_instances_per_study, 400);
+  EXPECT_TRUE(c->tls.enabled);
+  EXPECT_TRUE(c->tls.require_client_certificate);
+  EXPECT_EQ(c->tls.trusted_ca, "/etc/strokebox/ca.pem");
+  EXPECT_EQ(c->storage.min_free_mb, 100);
+  EXPECT_EQ(c->storage.quota_mb, 2048);
+  EXPECT_TRUE(c->board.set_power_mode);
+  EXPECT_EQ(c->fan.mode, "curve");
+  auto curve = parse_fan_curve(c->fan.curve);
+  ASSERT_TRUE(curve.ok());
+  ASSERT_EQ(curve->size(), 3u);
+  EXPECT_EQ((*curve)[1], std::make_pair(60.0, 128));
+  EXPECT_EQ(c->status.port, 9090);
+  EXPECT_EQ(c->status.bind_address, "127.0.0.1");
+  EXPECT_TRUE(c->status.show_patient_names);
+  EXPECT_DOUBLE_EQ(c->outbox.max_backoff_s, 60);
+}
+
+TEST(Config, BadSecurityValuesAreRefused) {
+  EXPECT_FALSE(parse_config("[dicom]\nallowed_peers = [\"10.0.0.0/33\"]\n").ok());
+  EXPECT_FALSE(parse_config("[dicom]\nallowed_peers = [\"scanner.local\"]\n").ok());
+  EXPECT_FALSE(parse_config("[dicom]\nallowed_calling_aes = [\"BAD\\\\AE\"]\n").ok());
+  EXPECT_FALSE(parse_config("[dicom]\nallowed_calling_aes = \"ONE\"\n").ok());  // not an array
+  EXPECT_FALSE(parse_config("[dicom]\nmax_pdu_bytes = 100\n").ok());
+  EXPECT_FALSE(parse_config("[tls]\nenabled = true\n").ok());  // no certificate
+  EXPECT_FALSE(parse_config("[tls]\nenabled = 1\n").ok());     // not a boolean
+  EXPECT_FALSE(parse_config("[fan]\ncurve = \"60:10,50:20\"\n").ok());
+  EXPECT_FALSE(parse_config("[fan]\ncurve = \"60:300\"\n").ok());
+  EXPECT_FALSE(parse_config("[fan]\nmode = \"auto\"\n").ok());
+  EXPECT_FALSE(parse_config("[storage]\nquota_mb = -1\n").ok());
+  EXPECT_FALSE(parse_config("[status]\nbind_address = \"localhost\"\n").ok());
+}
+
+TEST(Config, DestinationsAreParsedAndChecked) {
+  auto c = parse_config(R"(
+[[destinations]]
+name = "pacs"
+ae_title = "ORTHANC"
+host = "127.0.0.1"
+port = 4242
+
+[[destinations]]
+name = "console"
+ae_title = "MRC"
+host = "10.0.0.5"
+objects = ["overlay"]
+)");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  ASSERT_EQ(c->destinations.size(), 2u);
+  EXPECT_EQ(c->destinations[0].port, 4242);
+  EXPECT_EQ(c->destinations[0].objects, (std::vector<std::string>{"seg", "overlay", "sr"}));
+  EXPECT_EQ(c->destinations[1].port, 104);
+  EXPECT_EQ(c->destinations[1].objects, (std::vector<std::string>{"overlay"}));
+
+  auto twice = parse_config("[[destinations]]\nname=\"a\"\nae_title=\"A\"\nhost=\"h\"\n"
+                            "[[destinations]]\nname=\"a\"\nae_title=\"B\"\nhost=\"h\"\n");
+  EXPECT_FALSE(twice.ok());
+  auto bad_object = parse_config("[[destinations]]\nname=\"a\"\nae_title=\"A\"\nhost=\"h\"\nobjects=[\"pdf\"]\n");
+  ASSERT_FALSE(bad_object.ok());
+  EXPECT_NE(bad_object.status().message().find("pdf"), std::string::npos);
+  auto unknown = parse_config("[[destinations]]\nname=\"a\"\nae_title=\"A\"\nhost=\"h\"\ntls=true\n");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("unknown key 'tls'"), std::string::npos);
+}
+
+TEST(Config, ListAndBoolOverrides) {
+  Config c;
+  EXPECT_TRUE(set_config_value(c, "dicom.allowed_calling_aes", "A1, B2").ok());
+  EXPECT_EQ(c.dicom.allowed_calling_aes, (std::vector<std::string>{"A1", "B2"}));
+  EXPECT_TRUE(set_config_value(c, "status.enabled", "false").ok());
+  EXPECT_FALSE(c.status.enabled);
+  EXPECT_FALSE(set_config_value(c, "status.enabled", "yes").ok());
+}
+
 TEST(Config, MissingFileIsNotFound) {
   auto c = load_config("/nonexistent/strokebox.toml");
   EXPECT_EQ(c.status().code(), base::Code::kNotFound);
