@@ -28,12 +28,14 @@ namespace {
 constexpr const char* kRunUsage = R"(Usage: strokebox run [--config FILE] [options]
 
 The appliance daemon: DICOM node (C-ECHO, C-STORE of MR / Enhanced MR images), durable job
-queue, one worker running the segmentation pipeline, results under <data-dir>/results/.
+queue, one worker running the segmentation pipeline, results under <data-dir>/results/,
+and a durable outbox sending SEG, overlay and SR to the configured destinations by C-STORE.
 Flags override the configuration file; --config may be left out when flags suffice.
 
 Options:
-  --config FILE     TOML configuration ([dicom], [storage], [model], [jobs], [board],
-                    [telemetry], [thermal], [watchdog]; see docs/operations.md)
+  --config FILE     TOML configuration ([dicom], [tls], [storage], [model], [jobs], [board],
+                    [fan], [telemetry], [thermal], [watchdog], [status], [outbox] and
+                    [[destinations]] for sending results back; see docs/operations.md)
   --port N          DICOM port (dicom.port, default 11112)
   --ae-title AE     our AE title (dicom.ae_title, default STROKEBOX)
   --bind ADDR       IPv4 address to listen on (dicom.bind_address, default 0.0.0.0)

@@ -45,7 +45,9 @@ base::Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
   SB_ASSIGN_OR_RETURN(int stale, d->spool_->remove_stale_temp_files());
   if (stale > 0) SB_LOG(kInfo) << "removed " << stale << " half-written spool file(s)";
 
-  d->handler_ = std::make_unique<SpoolStoreHandler>(*d->spool_, *d->index_, d->options_.min_free_bytes);
+  const uint64_t min_free_bytes =
+      d->options_.min_free_bytes.value_or(static_cast<uint64_t>(c.storage.min_free_mb) << 20);
+  d->handler_ = std::make_unique<SpoolStoreHandler>(*d->spool_, *d->index_, min_free_bytes);
   DicomNodeOptions node;
   node.ae_title = c.dicom.ae_title;
   node.port = c.dicom.port;
@@ -53,6 +55,20 @@ base::Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
   node.max_associations = c.dicom.max_associations;
   node.dimse_timeout_s = std::max(1, static_cast<int>(c.dicom.dimse_timeout_s));
   d->node_ = std::make_unique<DicomNode>(node, *d->handler_);
+
+  std::vector<Destination> destinations;
+  for (const DestinationConfig& dc : c.destinations) {
+    destinations.push_back({dc.name, dc.ae_title, dc.host, dc.port, {dc.objects.begin(), dc.objects.end()}});
+  }
+  OutboxOptions outbox_options;
+  outbox_options.calling_ae_title = c.dicom.ae_title;
+  outbox_options.initial_backoff_s = c.outbox.initial_backoff_s;
+  outbox_options.max_backoff_s = c.outbox.max_backoff_s;
+  outbox_options.on_progress = [raw = d.get()] {
+    if (auto hb = std::atomic_load(&raw->sender_heartbeat_)) hb->beat();
+  };
+  SB_ASSIGN_OR_RETURN(d->outbox_, Outbox::open(c.database_path(), std::move(destinations), std::move(outbox_options)));
+  d->queue_missing_results();
 
   if (d->options_.board) {
     d->board_ = d->options_.board;
@@ -132,6 +148,15 @@ base::Status Daemon::start() {
     (void)registry_.remove(name);  // a restart after stop() registers afresh
     SB_ASSIGN_OR_RETURN(*out, registry_.add(name, deadline));
   }
+  if (outbox_->has_destinations()) {
+    // One item may take an association set-up plus a C-STORE response before the next beat.
+    const OutboxOptions defaults;
+    const auto sender_deadline =
+        loop_deadline + std::chrono::seconds(defaults.acse_timeout_s + defaults.dimse_timeout_s);
+    (void)registry_.remove("sender");
+    SB_ASSIGN_OR_RETURN(auto hb, registry_.add("sender", sender_deadline));
+    std::atomic_store(&sender_heartbeat_, hb);
+  }
   SB_RETURN_IF_ERROR(node_->start());
   {
     std::lock_guard lock(mu_);
@@ -141,6 +166,7 @@ base::Status Daemon::start() {
   scheduler_ = std::thread(&Daemon::scheduler_loop, this, scheduler_hb);
   worker_ = std::thread(&Daemon::worker_loop, this, worker_hb);
   SB_RETURN_IF_ERROR(telemetry_->start(sampler_hb));
+  if (outbox_->has_destinations()) outbox_->start();
   supervisor_ = std::make_unique<watchdog::Supervisor>(registry_, *notifier_, supervisor_interval_);
   SB_RETURN_IF_ERROR(supervisor_->start());
   started_ = true;
@@ -166,6 +192,7 @@ void Daemon::stop() {
   wake_.notify_all();
   if (scheduler_.joinable()) scheduler_.join();
   if (worker_.joinable()) worker_.join();
+  outbox_->stop();  // after its current association; what is left is sent after the restart
   telemetry_->stop();
   if (supervisor_) supervisor_->stop();
   started_ = false;
@@ -350,11 +377,46 @@ void Daemon::run_job(const storage::Job& job) {
     return fail_attempt(job, "cannot store the result: " + stored.to_string());
   }
   ++jobs_finished_;
+  if (report.status == "done") queue_results(job.study_uid, job.id);
   if (report.status == "done") {
     SB_LOG(kInfo) << "study " << job.study_uid << " done: " << report.lesion_volume_ml << " ml in "
                   << report.lesion_count << " lesion(s)";
   } else {
     SB_LOG(kWarning) << "study " << job.study_uid << " failed: " << report.reason;
+  }
+}
+
+void Daemon::queue_results(const std::string& study_uid, int64_t job_id) {
+  if (!outbox_->has_destinations()) return;
+  const std::string out_dir = options_.config.results_dir() + "/" + study_uid;
+  auto files = find_result_files(out_dir);
+  if (!files.ok()) {
+    SB_LOG(kError) << "cannot send the results of study " << study_uid << ": " << files.status().to_string();
+    return;
+  }
+  auto queued = outbox_->enqueue_result(study_uid, job_id, *files);
+  if (!queued.ok()) {
+    // The next start queues it (queue_missing_results).
+    SB_LOG(kError) << "cannot queue the results of study " << study_uid << ": " << queued.status().to_string();
+  } else {
+    SB_LOG(kInfo) << "study " << study_uid << ": " << *queued << " result item(s) queued for sending";
+  }
+}
+
+void Daemon::queue_missing_results() {
+  if (!outbox_->has_destinations()) return;
+  auto studies = index_->recent_studies(100000);
+  if (!studies.ok()) {
+    SB_LOG(kError) << "cannot look for unsent results: " << studies.status().to_string();
+    return;
+  }
+  for (const storage::StudySummary& s : *studies) {
+    if (s.study.state != "done" || !s.result || s.result->status != "done") continue;
+    auto queued = outbox_->result_enqueued(s.study.study_uid, s.result->job_id);
+    if (queued.ok() && !*queued) {
+      SB_LOG(kWarning) << "study " << s.study.study_uid << ": results were stored but not queued (crash); queueing now";
+      queue_results(s.study.study_uid, s.result->job_id);
+    }
   }
 }
 

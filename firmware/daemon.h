@@ -8,6 +8,9 @@
 // holds new jobs while the board is too hot; every long-lived thread beats a
 // watchdog::Heartbeat and a watchdog::Supervisor pings systemd (WATCHDOG=1) only while all are
 // fresh. READY=1 once the node listens; STATUS= lines say what the daemon does.
+// Sending back: when [[destinations]] are configured, a finished study's SEG, overlay and SR
+// are queued in the durable outbox (firmware/outbox.h, same SQLite file) and a sender thread
+// delivers them by C-STORE, retrying across restarts.
 #pragma once
 
 #include <atomic>
@@ -15,12 +18,14 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "base/status.h"
 #include "firmware/config.h"
 #include "firmware/dicom_node.h"
+#include "firmware/outbox.h"
 #include "firmware/pipeline.h"
 #include "firmware/telemetry.h"
 #include "hal/board.h"
@@ -48,7 +53,8 @@ struct DaemonOptions {
   ReportWriter write_report;            // optional: nothing written when empty
   int check_interval_ms = 0;            // study-completion check period; 0 = quiet/4 in [50, 1000] ms
   int idle_poll_ms = 500;               // the worker looks for due retries at least this often
-  uint64_t min_free_bytes = 64ull << 20;  // the node refuses instances below this free space
+  /// The node refuses instances below this free space; unset = storage.min_free_mb.
+  std::optional<uint64_t> min_free_bytes;
   /// The board to sample; must outlive the daemon. nullptr: a simulated board owned by the
   /// daemon (telemetry still records CPU, memory and disk).
   hal::Board* board = nullptr;
@@ -79,6 +85,8 @@ class Daemon {
 
   storage::Index& index() { return *index_; }
   Telemetry& telemetry() { return *telemetry_; }
+  /// The outbox of results to send (never null; without destinations it holds nothing).
+  Outbox& outbox() { return *outbox_; }
   watchdog::Registry& heartbeats() { return registry_; }
   /// The supervisor's check period: WatchdogSec/2 under systemd, else watchdog.check_interval_s.
   std::chrono::milliseconds supervisor_interval() const { return supervisor_interval_; }
@@ -94,12 +102,18 @@ class Daemon {
   std::string state_json();
   void run_job(const storage::Job& job);
   void fail_attempt(const storage::Job& job, const std::string& reason);
+  /// Queues the result files of a finished job for the destinations (idempotent).
+  void queue_results(const std::string& study_uid, int64_t job_id);
+  /// Queues finished results a crash left unqueued (between the result row and the outbox).
+  void queue_missing_results();
 
   DaemonOptions options_;
   std::unique_ptr<storage::Index> index_;
   std::unique_ptr<storage::Spool> spool_;
   std::unique_ptr<SpoolStoreHandler> handler_;
   std::unique_ptr<DicomNode> node_;
+  std::unique_ptr<Outbox> outbox_;
+  std::shared_ptr<watchdog::Heartbeat> sender_heartbeat_;  // set by start() when sending
   std::unique_ptr<hal::Board> owned_board_;
   hal::Board* board_ = nullptr;
   std::unique_ptr<Telemetry> telemetry_;

@@ -1,11 +1,18 @@
 #include "firmware/outbox.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <map>
 
 #include <dcmtk/config/osconfig.h>  // must precede the other DCMTK headers
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmnet/diutil.h>
 #include <dcmtk/dcmnet/scu.h>
@@ -23,7 +30,8 @@ CREATE TABLE IF NOT EXISTS outbox (
   path TEXT NOT NULL,
   sop_class_uid TEXT NOT NULL,
   sop_instance_uid TEXT NOT NULL,
-  delivered INTEGER NOT NULL DEFAULT 0,
+  study_uid TEXT NOT NULL DEFAULT '',
+  delivered INTEGER NOT NULL DEFAULT 0,  -- 0 pending, 1 confirmed, -1 dropped (file gone)
   attempts INTEGER NOT NULL DEFAULT 0,
   next_attempt_at REAL NOT NULL,
   last_error TEXT NOT NULL DEFAULT '',
@@ -32,6 +40,12 @@ CREATE TABLE IF NOT EXISTS outbox (
   UNIQUE (destination, sop_instance_uid)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered, next_attempt_at);
+CREATE TABLE IF NOT EXISTS outbox_job (
+  study_uid TEXT NOT NULL,
+  job_id INTEGER NOT NULL,
+  enqueued_at REAL NOT NULL,
+  PRIMARY KEY (study_uid, job_id)
+);
 CREATE TABLE IF NOT EXISTS outbox_destination (
   name TEXT PRIMARY KEY,
   last_error TEXT NOT NULL DEFAULT '',
@@ -56,6 +70,36 @@ std::string hex(Uint16 v) {
 }
 
 }  // namespace
+
+base::Result<std::vector<OutboxFile>> find_result_files(const std::string& out_dir) {
+  namespace fs = std::filesystem;
+  std::vector<std::pair<std::string, std::string>> candidates;  // kind, path
+  if (fs::exists(out_dir + "/seg.dcm")) candidates.emplace_back("seg", out_dir + "/seg.dcm");
+  std::error_code ec;
+  if (fs::is_directory(out_dir + "/overlay", ec)) {
+    std::vector<std::string> overlay;
+    for (const auto& entry : fs::directory_iterator(out_dir + "/overlay", ec)) {
+      if (entry.is_regular_file() && entry.path().extension() == ".dcm") overlay.push_back(entry.path().string());
+    }
+    std::sort(overlay.begin(), overlay.end());
+    for (std::string& p : overlay) candidates.emplace_back("overlay", std::move(p));
+  }
+  if (fs::exists(out_dir + "/sr.dcm")) candidates.emplace_back("sr", out_dir + "/sr.dcm");
+  std::vector<OutboxFile> files;
+  for (auto& [kind, path] : candidates) {
+    DcmFileFormat file;
+    // The meta header is enough: it carries the SOP class and instance (PS3.10 7.1).
+    OFCondition cond = file.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, 0, ERM_metaOnly);
+    OFString sop_class, sop_instance;
+    if (cond.good()) cond = file.getMetaInfo()->findAndGetOFString(DCM_MediaStorageSOPClassUID, sop_class);
+    if (cond.good()) cond = file.getMetaInfo()->findAndGetOFString(DCM_MediaStorageSOPInstanceUID, sop_instance);
+    if (cond.bad() || sop_class.empty() || sop_instance.empty()) {
+      return base::data_loss("result file " + path + " has no readable DICOM meta header: " + cond.text());
+    }
+    files.push_back({kind, path, sop_class.c_str(), sop_instance.c_str()});
+  }
+  return files;
+}
 
 Outbox::Outbox(std::unique_ptr<storage::Database> db, std::vector<Destination> destinations, OutboxOptions options)
     : db_(std::move(db)), destinations_(std::move(destinations)), options_(std::move(options)) {}
@@ -85,6 +129,12 @@ base::Result<std::unique_ptr<Outbox>> Outbox::open(const std::string& db_path, s
   }
   SB_ASSIGN_OR_RETURN(std::unique_ptr<storage::Database> db, storage::Database::open(db_path));
   SB_RETURN_IF_ERROR(db->exec(kSchema));
+  {  // outbox tables from before study_uid existed
+    SB_ASSIGN_OR_RETURN(storage::Statement st, db->prepare("SELECT 1 FROM pragma_table_info('outbox') WHERE name = 'study_uid'"));
+    SB_ASSIGN_OR_RETURN(bool has_column, st.step());
+    if (!has_column) SB_RETURN_IF_ERROR(db->exec("ALTER TABLE outbox ADD COLUMN study_uid TEXT NOT NULL DEFAULT ''"));
+  }
+  SB_RETURN_IF_ERROR(db->exec("CREATE INDEX IF NOT EXISTS outbox_study ON outbox (study_uid, delivered)"));
   for (const Destination& d : destinations) {
     SB_ASSIGN_OR_RETURN(storage::Statement st, db->prepare("INSERT OR IGNORE INTO outbox_destination (name) VALUES (?)"));
     SB_RETURN_IF_ERROR(st.bind(1, d.name).run());
@@ -97,33 +147,83 @@ double Outbox::now() const {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-base::Result<int> Outbox::enqueue(const std::string& kind, const std::string& path, const std::string& sop_class_uid,
-                                  const std::string& sop_instance_uid) {
-  if (path.empty() || sop_class_uid.empty() || sop_instance_uid.empty()) {
+base::Status Outbox::insert_items_locked(const std::string& study_uid, const OutboxFile& file, int& queued) {
+  if (file.path.empty() || file.sop_class_uid.empty() || file.sop_instance_uid.empty()) {
     return base::invalid_argument("outbox: enqueue needs a path, a SOP class UID and a SOP instance UID");
   }
+  const double t = now();
+  for (const Destination& d : destinations_) {
+    if (d.objects.count(file.kind) == 0) continue;
+    SB_ASSIGN_OR_RETURN(storage::Statement st,
+                        db_->prepare("INSERT OR IGNORE INTO outbox (destination, kind, path, sop_class_uid, "
+                                     "sop_instance_uid, study_uid, next_attempt_at, created_at) "
+                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+    SB_RETURN_IF_ERROR(st.bind(1, d.name).bind(2, file.kind).bind(3, file.path).bind(4, file.sop_class_uid)
+                           .bind(5, file.sop_instance_uid).bind(6, study_uid).bind(7, t).bind(8, t).run());
+    queued += db_->changes();
+  }
+  return base::Status();
+}
+
+void Outbox::wake_sender() {
+  std::lock_guard<std::mutex> lock(wake_mu_);
+  wake_requested_ = true;
+  wake_.notify_all();
+}
+
+base::Result<int> Outbox::enqueue(const std::string& kind, const std::string& path, const std::string& sop_class_uid,
+                                  const std::string& sop_instance_uid) {
   int queued = 0;
   {
     std::lock_guard<std::mutex> lock(db_mu_);
     SB_ASSIGN_OR_RETURN(storage::Database::Transaction tx, db_->begin());
-    const double t = now();
-    for (const Destination& d : destinations_) {
-      if (d.objects.count(kind) == 0) continue;
-      SB_ASSIGN_OR_RETURN(storage::Statement st,
-                          db_->prepare("INSERT OR IGNORE INTO outbox (destination, kind, path, sop_class_uid, "
-                                       "sop_instance_uid, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"));
-      SB_RETURN_IF_ERROR(st.bind(1, d.name).bind(2, kind).bind(3, path).bind(4, sop_class_uid).bind(5, sop_instance_uid)
-                             .bind(6, t).bind(7, t).run());
-      queued += db_->changes();
-    }
+    SB_RETURN_IF_ERROR(insert_items_locked("", {kind, path, sop_class_uid, sop_instance_uid}, queued));
     SB_RETURN_IF_ERROR(tx.commit());
   }
-  if (queued > 0) {
-    std::lock_guard<std::mutex> lock(wake_mu_);
-    wake_requested_ = true;
-    wake_.notify_all();
-  }
+  if (queued > 0) wake_sender();
   return queued;
+}
+
+base::Result<int> Outbox::enqueue_result(const std::string& study_uid, int64_t job_id,
+                                         const std::vector<OutboxFile>& files) {
+  int queued = 0;
+  {
+    std::lock_guard<std::mutex> lock(db_mu_);
+    SB_ASSIGN_OR_RETURN(storage::Database::Transaction tx, db_->begin());
+    for (const OutboxFile& f : files) SB_RETURN_IF_ERROR(insert_items_locked(study_uid, f, queued));
+    SB_ASSIGN_OR_RETURN(storage::Statement st,
+                        db_->prepare("INSERT OR IGNORE INTO outbox_job (study_uid, job_id, enqueued_at) VALUES (?, ?, ?)"));
+    SB_RETURN_IF_ERROR(st.bind(1, study_uid).bind(2, job_id).bind(3, now()).run());
+    SB_RETURN_IF_ERROR(tx.commit());
+  }
+  if (queued > 0) wake_sender();
+  return queued;
+}
+
+base::Result<bool> Outbox::result_enqueued(const std::string& study_uid, int64_t job_id) {
+  std::lock_guard<std::mutex> lock(db_mu_);
+  SB_ASSIGN_OR_RETURN(storage::Statement st,
+                      db_->prepare("SELECT 1 FROM outbox_job WHERE study_uid = ? AND job_id = ?"));
+  st.bind(1, study_uid).bind(2, job_id);
+  return st.step();
+}
+
+base::Result<bool> Outbox::has_pending(const std::string& study_uid) {
+  std::lock_guard<std::mutex> lock(db_mu_);
+  SB_ASSIGN_OR_RETURN(storage::Statement st,
+                      db_->prepare("SELECT 1 FROM outbox WHERE study_uid = ? AND delivered = 0 LIMIT 1"));
+  st.bind(1, study_uid);
+  return st.step();
+}
+
+base::Status Outbox::record_dropped(const std::string& destination, int64_t id, const std::string& reason) {
+  std::lock_guard<std::mutex> lock(db_mu_);
+  SB_ASSIGN_OR_RETURN(storage::Statement st,
+                      db_->prepare("UPDATE outbox SET delivered = -1, last_error = ? WHERE id = ?"));
+  SB_RETURN_IF_ERROR(st.bind(1, reason).bind(2, id).run());
+  SB_ASSIGN_OR_RETURN(storage::Statement ds,
+                      db_->prepare("UPDATE outbox_destination SET last_error = ?, last_error_at = ? WHERE name = ?"));
+  return ds.bind(1, reason).bind(2, now()).bind(3, destination).run();
 }
 
 base::Status Outbox::record_failure(const std::string& destination, int64_t id, int attempts,
@@ -171,6 +271,19 @@ base::Result<int> Outbox::send_due() {
                          static_cast<int>(st.column_int64(4))});
       }
     }
+    // A file that is gone (removed by hand or by retention) can never be sent: drop its item
+    // with the reason instead of retrying it forever.
+    std::vector<Item> sendable;
+    for (Item& it : items) {
+      if (::access(it.path.c_str(), R_OK) == 0) {
+        sendable.push_back(std::move(it));
+      } else {
+        const std::string reason = "dropped: " + it.path + " is missing (" + std::strerror(errno) + ")";
+        SB_LOG(kError) << "outbox: " << d.name << ": " << it.sop_instance_uid << " " << reason;
+        SB_RETURN_IF_ERROR(record_dropped(d.name, it.id, reason));
+      }
+    }
+    items = std::move(sendable);
     if (items.empty()) continue;
 
     const std::string peer = d.name + " (" + d.ae_title + "@" + d.host + ":" + std::to_string(d.port) + ")";
@@ -215,6 +328,7 @@ base::Result<int> Outbox::send_due() {
           reason = "refused: C-STORE status " + hex(status) + " (" + DU_cstoreStatusString(status) + ")";
         }
       }
+      if (options_.on_progress) options_.on_progress();
       if (reason.empty()) {
         SB_RETURN_IF_ERROR(record_success(d.name, it.id));
         ++confirmed;
@@ -254,6 +368,7 @@ void Outbox::run() {
       if (stop_requested_) return;
       wake_requested_ = false;
     }
+    if (options_.on_progress) options_.on_progress();
     base::Result<int> sent = send_due();
     if (!sent.ok()) SB_LOG(kError) << "outbox: " << sent.status().to_string();
     std::unique_lock<std::mutex> lock(wake_mu_);

@@ -30,6 +30,19 @@ struct Destination {
   std::set<std::string> objects = {"seg", "overlay", "sr"};
 };
 
+/// One result file to send: which object it is and its SOP identity (from its meta header).
+struct OutboxFile {
+  std::string kind;  // "seg" | "overlay" | "sr"
+  std::string path;
+  std::string sop_class_uid;
+  std::string sop_instance_uid;
+};
+
+/// The result objects a finished study left in `out_dir`: seg.dcm, overlay/*.dcm, sr.dcm (those
+/// that exist), with SOP class and instance UIDs read from each file's meta header (PS3.10 7.1).
+/// Errors: kDataLoss naming a file that is not readable DICOM.
+base::Result<std::vector<OutboxFile>> find_result_files(const std::string& out_dir);
+
 struct OutboxOptions {
   std::string calling_ae_title = "STROKEBOX";
   double initial_backoff_s = 10;   // wait after the first failure; doubles per failure
@@ -40,6 +53,9 @@ struct OutboxOptions {
   int max_items_per_association = 100;
   /// Seconds since the epoch; tests replace it. Default: the system clock.
   std::function<double()> clock;
+  /// Called by the sender thread on every pass and after every item (the daemon beats the
+  /// sender's watchdog heartbeat here).
+  std::function<void()> on_progress;
 };
 
 /// Delivery state of one destination, for `strokebox status`.
@@ -68,6 +84,19 @@ class Outbox {
   /// Returns how many items were queued. Wakes the sender thread.
   base::Result<int> enqueue(const std::string& kind, const std::string& path, const std::string& sop_class_uid,
                             const std::string& sop_instance_uid);
+  /// True when at least one destination is configured.
+  bool has_destinations() const { return !destinations_.empty(); }
+
+  /// Queues every file of one finished job (study `study_uid`, job `job_id`) in one
+  /// transaction and marks the job as queued, so a crash never queues half a result and
+  /// result_enqueued() tells whether a job still needs queueing (after a crash between
+  /// storing a result and queueing it). Returns the items queued. Errors: the database's.
+  base::Result<int> enqueue_result(const std::string& study_uid, int64_t job_id, const std::vector<OutboxFile>& files);
+  /// Whether enqueue_result() ran for this job.
+  base::Result<bool> result_enqueued(const std::string& study_uid, int64_t job_id);
+  /// Whether any item of the study is still waiting for a destination's confirmation
+  /// (retention keeps such a study).
+  base::Result<bool> has_pending(const std::string& study_uid);
 
   /// One pass: sends every item whose next_attempt_at has come (one association per
   /// destination). Returns the number of items confirmed. Failures are recorded, not
@@ -89,6 +118,9 @@ class Outbox {
   double now() const;
   base::Status record_failure(const std::string& destination, int64_t id, int attempts, const std::string& reason);
   base::Status record_success(const std::string& destination, int64_t id);
+  base::Status record_dropped(const std::string& destination, int64_t id, const std::string& reason);
+  base::Status insert_items_locked(const std::string& study_uid, const OutboxFile& file, int& queued);
+  void wake_sender();
   void run();
 
   std::unique_ptr<storage::Database> db_;
