@@ -46,6 +46,7 @@ class NullPowerMode final : public PowerMode {
   base::Result<PowerModeInfo> current() const override {
     return base::not_found("power mode: " + reason_);
   }
+  base::Status set(int) override { return base::not_found("power mode: " + reason_); }
 
  private:
   std::string reason_;
@@ -69,9 +70,20 @@ class NullLed final : public StatusLed {
     return base::ok_status();
   }
   LedPattern pattern() const override { return pattern_.load(); }
+  base::Status set_lit(bool lit) override {
+    lit_.store(lit);
+    return base::ok_status();
+  }
+  bool lit() const override { return lit_.load(); }
 
  private:
   std::atomic<LedPattern> pattern_{LedPattern::kOff};
+  std::atomic<bool> lit_{false};
+};
+
+class NullButton final : public Button {
+ public:
+  base::Result<bool> take_press() override { return false; }
 };
 
 constexpr const char* kAbsent = "no such device on this board";
@@ -84,6 +96,7 @@ std::string_view led_pattern_name(LedPattern pattern) {
     case LedPattern::kOn: return "on";
     case LedPattern::kBlink1Hz: return "blink_1hz";
     case LedPattern::kBlink4Hz: return "blink_4hz";
+    case LedPattern::kDoubleBlink: return "double_blink";
   }
   return "unknown";
 }
@@ -104,18 +117,20 @@ std::unique_ptr<GpuLoad> make_null_gpu(std::string reason) {
   return std::make_unique<NullGpu>(std::move(reason));
 }
 std::unique_ptr<StatusLed> make_null_led() { return std::make_unique<NullLed>(); }
+std::unique_ptr<Button> make_null_button() { return std::make_unique<NullButton>(); }
 
 Board::Board(std::string name, std::unique_ptr<ThermalZones> thermal,
              std::unique_ptr<PowerMonitor> power, std::unique_ptr<Fan> fan,
              std::unique_ptr<PowerMode> power_mode, std::unique_ptr<GpuLoad> gpu,
-             std::unique_ptr<StatusLed> led)
+             std::unique_ptr<StatusLed> led, std::unique_ptr<Button> button)
     : name_(std::move(name)),
       thermal_(thermal ? std::move(thermal) : make_null_thermal(kAbsent)),
       power_(power ? std::move(power) : make_null_power(kAbsent)),
       fan_(fan ? std::move(fan) : make_null_fan(kAbsent)),
       power_mode_(power_mode ? std::move(power_mode) : make_null_power_mode(kAbsent)),
       gpu_(gpu ? std::move(gpu) : make_null_gpu(kAbsent)),
-      led_(led ? std::move(led) : make_null_led()) {}
+      led_(led ? std::move(led) : make_null_led()),
+      button_(button ? std::move(button) : make_null_button()) {}
 
 Board::~Board() = default;
 

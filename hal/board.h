@@ -75,11 +75,16 @@ struct PowerModeInfo {
   std::string name;  ///< "unknown" when the id is not in the board's table
 };
 
-/// The power mode the board runs in (read only: changing it needs a reboot on some modes).
+/// The power mode the board runs in (nvpmodel on Jetson).
 class PowerMode {
  public:
   virtual ~PowerMode() = default;
   virtual base::Result<PowerModeInfo> current() const = 0;
+  /// Switches to mode `id` (Jetson: `nvpmodel -m <id>`). Some mode changes only take effect
+  /// after a reboot; current() tells. Errors: kInvalidArgument (id unknown to the board),
+  /// kNotFound (no power mode control), kPermissionDenied / kUnavailable (the tool failed,
+  /// with its output).
+  virtual base::Status set(int id) = 0;
 };
 
 /// Largest GPU load value: loads are in per mille (1000 = 100 % busy).
@@ -93,30 +98,49 @@ class GpuLoad {
   virtual base::Result<int> load_permille() const = 0;
 };
 
-/// What the status LED shows. The meaning of each pattern belongs to the firmware.
-enum class LedPattern { kOff, kOn, kBlink1Hz, kBlink4Hz };
+/// What the status LED shows. Which box state maps to which pattern: hal/led_pattern.h.
+/// Timing of each pattern (on/off phases): led_lit_at() in hal/led_pattern.h.
+enum class LedPattern { kOff, kOn, kBlink1Hz, kBlink4Hz, kDoubleBlink };
 
-/// Stable lower-case name ("off", "on", "blink_1hz", "blink_4hz").
+/// Stable lower-case name ("off", "on", "blink_1hz", "blink_4hz", "double_blink").
 std::string_view led_pattern_name(LedPattern pattern);
 
-/// The front-panel status LED; the backend drives the blinking itself.
+/// The front-panel status LED. hal::LedDriver (hal/led_pattern.h) records the pattern with
+/// set_pattern() and switches the light itself with set_lit() on every tick, so a backend
+/// only needs an on/off output (a GPIO line).
 class StatusLed {
  public:
   virtual ~StatusLed() = default;
+  /// Records the pattern being shown (for status and the sim board); does not light anything.
   virtual base::Status set_pattern(LedPattern pattern) = 0;
   /// The last pattern successfully set (kOff initially).
   virtual LedPattern pattern() const = 0;
+  /// Switches the light on or off now. Errors: kUnavailable (the output failed).
+  virtual base::Status set_lit(bool lit) = 0;
+  /// The last level successfully set (false initially).
+  virtual bool lit() const = 0;
+};
+
+/// The front-panel push button (one GPIO input). A press asks the box to show its state.
+class Button {
+ public:
+  virtual ~Button() = default;
+  /// True once for each press since the previous call (presses are latched by the backend,
+  /// so a poll every few hundred ms misses none); false when there was none.
+  /// Errors: kUnavailable (the input failed), kNotFound (no button on this board).
+  virtual base::Result<bool> take_press() = 0;
 };
 
 /// All devices of one board. A device passed as nullptr is replaced by a null object whose
 /// readings are kNotFound ("no <device> on this board") and whose LED accepts every pattern,
-/// so callers never test for null. Not copyable or movable: hold it by unique_ptr or reference.
+/// so callers never test for null (a null button is never pressed). Not copyable or movable:
+/// hold it by unique_ptr or reference.
 class Board {
  public:
   Board(std::string name, std::unique_ptr<ThermalZones> thermal,
         std::unique_ptr<PowerMonitor> power, std::unique_ptr<Fan> fan,
         std::unique_ptr<PowerMode> power_mode, std::unique_ptr<GpuLoad> gpu,
-        std::unique_ptr<StatusLed> led);
+        std::unique_ptr<StatusLed> led, std::unique_ptr<Button> button = nullptr);
   virtual ~Board();
   Board(const Board&) = delete;
   Board& operator=(const Board&) = delete;
@@ -129,6 +153,7 @@ class Board {
   PowerMode& power_mode() const { return *power_mode_; }
   GpuLoad& gpu() const { return *gpu_; }
   StatusLed& led() const { return *led_; }
+  Button& button() const { return *button_; }
 
  private:
   std::string name_;
@@ -138,6 +163,7 @@ class Board {
   std::unique_ptr<PowerMode> power_mode_;
   std::unique_ptr<GpuLoad> gpu_;
   std::unique_ptr<StatusLed> led_;
+  std::unique_ptr<Button> button_;
 };
 
 /// Null objects, for backends that lack a device. `reason` ends up in every error message.
@@ -146,8 +172,12 @@ std::unique_ptr<PowerMonitor> make_null_power(std::string reason);
 std::unique_ptr<Fan> make_null_fan(std::string reason);
 std::unique_ptr<PowerMode> make_null_power_mode(std::string reason);
 std::unique_ptr<GpuLoad> make_null_gpu(std::string reason);
-/// An LED that is not there: every pattern is accepted (and remembered) and nothing lights.
+/// An LED that is not there: every pattern and level is accepted (and remembered) and nothing
+/// lights.
 std::unique_ptr<StatusLed> make_null_led();
+/// A button that is not there: take_press() is always false (never an error, so the LED
+/// driver polls it without special cases).
+std::unique_ptr<Button> make_null_button();
 
 /// The Jetson backend when `<root>/sys/devices/gpu.0` and an INA3221 driver directory
 /// (`<root>/sys/bus/i2c/drivers/ina3221`) exist, else the simulated board. `root` is "/" in

@@ -1,6 +1,8 @@
 #include "hal/jetson_board.h"
 
 #include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -306,7 +308,34 @@ class JetsonGpu final : public GpuLoad {
 
 class JetsonPowerMode final : public PowerMode {
  public:
-  explicit JetsonPowerMode(fs::path status) : status_(std::move(status)) {}
+  JetsonPowerMode(fs::path status, CommandRunner run) : status_(std::move(status)), run_(std::move(run)) {}
+
+  base::Status set(int id) override {
+    if (xavier_nx_mode_name(id) == "unknown") {
+      return base::invalid_argument("power mode " + std::to_string(id) +
+                                    " is not an Xavier NX nvpmodel mode (0..8)");
+    }
+    const std::vector<std::string> argv = {"nvpmodel", "-m", std::to_string(id)};
+    SB_ASSIGN_OR_RETURN(CommandOutput out, run_(argv));
+    std::string output(trim(out.output));
+    if (out.exit_code != 0) {
+      std::string msg = "`nvpmodel -m " + std::to_string(id) + "` exited with " +
+                        std::to_string(out.exit_code) + (output.empty() ? "" : ": " + output);
+      if (output.find("ermission") != std::string::npos || output.find("root") != std::string::npos) {
+        return base::permission_denied(msg + " (it must run as root)");
+      }
+      return base::unavailable(msg);
+    }
+    SB_ASSIGN_OR_RETURN(PowerModeInfo now, current());
+    if (now.id != id) {
+      return base::failed_precondition("`nvpmodel -m " + std::to_string(id) + "` ran but the board reports mode " +
+                                       std::to_string(now.id) + " (" + now.name +
+                                       "): this change probably needs a reboot" +
+                                       (output.empty() ? "" : "; nvpmodel said: " + output));
+    }
+    SB_LOG(kInfo) << "power mode set to " << id << " (" << now.name << ")";
+    return base::ok_status();
+  }
 
   base::Result<PowerModeInfo> current() const override {
     SB_ASSIGN_OR_RETURN(std::string text, read_attribute(status_));
@@ -331,6 +360,7 @@ class JetsonPowerMode final : public PowerMode {
 
  private:
   fs::path status_;
+  CommandRunner run_;
 };
 
 }  // namespace
@@ -345,7 +375,45 @@ std::string_view xavier_nx_mode_name(int id) {
   return kNames[id];
 }
 
-base::Result<std::unique_ptr<Board>> make_jetson_board(const fs::path& root) {
+base::Result<CommandOutput> run_command(const std::vector<std::string>& argv) {
+  if (argv.empty()) return base::invalid_argument("run_command: empty argv");
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return base::unavailable("pipe: " + errno_text(errno));
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = -1;
+  int rc = ::posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(fds[1]);
+  if (rc != 0) {
+    ::close(fds[0]);
+    std::string msg = "cannot run " + argv[0] + ": " + errno_text(rc);
+    return rc == ENOENT ? base::not_found(msg) : base::unavailable(msg);
+  }
+  CommandOutput out;
+  char buf[512];
+  for (;;) {
+    ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.output.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return base::unavailable("waitpid " + argv[0] + ": " + errno_text(errno));
+  }
+  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
+
+base::Result<std::unique_ptr<Board>> make_jetson_board(const fs::path& root, JetsonOptions options) {
   std::error_code ec;
   if (!fs::is_directory(root, ec)) {
     return base::not_found("board root " + root.string() + " is not a directory");
@@ -360,7 +428,8 @@ base::Result<std::unique_ptr<Board>> make_jetson_board(const fs::path& root) {
   }
   return std::make_unique<Board>(
       "jetson-xavier-nx", discover_thermal(root), std::move(power), discover_fan(root),
-      std::make_unique<JetsonPowerMode>(root / jetson_paths::kNvpmodelStatus),
+      std::make_unique<JetsonPowerMode>(root / jetson_paths::kNvpmodelStatus,
+                                        options.run_command ? std::move(options.run_command) : CommandRunner(run_command)),
       std::make_unique<JetsonGpu>(root / jetson_paths::kGpuLoad),
       make_null_led());  // the LED comes with libgpiod
 }

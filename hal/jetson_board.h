@@ -4,8 +4,11 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 #include "hal/board.h"
@@ -32,10 +35,33 @@ inline constexpr std::string_view kNvpmodelStatus = "var/lib/nvpmodel/status";
 /// entries of /etc/nvpmodel/nvpmodel_t194_p3668.conf (JetPack 4.6 / 5); "unknown" otherwise.
 std::string_view xavier_nx_mode_name(int id);
 
+/// What a finished program left: its exit status and its stdout and stderr together.
+struct CommandOutput {
+  int exit_code = -1;  ///< exit status; -1 when it was killed by a signal
+  std::string output;
+};
+
+/// Runs a program given as argv (argv[0] searched in PATH), stdin from /dev/null, and waits
+/// for it. Errors: kInvalidArgument (empty argv), kNotFound (program not found),
+/// kUnavailable (it could not be started).
+using CommandRunner = std::function<base::Result<CommandOutput>(const std::vector<std::string>& argv)>;
+
+/// The real CommandRunner (posix_spawnp; output captured through a pipe).
+base::Result<CommandOutput> run_command(const std::vector<std::string>& argv);
+
+struct JetsonOptions {
+  /// Runs `nvpmodel -m <id>` for power_mode().set(); tests inject a fake. Default: run_command.
+  CommandRunner run_command;
+};
+
 /// Builds the Jetson board from the sysfs tree under `root` ("/" in production). Devices are
 /// discovered once, here: a device that is absent (no pwmfan hwmon, no INA3221 channel)
 /// becomes a null object whose readings are kNotFound with the path that was searched.
-/// Errors: kNotFound when `root` is not a directory.
-base::Result<std::unique_ptr<Board>> make_jetson_board(const std::filesystem::path& root);
+/// power_mode().set(id) runs `nvpmodel -m <id>` through options.run_command, then re-reads
+/// kNvpmodelStatus: kFailedPrecondition when the board still reports another mode (the change
+/// needs a reboot), kUnavailable (nvpmodel failed, with its output), kInvalidArgument (id
+/// not 0..8). Errors: kNotFound when `root` is not a directory.
+base::Result<std::unique_ptr<Board>> make_jetson_board(const std::filesystem::path& root,
+                                                       JetsonOptions options = {});
 
 }  // namespace hal

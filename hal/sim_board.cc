@@ -1,5 +1,7 @@
 #include "hal/sim_board.h"
 
+#include "hal/jetson_board.h"
+
 #include <map>
 #include <mutex>
 #include <utility>
@@ -15,6 +17,8 @@ struct SimBoard::State {
   PowerModeInfo power_mode{8, "MODE_20W_6CORE"};
   int gpu_load_permille = 0;
   LedPattern led = LedPattern::kOff;
+  bool led_lit = false;
+  int button_presses = 0;  // latched presses not yet taken
   std::map<std::string, SimFault, std::less<>> faults;
 
   // Callers hold `mu`.
@@ -132,6 +136,17 @@ class SimPowerMode final : public PowerMode {
     SB_RETURN_IF_ERROR(s_->check(kSimPowerMode, "device"));
     return s_->power_mode;
   }
+  base::Status set(int id) override {
+    std::string_view name = xavier_nx_mode_name(id);
+    if (name == "unknown") {
+      return base::invalid_argument("power mode " + std::to_string(id) +
+                                    " is not an Xavier NX nvpmodel mode (0..8)");
+    }
+    std::lock_guard lock(s_->mu);
+    SB_RETURN_IF_ERROR(s_->check(kSimPowerMode, "device"));
+    s_->power_mode = PowerModeInfo{id, std::string(name)};
+    return base::ok_status();
+  }
 
  private:
   std::shared_ptr<State> s_;
@@ -163,6 +178,31 @@ class SimLed final : public StatusLed {
     std::lock_guard lock(s_->mu);
     return s_->led;
   }
+  base::Status set_lit(bool lit) override {
+    std::lock_guard lock(s_->mu);
+    SB_RETURN_IF_ERROR(s_->check(kSimLed, "device"));
+    s_->led_lit = lit;
+    return base::ok_status();
+  }
+  bool lit() const override {
+    std::lock_guard lock(s_->mu);
+    return s_->led_lit;
+  }
+
+ private:
+  std::shared_ptr<State> s_;
+};
+
+class SimButton final : public Button {
+ public:
+  explicit SimButton(std::shared_ptr<State> s) : s_(std::move(s)) {}
+  base::Result<bool> take_press() override {
+    std::lock_guard lock(s_->mu);
+    SB_RETURN_IF_ERROR(s_->check(kSimButton, "device"));
+    if (s_->button_presses == 0) return false;
+    --s_->button_presses;
+    return true;
+  }
 
  private:
   std::shared_ptr<State> s_;
@@ -187,7 +227,7 @@ SimBoard::SimBoard() : SimBoard(initial_state()) {}
 SimBoard::SimBoard(std::shared_ptr<State> s)
     : Board("sim", std::make_unique<SimThermal>(s), std::make_unique<SimPower>(s),
             std::make_unique<SimFan>(s), std::make_unique<SimPowerMode>(s),
-            std::make_unique<SimGpu>(s), std::make_unique<SimLed>(s)),
+            std::make_unique<SimGpu>(s), std::make_unique<SimLed>(s), std::make_unique<SimButton>(s)),
       state_(std::move(s)) {}
 
 SimBoard::~SimBoard() = default;
@@ -243,6 +283,16 @@ int SimBoard::fan_pwm() const {
 LedPattern SimBoard::led_pattern() const {
   std::lock_guard lock(state_->mu);
   return state_->led;
+}
+
+bool SimBoard::led_lit() const {
+  std::lock_guard lock(state_->mu);
+  return state_->led_lit;
+}
+
+void SimBoard::press_button() {
+  std::lock_guard lock(state_->mu);
+  ++state_->button_presses;
 }
 
 std::unique_ptr<SimBoard> make_sim_board() { return std::make_unique<SimBoard>(); }

@@ -18,6 +18,7 @@ inline constexpr std::string_view kSimFan = "fan";
 inline constexpr std::string_view kSimGpuLoad = "gpu";
 inline constexpr std::string_view kSimPowerMode = "power_mode";
 inline constexpr std::string_view kSimLed = "led";
+inline constexpr std::string_view kSimButton = "button";
 
 /// What an injected fault does to a sensor.
 enum class SimFault {
@@ -29,6 +30,7 @@ enum class SimFault {
 /// Initial state: zones CPU-therm, GPU-therm, AUX-therm, AO-therm, PMIC-Die, thermal-fan-est
 /// at 40'000 m°C; rails VDD_IN 5'000 mV / 1'200 mA, VDD_CPU_GPU_CV 5'000 mV / 400 mA,
 /// VDD_SOC 5'000 mV / 300 mA; fan pwm 0; power mode 8 "MODE_20W_6CORE"; GPU load 0; LED off.
+/// LED unlit, button not pressed. power_mode().set(id) accepts the Xavier NX ids 0..8.
 /// All setters and readings are thread-safe.
 class SimBoard final : public Board {
  public:
@@ -41,10 +43,14 @@ class SimBoard final : public Board {
   void set_rail(std::string_view label, int32_t voltage_mV, int32_t current_mA);
   /// Sets the GPU load (not range-checked, so tests can feed the firmware bad values).
   void set_gpu_load_permille(int load_permille);
+  /// Sets the mode as if changed outside the firmware (any id and name, unchecked).
   void set_power_mode(int id, std::string name);
+  /// Presses the front-panel button once (latched until button().take_press() takes it).
+  /// hal::LedDriver answers a press by showing the box state for a few seconds.
+  void press_button();
 
   /// Injects `fault` into `sensor`: a zone type, a rail label, or kSimFan, kSimGpuLoad,
-  /// kSimPowerMode, kSimLed. kNone clears it.
+  /// kSimPowerMode, kSimLed, kSimButton. kNone clears it.
   void inject_fault(std::string_view sensor, SimFault fault);
   void clear_faults();
 
@@ -52,6 +58,8 @@ class SimBoard final : public Board {
   int fan_pwm() const;
   /// What the LED shows now: the last pattern accepted by led().set_pattern().
   LedPattern led_pattern() const;
+  /// Whether the LED is lit now: the last level accepted by led().set_lit().
+  bool led_lit() const;
 
   struct State;  // shared with the device objects
 
