@@ -242,6 +242,32 @@ void register_codecs_once() {
   });
 }
 
+bool is_jpeg2000(E_TransferSyntax xfer) {
+  return xfer == EXS_JPEG2000LosslessOnly || xfer == EXS_JPEG2000 || xfer == EXS_JPEG2000MulticomponentLosslessOnly ||
+         xfer == EXS_JPEG2000Multicomponent;
+}
+
+/// Decompresses an encapsulated dataset in place to explicit VR little endian with DCMTK's
+/// decoders (RLE, JPEG baseline/extended/lossless, JPEG-LS). JPEG 2000 is refused: Debian's
+/// DCMTK 3.6.7 ships no JPEG 2000 decoder (that codec is only in the commercial DCMJP2K).
+base::Status decode_to_native(DcmDataset& ds, const std::string& where) {
+  const E_TransferSyntax xfer = ds.getOriginalXfer();
+  if (!DcmXfer(xfer).isEncapsulated()) return base::ok_status();
+  const std::string name = DcmXfer(xfer).getXferName();
+  if (is_jpeg2000(xfer)) {
+    return base::unimplemented(where + ": transfer syntax " + name + " (" + DcmXfer(xfer).getXferID() +
+                               ") cannot be decoded: DCMTK 3.6.7 as shipped by Debian has no JPEG 2000 codec; "
+                               "configure the sender to use JPEG lossless, JPEG-LS, RLE or uncompressed");
+  }
+  register_codecs_once();
+  const OFCondition cond = ds.chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+  if (cond.bad() || !ds.canWriteXfer(EXS_LittleEndianExplicit)) {
+    return base::unimplemented(where + ": cannot decode transfer syntax " + name + " (" + DcmXfer(xfer).getXferID() +
+                               "): " + (cond.bad() ? cond.text() : "no decoder registered for it"));
+  }
+  return base::ok_status();
+}
+
 /// Header fields of one dataset.
 DicomSeries read_header_fields(DcmFileFormat& ff, const std::string& path) {
   DcmDataset& ds = *ff.getDataset();
@@ -592,15 +618,7 @@ base::Result<VolumeF> assemble_volume(const SliceStack& stack) {
       OFCondition cond = ff.loadFile(inst.path.c_str());
       if (cond.bad()) return base::invalid_argument("cannot read " + where + ": " + cond.text());
       DcmDataset& ds = *ff.getDataset();
-      const E_TransferSyntax xfer = ds.getOriginalXfer();
-      if (DcmXfer(xfer).isEncapsulated()) {
-        register_codecs_once();
-        cond = ds.chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
-        if (cond.bad() || !ds.canWriteXfer(EXS_LittleEndianExplicit)) {
-          return base::unimplemented(where + ": cannot decode transfer syntax " +
-                                     std::string(DcmXfer(xfer).getXferName()) + " (" + cond.text() + ")");
-        }
-      }
+      SB_RETURN_IF_ERROR(decode_to_native(ds, where));
       const int samples = get_us(ds, DCM_SamplesPerPixel, 1);
       const int bits_allocated = get_us(ds, DCM_BitsAllocated, 0);
       const int bits_stored = get_us(ds, DCM_BitsStored, bits_allocated);
