@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <system_error>
@@ -230,6 +231,7 @@ std::string instance_label(const DicomInstance& inst) {
   std::ostringstream s;
   if (inst.has_instance_number) s << "instance " << inst.instance_number << " ";
   s << "'" << fs::path(inst.path).filename().string() << "'";
+  if (inst.frame_index >= 0) s << " frame " << inst.frame_index + 1;
   return s.str();
 }
 
@@ -266,6 +268,97 @@ base::Status decode_to_native(DcmDataset& ds, const std::string& where) {
                                "): " + (cond.bad() ? cond.text() : "no decoder registered for it"));
   }
   return base::ok_status();
+}
+
+/// Item 0 of sequence `key` inside `parent`, or nullptr.
+DcmItem* first_item(DcmItem* parent, const DcmTagKey& key) {
+  if (parent == nullptr) return nullptr;
+  DcmItem* item = nullptr;
+  if (parent->findAndGetSequenceItem(key, item, 0).good()) return item;
+  return nullptr;
+}
+
+/// Fills the per-frame fields of `inst` from one frame's functional groups: the macro `seq`
+/// is looked up in the per-frame item first, then in the shared item (PS3.3 C.7.6.16).
+/// Returns false when the frame has no position or orientation.
+bool apply_functional_groups(DcmItem* shared, DcmItem* frame, DicomInstance& inst) {
+  const auto macros = [&](const DcmTagKey& seq) {
+    std::vector<DcmItem*> out;
+    if (DcmItem* m = first_item(frame, seq)) out.push_back(m);
+    if (DcmItem* m = first_item(shared, seq)) out.push_back(m);
+    return out;
+  };
+  bool has_position = false, has_orientation = false;
+  for (DcmItem* m : macros(DCM_PlanePositionSequence)) {
+    if (auto v = get_doubles<3>(*m, DCM_ImagePositionPatient)) {
+      inst.image_position_patient = v;
+      has_position = true;
+      break;
+    }
+  }
+  for (DcmItem* m : macros(DCM_PlaneOrientationSequence)) {
+    if (auto v = get_doubles<6>(*m, DCM_ImageOrientationPatient)) {
+      inst.image_orientation_patient = v;
+      has_orientation = true;
+      break;
+    }
+  }
+  for (DcmItem* m : macros(DCM_PixelMeasuresSequence)) {
+    if (auto v = get_doubles<2>(*m, DCM_PixelSpacing)) {
+      inst.pixel_spacing_mm = v;
+      inst.slice_thickness_mm = get_double(*m, DCM_SliceThickness, inst.slice_thickness_mm);
+      break;
+    }
+  }
+  for (DcmItem* m : macros(DCM_PixelValueTransformationSequence)) {
+    inst.rescale_slope = get_double(*m, DCM_RescaleSlope, inst.rescale_slope);
+    inst.rescale_intercept = get_double(*m, DCM_RescaleIntercept, inst.rescale_intercept);
+    break;
+  }
+  for (DcmItem* m : macros(DCM_MRDiffusionSequence)) {
+    DcmElement* e = nullptr;
+    if (m->findAndGetElement(DCM_DiffusionBValue, e).good()) {
+      if (auto b = first_number(e, true)) {
+        inst.b_value = b;
+        break;
+      }
+    }
+  }
+  for (DcmItem* m : macros(DCM_MRImageFrameTypeSequence)) {
+    const std::vector<std::string> type = split_backslash(get_string(*m, DCM_FrameType));
+    if (type.empty()) continue;
+    inst.image_type.clear();
+    for (const std::string& v : type) inst.image_type.push_back(upper(v));
+    break;
+  }
+  return has_position && has_orientation;
+}
+
+/// Appends `inst` to `out`, or, for a multi-frame instance whose every frame has a position
+/// and an orientation in its functional groups, one entry per frame. A multi-frame instance
+/// without them stays one entry (frame_index -1), which sort_slices() refuses.
+void expand_frames(DcmDataset& ds, const DicomInstance& inst, std::vector<DicomInstance>& out) {
+  DcmSequenceOfItems* per_frame = nullptr;
+  const bool multi = inst.number_of_frames > 1 && inst.number_of_frames <= kMaxFrames &&
+                     ds.findAndGetSequence(DCM_PerFrameFunctionalGroupsSequence, per_frame).good() &&
+                     per_frame != nullptr && per_frame->card() == static_cast<unsigned long>(inst.number_of_frames);
+  if (!multi) {
+    out.push_back(inst);
+    return;
+  }
+  DcmItem* shared = first_item(&ds, DCM_SharedFunctionalGroupsSequence);
+  std::vector<DicomInstance> frames;
+  frames.reserve(static_cast<size_t>(inst.number_of_frames));
+  for (int f = 0; f < inst.number_of_frames; ++f) {
+    DicomInstance frame = inst;
+    frame.frame_index = f;
+    if (!apply_functional_groups(shared, per_frame->getItem(static_cast<unsigned long>(f)), frame)) {
+      out.push_back(inst);  // not placeable frame by frame
+      return;
+    }
+    frames.push_back(std::move(frame));
+  }
+  for (DicomInstance& frame : frames) out.push_back(std::move(frame));
 }
 
 /// Header fields of one dataset.
@@ -329,18 +422,20 @@ DicomSeries read_header_fields(DcmFileFormat& ff, const std::string& path) {
   }
   inst.echo_time_ms = get_double(ds, DCM_EchoTime, 0.0);
   inst.acquisition_number = get_int(ds, DCM_AcquisitionNumber, 0);
-  s.instances.push_back(std::move(inst));
+  expand_frames(ds, inst, s.instances);
   return s;
 }
 
 base::Status check_supported(const DicomSeries& series) {
   for (const DicomInstance& inst : series.instances) {
-    if (inst.number_of_frames > 1 || inst.sop_class_uid == kEnhancedMrStorage ||
-        inst.sop_class_uid == kEnhancedMrColorStorage) {
-      return base::unimplemented("series " + describe_series(series) +
-                                 " is a multi-frame (Enhanced MR) series, which this version cannot "
-                                 "assemble yet; configure the scanner to send single-frame (classic) "
-                                 "images");
+    if (inst.frame_index < 0 && (inst.number_of_frames > 1 || inst.sop_class_uid == kEnhancedMrStorage ||
+                                 inst.sop_class_uid == kEnhancedMrColorStorage)) {
+      return base::unimplemented("series " + describe_series(series) + ": " + instance_label(inst) +
+                                 " is a multi-frame instance (" + std::to_string(inst.number_of_frames) +
+                                 " frames) without a position and orientation for every frame (Plane "
+                                 "Position/Orientation functional groups, PS3.3 C.7.6.16), so its frames "
+                                 "cannot be placed in space; configure the scanner to send Enhanced MR "
+                                 "with functional groups or single-frame (classic) images");
     }
     if (inst.mosaic_images > 1 ||
         std::find(inst.image_type.begin(), inst.image_type.end(), "MOSAIC") != inst.image_type.end()) {
@@ -365,6 +460,70 @@ bool looks_like_dicom(const std::string& path) {
   if (n < 8) return false;
   const unsigned group = head[0] | (head[1] << 8);
   return group == 0x0002 || group == 0x0008;
+}
+
+/// Converts frame `inst.frame_index` (0 for single-frame) of a decoded dataset to float with
+/// the instance's rescale (PS3.3 C.11.1.1.2); BitsStored/HighBit/PixelRepresentation per
+/// PS3.5 8.1.1 and PS3.3 C.7.6.3.1.
+base::Status read_frame(DcmDataset& ds, const DicomInstance& inst, size_t rows, size_t cols, float* out,
+                        const std::string& where) {
+  const size_t plane = rows * cols;
+  const int samples = get_us(ds, DCM_SamplesPerPixel, 1);
+  const int bits_allocated = get_us(ds, DCM_BitsAllocated, 0);
+  const int bits_stored = get_us(ds, DCM_BitsStored, bits_allocated);
+  const int high_bit = get_us(ds, DCM_HighBit, bits_stored - 1);
+  const int pixel_rep = get_us(ds, DCM_PixelRepresentation, 0);
+  if (samples != 1) {
+    return base::unimplemented(where + ": colour images (SamplesPerPixel " + std::to_string(samples) +
+                               ") are not supported");
+  }
+  if (bits_allocated != 8 && bits_allocated != 16) {
+    return base::unimplemented(where + ": BitsAllocated " + std::to_string(bits_allocated) +
+                               " is not supported (8 or 16)");
+  }
+  if (bits_stored < 1 || bits_stored > bits_allocated || high_bit < bits_stored - 1 || high_bit >= bits_allocated) {
+    return base::invalid_argument(where + ": inconsistent BitsStored/HighBit");
+  }
+  if (get_us(ds, DCM_Rows, 0) != static_cast<int>(rows) || get_us(ds, DCM_Columns, 0) != static_cast<int>(cols)) {
+    return base::invalid_argument(where + ": the file changed since it was scanned (Rows/Columns differ)");
+  }
+  const size_t frame = inst.frame_index < 0 ? 0 : static_cast<size_t>(inst.frame_index);
+  const size_t first = frame * plane;
+  const int shift = high_bit + 1 - bits_stored;
+  const uint32_t mask = (bits_stored >= 32) ? 0xFFFFFFFFu : ((1u << bits_stored) - 1u);
+  const uint32_t sign_bit = 1u << (bits_stored - 1);
+  const double slope = inst.rescale_slope, intercept = inst.rescale_intercept;
+  const auto convert = [&](uint32_t raw) {
+    const uint32_t v = (raw >> shift) & mask;
+    double value;
+    if (pixel_rep == 1 && (v & sign_bit)) {
+      value = static_cast<double>(static_cast<int64_t>(v) - (int64_t{1} << bits_stored));
+    } else {
+      value = static_cast<double>(v);
+    }
+    return static_cast<float>(value * slope + intercept);
+  };
+  unsigned long count = 0;
+  if (bits_allocated == 16) {
+    const Uint16* pixels = nullptr;
+    const OFCondition cond = ds.findAndGetUint16Array(DCM_PixelData, pixels, &count);
+    if (cond.bad() || pixels == nullptr || count < first + plane) {
+      return base::invalid_argument(where + ": pixel data missing or truncated (" + std::to_string(count) +
+                                    " values, frame " + std::to_string(frame + 1) + " needs " +
+                                    std::to_string(first + plane) + ")");
+    }
+    for (size_t p = 0; p < plane; ++p) out[p] = convert(pixels[first + p]);
+  } else {
+    const Uint8* pixels = nullptr;
+    const OFCondition cond = ds.findAndGetUint8Array(DCM_PixelData, pixels, &count);
+    if (cond.bad() || pixels == nullptr || count < first + plane) {
+      return base::invalid_argument(where + ": pixel data missing or truncated (" + std::to_string(count) +
+                                    " bytes, frame " + std::to_string(frame + 1) + " needs " +
+                                    std::to_string(first + plane) + ")");
+    }
+    for (size_t p = 0; p < plane; ++p) out[p] = convert(pixels[first + p]);
+  }
+  return base::ok_status();
 }
 
 }  // namespace
@@ -444,7 +603,8 @@ base::Result<DicomScan> scan_dicom_folder(const std::string& dir) {
       series_index[one.series_instance_uid] = scan.series.size();
       scan.series.push_back(std::move(one));
     } else {
-      scan.series[found->second].instances.push_back(std::move(inst));
+      auto& instances = scan.series[found->second].instances;
+      for (DicomInstance& frame : one.instances) instances.push_back(std::move(frame));
     }
   }
   if (scan.series.empty()) {
@@ -607,66 +767,32 @@ base::Result<VolumeF> assemble_volume(const SliceStack& stack) {
   if (grid.voxel_count() <= 0 || stack.slices.size() != static_cast<size_t>(grid.dims[2])) {
     return base::invalid_argument("assemble_volume: empty or inconsistent slice stack");
   }
+  if (grid.dims[0] > kMaxInPlaneDim || grid.dims[1] > kMaxInPlaneDim || grid.voxel_count() > kMaxVoxels) {
+    return base::resource_exhausted("assemble_volume: " + std::to_string(grid.dims[0]) + " x " +
+                                    std::to_string(grid.dims[1]) + " x " + std::to_string(grid.dims[2]) +
+                                    " voxels exceed the supported size");
+  }
   VolumeF volume(grid, 0.0f);
   const size_t cols = static_cast<size_t>(grid.dims[0]), rows = static_cast<size_t>(grid.dims[1]);
   const size_t plane = cols * rows;
+  // The file last read stays loaded (and decoded): the frames of an Enhanced MR instance all
+  // come from one file.
+  std::unique_ptr<DcmFileFormat> loaded;
+  std::string loaded_path;
   for (size_t k = 0; k < stack.slices.size(); ++k) {
     const DicomInstance& inst = stack.slices[k];
     const std::string where = "slice " + std::to_string(k) + " (" + instance_label(inst) + ")";
     try {
-      DcmFileFormat ff;
-      OFCondition cond = ff.loadFile(inst.path.c_str());
-      if (cond.bad()) return base::invalid_argument("cannot read " + where + ": " + cond.text());
-      DcmDataset& ds = *ff.getDataset();
-      SB_RETURN_IF_ERROR(decode_to_native(ds, where));
-      const int samples = get_us(ds, DCM_SamplesPerPixel, 1);
-      const int bits_allocated = get_us(ds, DCM_BitsAllocated, 0);
-      const int bits_stored = get_us(ds, DCM_BitsStored, bits_allocated);
-      const int high_bit = get_us(ds, DCM_HighBit, bits_stored - 1);
-      const int pixel_rep = get_us(ds, DCM_PixelRepresentation, 0);
-      if (samples != 1) return base::unimplemented(where + ": colour images (SamplesPerPixel " + std::to_string(samples) + ") are not supported");
-      if (bits_allocated != 8 && bits_allocated != 16) {
-        return base::unimplemented(where + ": BitsAllocated " + std::to_string(bits_allocated) + " is not supported (8 or 16)");
+      if (!loaded || loaded_path != inst.path) {
+        loaded.reset();
+        auto ff = std::make_unique<DcmFileFormat>();
+        const OFCondition cond = ff->loadFile(inst.path.c_str());
+        if (cond.bad()) return base::invalid_argument("cannot read " + where + ": " + cond.text());
+        SB_RETURN_IF_ERROR(decode_to_native(*ff->getDataset(), where));
+        loaded = std::move(ff);
+        loaded_path = inst.path;
       }
-      if (bits_stored < 1 || bits_stored > bits_allocated || high_bit < bits_stored - 1 || high_bit >= bits_allocated) {
-        return base::invalid_argument(where + ": inconsistent BitsStored/HighBit");
-      }
-      if (get_us(ds, DCM_Rows, 0) != static_cast<int>(rows) || get_us(ds, DCM_Columns, 0) != static_cast<int>(cols)) {
-        return base::invalid_argument(where + ": the file changed since it was scanned (Rows/Columns differ)");
-      }
-      const int shift = high_bit + 1 - bits_stored;
-      const uint32_t mask = (bits_stored >= 32) ? 0xFFFFFFFFu : ((1u << bits_stored) - 1u);
-      const uint32_t sign_bit = 1u << (bits_stored - 1);
-      const double slope = inst.rescale_slope, intercept = inst.rescale_intercept;
-      float* out = volume.data.data() + k * plane;
-      const auto convert = [&](uint32_t raw) {
-        uint32_t v = (raw >> shift) & mask;
-        double value;
-        if (pixel_rep == 1 && (v & sign_bit)) {
-          value = static_cast<double>(static_cast<int64_t>(v) - (int64_t{1} << bits_stored));
-        } else {
-          value = static_cast<double>(v);
-        }
-        return static_cast<float>(value * slope + intercept);
-      };
-      unsigned long count = 0;
-      if (bits_allocated == 16) {
-        const Uint16* pixels = nullptr;
-        cond = ds.findAndGetUint16Array(DCM_PixelData, pixels, &count);
-        if (cond.bad() || pixels == nullptr || count < plane) {
-          return base::invalid_argument(where + ": pixel data missing or truncated (" + std::to_string(count) +
-                                        " of " + std::to_string(plane) + " values)");
-        }
-        for (size_t p = 0; p < plane; ++p) out[p] = convert(pixels[p]);
-      } else {
-        const Uint8* pixels = nullptr;
-        cond = ds.findAndGetUint8Array(DCM_PixelData, pixels, &count);
-        if (cond.bad() || pixels == nullptr || count < plane) {
-          return base::invalid_argument(where + ": pixel data missing or truncated (" + std::to_string(count) +
-                                        " of " + std::to_string(plane) + " bytes)");
-        }
-        for (size_t p = 0; p < plane; ++p) out[p] = convert(pixels[p]);
-      }
+      SB_RETURN_IF_ERROR(read_frame(*loaded->getDataset(), inst, rows, cols, volume.data.data() + k * plane, where));
     } catch (const std::exception& e) {
       return base::invalid_argument("cannot read " + where + ": " + e.what());
     } catch (...) {

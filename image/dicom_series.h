@@ -53,6 +53,11 @@ struct DicomInstance {
   int mosaic_images = 0;
   double echo_time_ms = 0.0;
   int acquisition_number = 0;
+  /// -1 for a single-frame instance. Otherwise this entry stands for frame `frame_index`
+  /// (0-based) of a multi-frame (Enhanced MR) instance, and its position, orientation, pixel
+  /// spacing, rescale, b-value and FrameType come from that frame's functional groups
+  /// (PS3.3 C.7.6.16: per-frame item first, then the shared item, then the top level).
+  int frame_index = -1;
 };
 
 /// Patient and study level attributes copied into derived objects (PS3.3 C.7.1.1, C.7.2.1).
@@ -90,8 +95,12 @@ struct DicomScan {
   int duplicates_skipped = 0;  // a SOPInstanceUID already seen (same image sent twice)
 };
 
+/// Largest NumberOfFrames of one multi-frame instance that is expanded into frames.
+inline constexpr int kMaxFrames = 20000;
+
 /// Reads the header of one file (pixel data is not loaded). Returns a series holding that
-/// single instance. Errors: kInvalidArgument when the file is not a DICOM instance (with the
+/// single instance, or, for a multi-frame instance with per-frame functional groups (Enhanced
+/// MR, PS3.3 C.8.13), one entry per frame (see DicomInstance::frame_index). Errors: kInvalidArgument when the file is not a DICOM instance (with the
 /// DCMTK reason), kNotFound when it does not exist.
 base::Result<DicomSeries> read_dicom_header(const std::string& path);
 
@@ -111,7 +120,9 @@ struct SliceStack {
 /// image with ImagePositionPatient, ImageOrientationPatient (unit, orthogonal; all equal within
 /// 1e-4), PixelSpacing and Rows/Columns all equal; at least 2 slices; no two slices at the
 /// same position; gaps along the normal within 10 % of the median step; slices on one line.
-/// Errors: kUnimplemented for multi-frame (Enhanced MR) or mosaic series; kResourceExhausted
+/// Frames of Enhanced MR instances count as slices.
+/// Errors: kUnimplemented for multi-frame instances without per-frame geometry (Plane Position
+/// and Orientation functional groups) or Siemens mosaic series; kResourceExhausted
 /// for more than kMaxInPlaneDim x kMaxInPlaneDim or kMaxSlices slices; kInvalidArgument with a
 /// message naming the offending files for everything else.
 base::Result<SliceStack> sort_slices(const DicomSeries& series);
@@ -121,7 +132,9 @@ base::Result<SliceStack> sort_slices(const DicomSeries& series);
 /// the k-th sorted slice. Affine (LPS, mm; PS3.3 C.7.6.2.1.1): column 0 = row direction
 /// (IOP[0..2]) * column spacing (PixelSpacing[1]); column 1 = column direction (IOP[3..5]) *
 /// row spacing (PixelSpacing[0]); column 2 = (IPP_last - IPP_first) / (n - 1); column 3 = IPP
-/// of the first sorted slice. Compressed transfer syntaxes (RLE, JPEG, JPEG-LS) are decoded.
+/// of the first sorted slice. Compressed transfer syntaxes (RLE, JPEG, JPEG-LS) are decoded;
+/// deflated and big endian ones read; JPEG 2000 is refused (kUnimplemented: no codec in
+/// Debian's DCMTK 3.6.7).
 /// Errors: those of sort_slices(); kInvalidArgument for unreadable or inconsistent pixel data.
 base::Result<VolumeF> assemble_volume(const DicomSeries& series);
 

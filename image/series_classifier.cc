@@ -226,11 +226,59 @@ base::Result<DiffusionSelection> select_diffusion_series(const std::vector<Dicom
     reason << "; " << ties + 1 << " equally good DWI series, chose the latest (highest series number)";
   }
 
-  if (adc.empty()) {
-    return base::not_found("no ADC series found in study " + study_uid + ": series were " + list_series(series));
-  }
   const size_t dwi_slices = distinct_positions(chosen.instances);
   const DicomInstance& dwi_first = chosen.instances.front();
+  if (adc.empty()) {
+    // No ADC series: find b=0 images to derive one, first in the DWI series itself, then in the
+    // other diffusion series of the same geometry (nearest series number first).
+    std::vector<size_t> sources = {chosen.series_index};
+    std::vector<size_t> others;
+    for (size_t idx = 0; idx < series.size(); ++idx) {
+      if (idx == chosen.series_index || classify_series(series[idx]).kind != SeriesKind::kDwi) continue;
+      const DicomSeries& s = series[idx];
+      const bool same_for = !s.frame_of_reference_uid.empty() && s.frame_of_reference_uid == dwi_series.frame_of_reference_uid;
+      if (same_for) others.push_back(idx);
+    }
+    std::stable_sort(others.begin(), others.end(), [&](size_t a, size_t b) {
+      return std::abs(series[a].series_number - dwi_series.series_number) <
+             std::abs(series[b].series_number - dwi_series.series_number);
+    });
+    sources.insert(sources.end(), others.begin(), others.end());
+    for (size_t idx : sources) {
+      if (!chosen.b) break;  // the DWI's b-value is needed for the formula
+      const DicomSeries& s = series[idx];
+      std::optional<double> lowest;
+      for (const DicomInstance& inst : s.instances) {
+        if (inst.b_value && *inst.b_value >= 0 && *inst.b_value <= options.b0_max && (!lowest || *inst.b_value < *lowest)) {
+          lowest = *inst.b_value;
+        }
+      }
+      if (!lowest) continue;
+      std::vector<DicomInstance> b0;
+      for (const DicomInstance& inst : s.instances) {
+        if (inst.b_value && std::lround(*inst.b_value) == std::lround(*lowest)) b0.push_back(inst);
+      }
+      if (distinct_positions(b0) != dwi_slices || b0.front().rows != dwi_first.rows ||
+          b0.front().columns != dwi_first.columns) {
+        continue;
+      }
+      DiffusionSelection out;
+      out.dwi = dwi_series;
+      out.dwi.instances = chosen.instances;
+      out.dwi_b_value = chosen.b;
+      out.adc_derived = true;
+      out.b0 = s;
+      out.b0.instances = std::move(b0);
+      out.b0_value = *lowest;
+      reason << "; no ADC series: ADC derived from b=" << format_b(*lowest) << " images of "
+             << describe_series(s) << " (" << out.b0.instances.size() << " instances)";
+      out.reason = reason.str();
+      return out;
+    }
+    return base::not_found("no ADC series found in study " + study_uid +
+                           ", and no b=0 images on the DWI's geometry to derive one from: series were " +
+                           list_series(series));
+  }
   const auto adc_rank = [&](size_t idx) {
     const DicomSeries& s = series[idx];
     const DicomInstance& f = s.instances.front();

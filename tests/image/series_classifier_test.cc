@@ -102,10 +102,10 @@ TEST(SeriesClassifier, RefusesBValuesOutsideTheAcceptedRange) {
   EXPECT_NE(sel.status().message().find("b-values 0, 2000"), std::string::npos) << sel.status().message();
 }
 
-TEST(SeriesClassifier, NoAdcIsNotFoundAndListsTheSeries) {
+TEST(SeriesClassifier, NoAdcAndNoB0IsNotFoundAndListsTheSeries) {
   const std::vector<DicomSeries> study = {
       make_series(2, "t2_tse_tra", {"ORIGINAL", "PRIMARY", "M"}),
-      make_series(3, "DWI", {"ORIGINAL"}, {0, 1000}),
+      make_series(3, "DWI", {"ORIGINAL"}, {500, 1000}),
   };
   auto sel = select_diffusion_series(study);
   ASSERT_EQ(sel.status().code(), base::Code::kNotFound);
@@ -113,6 +113,48 @@ TEST(SeriesClassifier, NoAdcIsNotFoundAndListsTheSeries) {
   EXPECT_NE(m.find("no ADC series found in study 1.2.3"), std::string::npos) << m;
   EXPECT_NE(m.find("t2_tse_tra"), std::string::npos) << m;
   EXPECT_NE(m.find("#3 'DWI'"), std::string::npos) << m;
+  EXPECT_NE(m.find("no b=0 images"), std::string::npos) << m;
+}
+
+TEST(SeriesClassifier, B0AndB1000InOneSeriesWithoutAdcAreSplitAndMarkedForDerivation) {
+  const std::vector<DicomSeries> study = {
+      make_series(2, "t2_tse_tra", {"ORIGINAL", "PRIMARY", "M"}),
+      make_series(3, "ep2d_diff", {"ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"}, {0, 1000}, 5),
+  };
+  auto sel = select_diffusion_series(study);
+  ASSERT_TRUE(sel.ok()) << sel.status().to_string();
+  EXPECT_TRUE(sel->adc_derived);
+  EXPECT_TRUE(sel->adc.instances.empty());
+  ASSERT_EQ(sel->dwi.instances.size(), 5u);
+  ASSERT_EQ(sel->b0.instances.size(), 5u);
+  for (const auto& inst : sel->dwi.instances) EXPECT_EQ(*inst.b_value, 1000.0);
+  for (const auto& inst : sel->b0.instances) EXPECT_EQ(*inst.b_value, 0.0);
+  EXPECT_EQ(sel->b0_value, 0.0);
+  EXPECT_NE(sel->reason.find("ADC derived from b=0"), std::string::npos) << sel->reason;
+}
+
+TEST(SeriesClassifier, B0InASeparateSeriesOfTheSameGeometryIsUsedForDerivation) {
+  const std::vector<DicomSeries> study = {
+      make_series(3, "DWI b0", {"ORIGINAL", "PRIMARY", "DIFFUSION"}, {0}, 4),
+      make_series(4, "DWI b0 other frame", {"ORIGINAL", "PRIMARY", "DIFFUSION"}, {0}, 4, "9.9.9"),
+      make_series(5, "DWI b1000", {"ORIGINAL", "PRIMARY", "DIFFUSION"}, {1000}, 4),
+  };
+  auto sel = select_diffusion_series(study);
+  ASSERT_TRUE(sel.ok()) << sel.status().to_string();
+  EXPECT_TRUE(sel->adc_derived);
+  EXPECT_EQ(sel->dwi.series_number, 5);
+  EXPECT_EQ(sel->b0.series_number, 3);  // same Frame of Reference as the DWI
+}
+
+TEST(SeriesClassifier, AnAdcSeriesIsPreferredOverDerivation) {
+  const std::vector<DicomSeries> study = {
+      make_series(3, "ep2d_diff", {"ORIGINAL", "PRIMARY", "DIFFUSION"}, {0, 1000}),
+      make_series(4, "ep2d_diff_ADC", {"DERIVED", "PRIMARY", "DIFFUSION", "ADC"}),
+  };
+  auto sel = select_diffusion_series(study);
+  ASSERT_TRUE(sel.ok()) << sel.status().to_string();
+  EXPECT_FALSE(sel->adc_derived);
+  EXPECT_EQ(sel->adc.series_number, 4);
 }
 
 TEST(SeriesClassifier, EquallyGoodRepeatsPickTheLatestAndSaySo) {

@@ -1,0 +1,48 @@
+#include "image/adc_map.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+namespace image {
+
+base::Result<VolumeF> derive_adc(const VolumeF& low, const VolumeF& high, double b_high, const AdcOptions& options) {
+  if (!low.grid.same_as(high.grid) || low.data.size() != high.data.size()) {
+    return base::invalid_argument("derive_adc: the b=" + std::to_string(options.b_low) + " and b=" +
+                                  std::to_string(b_high) + " images are on different grids");
+  }
+  const double db = b_high - options.b_low;
+  if (!(db > 0) || !std::isfinite(db)) {
+    return base::invalid_argument("derive_adc: the high b-value (" + std::to_string(b_high) +
+                                  ") must exceed the low one (" + std::to_string(options.b_low) + ")");
+  }
+  // Background threshold from the 99th percentile of the positive low-b signal.
+  std::vector<float> positive;
+  positive.reserve(low.data.size());
+  for (float v : low.data) {
+    if (v > 0 && std::isfinite(v)) positive.push_back(v);
+  }
+  double threshold = 0.0;
+  if (!positive.empty()) {
+    const size_t at = std::min(positive.size() - 1, static_cast<size_t>(0.99 * static_cast<double>(positive.size())));
+    std::nth_element(positive.begin(), positive.begin() + static_cast<std::ptrdiff_t>(at), positive.end());
+    threshold = options.background_fraction * positive[at];
+  }
+  VolumeF adc(low.grid, 0.0f);
+  const double scale = 1e6 / db;  // mm^2/s -> 10^-6 mm^2/s
+  for (size_t v = 0; v < low.data.size(); ++v) {
+    const double s_low = low.data[v], s_high = high.data[v];
+    if (!std::isfinite(s_low) || !std::isfinite(s_high) || s_low <= 0 || s_low <= threshold) continue;  // background
+    double value;
+    if (s_high <= 0) {
+      value = options.max_adc;
+    } else {
+      value = std::log(s_low / s_high) * scale;
+    }
+    adc.data[v] = static_cast<float>(std::clamp(value, 0.0, options.max_adc));
+  }
+  return adc;
+}
+
+}  // namespace image
