@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -265,6 +266,66 @@ TEST_F(OutboxTest, SenderThreadDeliversWhatIsEnqueued) {
   (*box)->stop();
   EXPECT_EQ(or_else<int64_t>((*box)->pending_count(), -1), 0);
   EXPECT_EQ(scp.received(), 3u);
+}
+
+TEST_F(OutboxTest, ResultOfAJobIsQueuedOnceAndTrackedPerStudy) {
+  // A result folder laid out like the pipeline's: seg.dcm, overlay/*.dcm, sr.dcm.
+  const fs::path out = dir_ / "results" / "1.2.3";
+  fs::create_directories(out / "overlay");
+  fs::copy_file(instances_[0].path, out / "seg.dcm");
+  fs::copy_file(instances_[1].path, out / "overlay" / "0001.dcm");
+  fs::copy_file(instances_[2].path, out / "sr.dcm");
+  std::ofstream((out / "report.json").string()) << "{}";
+  auto files = find_result_files(out.string());
+  ASSERT_TRUE(files.ok()) << files.status().to_string();
+  ASSERT_EQ(files->size(), 3u);
+  EXPECT_EQ((*files)[0].kind, "seg");
+  EXPECT_EQ((*files)[1].kind, "overlay");
+  EXPECT_EQ((*files)[2].kind, "sr");
+  EXPECT_EQ((*files)[0].sop_instance_uid, instances_[0].sop_instance_uid);
+  EXPECT_EQ((*files)[2].sop_class_uid, instances_[2].sop_class_uid);
+
+  StoreScp scp(port_, dir_ / "received");
+  ASSERT_TRUE(scp.start());
+  auto box = Outbox::open(db(), {pacs()}, fake_clock_options());
+  ASSERT_TRUE(box.ok());
+  EXPECT_FALSE(or_else<bool>((*box)->result_enqueued("1.2.3", 7), true));
+  EXPECT_EQ(or_else<int>((*box)->enqueue_result("1.2.3", 7, *files), -1), 3);
+  EXPECT_TRUE(or_else<bool>((*box)->result_enqueued("1.2.3", 7), false));
+  EXPECT_FALSE(or_else<bool>((*box)->result_enqueued("1.2.3", 8), true));  // a later job is a new result
+  EXPECT_EQ(or_else<int>((*box)->enqueue_result("1.2.3", 7, *files), -1), 0);  // idempotent
+  EXPECT_TRUE(or_else<bool>((*box)->has_pending("1.2.3"), false));
+  EXPECT_FALSE(or_else<bool>((*box)->has_pending("9.9"), true));
+  EXPECT_EQ(or_else<int>((*box)->send_due(), -1), 3);
+  EXPECT_FALSE(or_else<bool>((*box)->has_pending("1.2.3"), true));
+  EXPECT_EQ(scp.received(), 3u);
+}
+
+TEST_F(OutboxTest, NotDicomResultFileIsAnError) {
+  const fs::path out = dir_ / "results" / "bad";
+  fs::create_directories(out);
+  std::ofstream((out / "seg.dcm").string()) << "not dicom";
+  auto files = find_result_files(out.string());
+  ASSERT_FALSE(files.ok());
+  EXPECT_EQ(files.status().code(), base::Code::kDataLoss);
+  EXPECT_NE(files.status().message().find("seg.dcm"), std::string::npos);
+}
+
+TEST_F(OutboxTest, MissingFileIsDroppedWithItsReasonNotRetriedForever) {
+  StoreScp scp(port_, dir_ / "received");
+  ASSERT_TRUE(scp.start());
+  auto box = Outbox::open(db(), {pacs()}, fake_clock_options());
+  ASSERT_TRUE(box.ok());
+  const fs::path gone = dir_ / "gone.dcm";
+  fs::copy_file(instances_[0].path, gone);
+  ASSERT_EQ(or_else<int>((*box)->enqueue("seg", gone.string(), instances_[0].sop_class_uid, "1.2.3.4.5"), -1), 1);
+  fs::remove(gone);
+  EXPECT_EQ(or_else<int>((*box)->send_due(), -1), 0);
+  EXPECT_EQ(or_else<int64_t>((*box)->pending_count(), -1), 0);
+  auto states = (*box)->destination_states();
+  ASSERT_TRUE(states.ok());
+  EXPECT_NE((*states)[0].last_error.find("missing"), std::string::npos) << (*states)[0].last_error;
+  EXPECT_EQ(scp.received(), 0u);
 }
 
 TEST(OutboxOpenTest, RejectsBadDestinations) {
