@@ -10,6 +10,7 @@
 #include "firmware/overlay_writer.h"
 #include "firmware/seg_writer.h"
 #include "firmware/sr_writer.h"
+#include "image/adc_map.h"
 #include "image/connected_components.h"
 #include "image/dicom_series.h"
 #include "image/grid_resample.h"
@@ -164,8 +165,30 @@ struct Pipeline::Impl {
     if (choice.dwi_b_value) r.extra["dwi_b_value"] = *choice.dwi_b_value;
     auto dwi = image::assemble_volume(dwi_series);
     if (!dwi.ok()) return dwi.status().with_context("DWI series " + dwi_series.series_instance_uid);
-    auto adc = image::assemble_volume(adc_series);
-    if (!adc.ok()) return adc.status().with_context("ADC series " + adc_series.series_instance_uid);
+    r.extra["adc_derived"] = choice.adc_derived;
+    base::Result<image::VolumeF> adc = base::internal_error("no ADC");
+    if (choice.adc_derived) {
+      // No ADC series: compute it from the b=0 images and the DWI (image/adc_map.h).
+      auto b0 = image::assemble_volume(choice.b0);
+      if (!b0.ok()) return b0.status().with_context("b=0 images of series " + choice.b0.series_instance_uid);
+      if (!b0->grid.same_as(dwi->grid)) {
+        auto resampled = image::resample_to_grid(*b0, dwi->grid, 1);
+        if (!resampled.ok()) return resampled.status().with_context("putting the b=0 images on the DWI grid");
+        b0 = std::move(resampled);
+      }
+      if (!choice.dwi_b_value) return base::invalid_argument("cannot derive the ADC: the DWI has no b-value");
+      image::AdcOptions adc_options;
+      adc_options.b_low = choice.b0_value;
+      adc = image::derive_adc(*b0, *dwi, *choice.dwi_b_value, adc_options);
+      if (!adc.ok()) return adc.status().with_context("deriving the ADC");
+      r.adc_series_instance_uid.clear();
+      r.extra["adc_derived_from"] = {{"b0_series_instance_uid", choice.b0.series_instance_uid},
+                                     {"b_low", choice.b0_value},
+                                     {"b_high", *choice.dwi_b_value}};
+    } else {
+      adc = image::assemble_volume(adc_series);
+      if (!adc.ok()) return adc.status().with_context("ADC series " + adc_series.series_instance_uid);
+    }
     if (!adc->grid.same_as(dwi->grid)) {
       // Different acquisition grids: bring ADC onto the DWI grid (trilinear through the affines).
       auto resampled = image::resample_to_grid(*adc, dwi->grid, 1);
