@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <chrono>
 #include <cstring>
 #include <algorithm>
@@ -104,6 +105,16 @@ class NodeScp : public DcmThreadSCP {
     release_slot_();
   }
   void notifyAbortRequest() override { release_slot_(); }
+  // Any other end of the command loop, the DIMSE timeout of an idle association included:
+  // DCMTK aborts the association next (and may wait up to the ACSE timeout for the peer to
+  // close the connection); the slot is free from now.
+  void notifyDIMSEError(const OFCondition& cond) override {
+    if (cond == DIMSE_NODATAAVAILABLE) {
+      SB_LOG(kWarning) << "association " << association_id_ << " from " << trim(getPeerAETitle())
+                       << ": idle longer than dicom.dimse_timeout_s, aborting";
+    }
+    release_slot_();
+  }
 
   // Called by DCMTK after each PDV of a data set with the bytes received so far. Beyond the
   // instance size limit the association is aborted at once: the data set is received into
@@ -341,6 +352,10 @@ base::Status DicomNode::start() {
   // Peer addresses stay numeric (allowed_peers compares them); it also spares every
   // association a reverse DNS lookup that may hang on a hospital network.
   dcmDisableGethostbyaddr.set(OFTrue);
+  // A peer that vanishes while we answer must cost an error, not the process: writing to its
+  // closed socket raises SIGPIPE, whose default action terminates. Only the default is replaced.
+  struct sigaction current {};
+  if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) ::signal(SIGPIPE, SIG_IGN);
   OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, options_.port, options_.acse_timeout_s, &network_);
   if (cond.bad()) {
     network_ = nullptr;

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <regex>
 #include <thread>
 
 #include <dcmtk/config/osconfig.h>
@@ -105,7 +106,7 @@ struct Output {
 // Runs a shell command, capturing stdout and stderr.
 Output run(const std::string& command) {
   Output out;
-  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+  FILE* p = ::popen(("(" + command + ") 2>&1").c_str(), "r");
   if (!p) return out;
   std::array<char, 4096> buf{};
   size_t n;
@@ -465,7 +466,7 @@ TEST_F(DicomNodeTest, MaxPduIsWhatTheNodeAnnounces) {
   start_node();
   const std::string out = echoscu("-aet SCANNER -d");
   EXPECT_EQ(last_exit_, 0) << out;
-  EXPECT_NE(out.find("Their Max PDU Receive Size: 4096"), std::string::npos) << out;
+  EXPECT_TRUE(std::regex_search(out, std::regex("Their Max PDU Receive Size: +4096\\b"))) << out;
   // Larger instances still arrive, split into PDUs of that size.
   auto scu = connect();
   ASSERT_TRUE(scu->negotiateAssociation().good());
@@ -575,32 +576,39 @@ TEST_F(DicomNodeTest, IdleAssociationIsAbortedAfterTheDimseTimeout) {
 
 class DicomNodeTlsTest : public DicomNodeTest {
  protected:
+  // One PKI for the suite (EC P-256 keys: fast to make).
+  static void SetUpTestSuite() {
+    pki_ = fs::temp_directory_path() / ("sb_node_pki_" + std::to_string(::getpid()));
+    fs::remove_all(pki_);
+    fs::create_directories(pki_);
+    pki_ok_ = make_ca("ca") && make_ca("rogue") &&  // rogue: a CA the node does not trust
+              make_cert("server", "ca", "localhost") && make_cert("client", "ca", "SCANNER") &&
+              make_cert("stranger", "rogue", "STRANGER");
+  }
+  static void TearDownTestSuite() { fs::remove_all(pki_); }
+  static bool make_ca(const std::string& name) {
+    const Output out = run("cd " + pki_.string() + " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 " +
+                           "-nodes -sha256 -days 2 -subj /CN=" + name + "-ca -keyout " + name + ".key -out " + name +
+                           ".pem");
+    EXPECT_EQ(out.exit_code, 0) << out.text;
+    return out.exit_code == 0;
+  }
+  static bool make_cert(const std::string& name, const std::string& ca, const std::string& cn) {
+    const Output out = run("cd " + pki_.string() + " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 " +
+                           "-nodes -sha256 -subj /CN=" + cn + " -keyout " + name + ".key -out " + name +
+                           ".csr && openssl x509 -req -in " + name + ".csr -CA " + ca + ".pem -CAkey " + ca +
+                           ".key -CAcreateserial -days 2 -sha256 -out " + name + ".pem");
+    EXPECT_EQ(out.exit_code, 0) << out.text;
+    return out.exit_code == 0;
+  }
   void SetUp() override {
     DicomNodeTest::SetUp();
-    pki_ = dir_ / "pki";
-    fs::create_directories(pki_);
-    make_ca("ca");
-    make_ca("rogue");  // a CA the node does not trust
-    make_cert("server", "ca", "localhost");
-    make_cert("client", "ca", "SCANNER");
-    make_cert("stranger", "rogue", "STRANGER");
+    ASSERT_TRUE(pki_ok_) << "openssl could not make the test certificates";
     options_.tls.enabled = true;
     options_.tls.certificate = (pki_ / "server.pem").string();
     options_.tls.private_key = (pki_ / "server.key").string();
     options_.tls.trusted_ca = (pki_ / "ca.pem").string();
     options_.tls.require_client_certificate = true;
-  }
-  void make_ca(const std::string& name) {
-    const Output out = run("cd " + pki_.string() + " && openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 2 " +
-                           "-subj /CN=" + name + "-ca -keyout " + name + ".key -out " + name + ".pem");
-    ASSERT_EQ(out.exit_code, 0) << out.text;
-  }
-  void make_cert(const std::string& name, const std::string& ca, const std::string& cn) {
-    const Output out =
-        run("cd " + pki_.string() + " && openssl req -newkey rsa:2048 -nodes -sha256 -subj /CN=" + cn + " -keyout " +
-            name + ".key -out " + name + ".csr && openssl x509 -req -in " + name + ".csr -CA " + ca + ".pem -CAkey " +
-            ca + ".key -CAcreateserial -days 2 -sha256 -out " + name + ".pem");
-    ASSERT_EQ(out.exit_code, 0) << out.text;
   }
   Output storescu(const std::string& tls_flags, int i) {
     const fs::path file = dir_ / ("slice" + std::to_string(i) + ".dcm");
@@ -611,7 +619,8 @@ class DicomNodeTlsTest : public DicomNodeTest {
   bool stored(int i) const { return fs::exists(dir_ / "spool" / kStudy / kSeries / (sop_uid(i) + ".dcm")); }
   std::string pem(const std::string& name) const { return (pki_ / name).string(); }
 
-  fs::path pki_;
+  static inline fs::path pki_;
+  static inline bool pki_ok_ = false;
 };
 
 TEST_F(DicomNodeTlsTest, StorescuWithATrustedClientCertificateStores) {
