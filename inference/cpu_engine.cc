@@ -15,6 +15,7 @@
 #include "inference/engine_file.h"
 #include "inference/graph.h"
 #include "inference/memory_planner.h"
+#include "inference/norm_kernels.h"
 #include "inference/onnx_model.h"
 
 namespace inference {
@@ -96,12 +97,34 @@ struct CpuEngine::Impl {
     int buffer = -1;
     memory fixed;
   };
+  /// Instance norm + activation in place by our own kernel (norm_kernels.h) instead of a
+  /// oneDNN primitive; `data` is resolved once the arena exists.
+  struct NormStep {
+    int tensor = -1;
+    int64_t channels = 0, spatial = 0;
+    int block = 1;
+    const float* scale = nullptr;
+    const float* shift = nullptr;
+    float epsilon = 1e-5f;
+    NormActivation activation = NormActivation::kNone;
+    float alpha = 0.0f;
+    float* data = nullptr;
+  };
   /// One primitive execution in run().
   struct Step {
     int op = -1;  // graph op index (-1: input / output copy)
     std::string label;
     std::string impl;
-    dnnl::primitive prim;
+    dnnl::primitive prim;  // empty for a NormStep or a shuffle
+    bool custom_norm = false;
+    NormStep norm;
+    /// Depth-to-space of a kernel == stride deconvolution (norm_kernels.h); resolved pointers.
+    bool custom_shuffle = false;
+    int shuffle_src_buffer = -1, shuffle_dst_tensor = -1;
+    int64_t shuffle_c_out = 0, shuffle_in[3] = {1, 1, 1}, shuffle_kernel[3] = {1, 1, 1};
+    int shuffle_block = 1;
+    const float* shuffle_src = nullptr;
+    float* shuffle_dst = nullptr;
     std::vector<ArgSpec> specs;
     std::vector<dnnl_exec_arg_t> args;  // resolved once the arena exists
   };
@@ -307,6 +330,7 @@ struct CpuEngine::Impl {
     ArgSpec src_arg{DNNL_ARG_SRC, x, -1, {}};
     ArgSpec dst_arg{DNNL_ARG_DST, y, -1, {}};
     std::vector<Step> before, after;
+    if (transpose && add_deconv_as_conv(i, op)) return;
     if (transpose) {
       auto make = [&](const memory::desc& src_md, const memory::desc& dst_md) {
         dnnl::deconvolution_forward::desc d(dnnl::prop_kind::forward_inference,
@@ -365,9 +389,142 @@ struct CpuEngine::Impl {
     steps.push_back(std::move(s));
     for (Step& a : after) steps.push_back(std::move(a));
     if (op.has_norm) {
-      add_instance_norm(i, op, y, y);
-      if (op.activation != Activation::kNone) add_eltwise(i, op.activation, eltwise_alpha(op), y, y);
+      if (!add_fused_norm(i, op, y)) {
+        add_instance_norm(i, op, y, y);
+        if (op.activation != Activation::kNone) add_eltwise(i, op.activation, eltwise_alpha(op), y, y);
+      }
     }
+  }
+
+  /// ConvTranspose with kernel == stride and no padding (nnU-Net's upsampling) on blocked
+  /// layouts, which oneDNN 2.6 only has as a reference kernel on AVX2: a 1x1 convolution to
+  /// taps * C_out channels (oneDNN's fast 1x1 kernel; weights rearranged once here) into a
+  /// scratch buffer, then a depth-to-space copy into the blocked output. False (nothing added)
+  /// when the op does not qualify (padding, kernel != stride, fused norm, C_out not a multiple
+  /// of the channel block, bf16).
+  bool add_deconv_as_conv(int i, const GraphOp& op) {
+    const int x = op.inputs[0];
+    const int y = op.output;
+    const auto& in_shape = graph.tensors[x].shape;
+    const auto& out_shape = graph.tensors[y].shape;
+    const size_t rank = out_shape.size();
+    if (dt != memory::data_type::f32 || block <= 1 || op.has_norm || op.activation != Activation::kNone) return false;
+    if (op.conv.kernel != op.conv.strides) return false;
+    for (size_t k = 0; k < op.conv.pads_begin.size(); ++k) {
+      if (op.conv.pads_begin[k] != 0 || op.conv.pads_end[k] != 0) return false;
+    }
+    const int64_t c_in = in_shape[1], c_out = out_shape[1];
+    if (c_out % block != 0) return false;
+    int64_t taps = 1;
+    for (int64_t k : op.conv.kernel) taps *= k;
+    // W1[(t * C_out + co)][ci] = W[ci][co][t] (ONNX ConvTranspose weights are [C_in, C_out, k...]).
+    std::vector<float> w1(static_cast<size_t>(taps * c_out * c_in));
+    std::vector<float> b1(static_cast<size_t>(taps * c_out));
+    for (int64_t ci = 0; ci < c_in; ++ci) {
+      for (int64_t co = 0; co < c_out; ++co) {
+        for (int64_t t = 0; t < taps; ++t) {
+          w1[static_cast<size_t>((t * c_out + co) * c_in + ci)] = op.conv.weights[static_cast<size_t>((ci * c_out + co) * taps + t)];
+        }
+      }
+    }
+    for (int64_t t = 0; t < taps; ++t) {
+      for (int64_t co = 0; co < c_out; ++co) b1[static_cast<size_t>(t * c_out + co)] = op.conv.bias[static_cast<size_t>(co)];
+    }
+    std::vector<int64_t> mid_shape = in_shape;
+    mid_shape[1] = taps * c_out;
+    memory::dims wdims = {taps * c_out, c_in};
+    for (size_t k = 2; k < rank; ++k) wdims.push_back(1);
+    const memory::dims ones(rank - 2, 1), zeros(rank - 2, 0);
+    const memory::desc mid_md = preferred_md(mid_shape);
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, tmd[x],
+                                      memory::desc(wdims, dt, tag::any),
+                                      memory::desc({taps * c_out}, memory::data_type::f32, tag::a), mid_md, ones,
+                                      zeros, zeros);
+    dnnl::convolution_forward::primitive_desc pd(d, base_attr(), eng);
+    if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return false;
+    tmd[y] = preferred_md(out_shape);
+    memory w = reorder_weights(w1, wdims, rank == 5 ? tag::oidhw : tag::oihw, pd.weights_desc());
+    extras.push_back({mid_md, i + 1, i + 1, "deconv #" + std::to_string(i) + " taps x C_out", {}});
+    const int mid = static_cast<int>(extras.size()) - 1;
+    Step s;
+    s.op = i;
+    s.label = "deconv_taps";
+    s.impl = pd.impl_info_str();
+    s.prim = dnnl::convolution_forward(pd);
+    s.specs.push_back({DNNL_ARG_SRC, x, -1, {}});
+    s.specs.push_back({DNNL_ARG_WEIGHTS, -1, -1, w});
+    s.specs.push_back({DNNL_ARG_BIAS, -1, -1, vector_memory(b1)});
+    s.specs.push_back({DNNL_ARG_DST, -1, mid, {}});
+    add_scratchpad(s, pd.scratchpad_desc(), i);
+    steps.push_back(std::move(s));
+    Step sh;
+    sh.op = i;
+    sh.label = "depth_to_space";
+    sh.impl = "strokebox:blk" + std::to_string(block);
+    sh.custom_shuffle = true;
+    sh.shuffle_src_buffer = mid;
+    sh.shuffle_dst_tensor = y;
+    sh.shuffle_c_out = c_out;
+    sh.shuffle_block = block;
+    for (size_t k = 0; k < rank - 2; ++k) {
+      sh.shuffle_in[3 - (rank - 2) + k] = in_shape[2 + k];
+      sh.shuffle_kernel[3 - (rank - 2) + k] = op.conv.kernel[k];
+    }
+    steps.push_back(std::move(sh));
+    return true;
+  }
+
+  /// Instance norm + activation of tensor `t` in place by one pass of our vectorized kernel;
+  /// false (nothing added) when `t` is not fp32 in a channel-outer layout without padding.
+  bool add_fused_norm(int op_index, const GraphOp& op, int t) {
+    if (dt != memory::data_type::f32) return false;
+    const int li = channel_outer_index(t);
+    if (li < 0) return false;
+    const auto& shape = graph.tensors[t].shape;
+    Step s;
+    s.op = op_index;
+    s.custom_norm = true;
+    NormStep& n = s.norm;
+    n.tensor = t;
+    n.channels = shape[1];
+    n.spatial = 1;
+    for (size_t d = 2; d < shape.size(); ++d) n.spatial *= shape[d];
+    n.block = channel_outer_layouts(shape.size())[li].block;
+    n.scale = static_cast<const float*>(vector_memory(op.norm.scale).get_data_handle());
+    n.shift = static_cast<const float*>(vector_memory(op.norm.shift).get_data_handle());
+    n.epsilon = op.norm.epsilon;
+    n.activation = op.activation == Activation::kRelu        ? NormActivation::kRelu
+                   : op.activation == Activation::kLeakyRelu ? NormActivation::kLeakyRelu
+                   : op.activation == Activation::kSigmoid   ? NormActivation::kSigmoid
+                                                             : NormActivation::kNone;
+    n.alpha = op.alpha;
+    s.label = op.activation == Activation::kNone ? "instance_norm"
+                                                 : "instance_norm+" + std::string(activation_name(op.activation));
+    s.impl = std::string("strokebox:") + (instance_norm_is_vectorized(n.block) ? "avx2" : "generic") + ":blk" +
+             std::to_string(n.block);
+    steps.push_back(std::move(s));
+    return true;
+  }
+
+  void add_avg_pool(int i, const GraphOp& op) {
+    const int x = op.inputs[0];
+    const int y = op.output;
+    const memory::desc dst_any(to_dims(graph.tensors[y].shape), dt, tag::any);
+    const auto alg = op.count_include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                                          : dnnl::algorithm::pooling_avg_exclude_padding;
+    dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_inference, alg, tmd[x], dst_any, to_dims(op.conv.strides),
+                                  to_dims(op.conv.kernel), to_dims(op.conv.pads_begin), to_dims(op.conv.pads_end));
+    dnnl::pooling_forward::primitive_desc pd(d, base_attr(), eng);
+    tmd[y] = pd.dst_desc();
+    Step s;
+    s.op = i;
+    s.label = "avg_pool";
+    s.impl = pd.impl_info_str();
+    s.prim = dnnl::pooling_forward(pd);
+    s.specs.push_back({DNNL_ARG_SRC, x, -1, {}});
+    s.specs.push_back({DNNL_ARG_DST, y, -1, {}});
+    add_scratchpad(s, pd.scratchpad_desc(), i);
+    steps.push_back(std::move(s));
   }
 
   /// Index into channel_outer_layouts() when `t` is stored in one of them without
@@ -454,10 +611,19 @@ struct CpuEngine::Impl {
         tmd[op.output] = tmd[op.inputs[0]];
         add_eltwise(i, op.activation, eltwise_alpha(op), op.inputs[0], op.output);
         return;
+      case OpKind::kAvgPool:
+        add_avg_pool(i, op);
+        return;
       case OpKind::kAdd: {
         tmd[op.output] = tmd[op.inputs[0]];
         dnnl::binary::desc d(dnnl::algorithm::binary_add, tmd[op.inputs[0]], tmd[op.inputs[1]], tmd[op.output]);
-        dnnl::binary::primitive_desc pd(d, base_attr(), eng);
+        dnnl::primitive_attr attr = base_attr();
+        if (op.activation != Activation::kNone) {  // residual block: add -> nonlin fused
+          dnnl::post_ops po;
+          po.append_eltwise(1.0f, eltwise_alg(op.activation), eltwise_alpha(op), 0.0f);
+          attr.set_post_ops(po);
+        }
+        dnnl::binary::primitive_desc pd(d, attr, eng);
         Step s;
         s.op = i;
         s.label = "add";
@@ -582,6 +748,11 @@ struct CpuEngine::Impl {
       tmem[t] = memory(tmd[t], eng, base_ptr + root_offset[root[t]] + offset[t]);
     }
     auto resolve = [&](Step& s) {
+      if (s.custom_norm) s.norm.data = static_cast<float*>(tmem[s.norm.tensor].get_data_handle());
+      if (s.custom_shuffle) {
+        s.shuffle_src = static_cast<const float*>(extras[s.shuffle_src_buffer].mem.get_data_handle());
+        s.shuffle_dst = static_cast<float*>(tmem[s.shuffle_dst_tensor].get_data_handle());
+      }
       s.args.clear();
       for (const ArgSpec& a : s.specs) {
         const memory& m = a.tensor >= 0 ? tmem[a.tensor] : a.buffer >= 0 ? extras[a.buffer].mem : a.fixed;
@@ -657,6 +828,16 @@ struct CpuEngine::Impl {
   }
 
   base::Status execute(const Step& s) {
+    if (s.custom_norm) {
+      const NormStep& n = s.norm;
+      instance_norm_activation(n.data, n.channels, n.spatial, n.block, n.scale, n.shift, n.epsilon, n.activation,
+                               n.alpha);
+      return base::ok_status();
+    }
+    if (s.custom_shuffle) {
+      depth_to_space(s.shuffle_src, s.shuffle_dst, s.shuffle_c_out, s.shuffle_block, s.shuffle_in, s.shuffle_kernel);
+      return base::ok_status();
+    }
     const dnnl_status_t st = dnnl_primitive_execute(s.prim.get(), strm.get(), static_cast<int>(s.args.size()),
                                                     s.args.data());
     if (st != dnnl_success) {

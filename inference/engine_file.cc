@@ -267,6 +267,11 @@ base::Result<std::string> serialize_engine(const Graph& graph, const EngineFileH
                    {"weight_dims", op.conv.weight_dims}, {"weights", blob.add(op.conv.weights, fp16)},
                    {"bias", blob.add(op.conv.bias, false)}};
     }
+    if (op.kind == OpKind::kAvgPool) {
+      o["pool"] = {{"kernel", op.conv.kernel},         {"strides", op.conv.strides},
+                   {"pads_begin", op.conv.pads_begin}, {"pads_end", op.conv.pads_end},
+                   {"count_include_pad", op.count_include_pad}};
+    }
     if (op.has_norm) {
       o["norm"] = {{"scale", blob.add(op.norm.scale, false)},
                    {"shift", blob.add(op.norm.shift, false)},
@@ -369,7 +374,7 @@ base::Result<EngineFileContents> parse_engine_file(const std::string& bytes) {
       GraphOp op;
       const int kind = o.at("kind").get<int>();
       const int act = o.at("activation").get<int>();
-      if (kind < 0 || kind > static_cast<int>(OpKind::kSoftmax) || act < 0 ||
+      if (kind < 0 || kind > static_cast<int>(OpKind::kAvgPool) || act < 0 ||
           act > static_cast<int>(Activation::kSigmoid)) {
         return base::data_loss("unknown op kind or activation in the engine file");
       }
@@ -399,6 +404,19 @@ base::Result<EngineFileContents> parse_engine_file(const std::string& bytes) {
         for (int64_t d : op.conv.weight_dims) n *= d;
         if (n != static_cast<int64_t>(op.conv.weights.size())) {
           return base::data_loss("weights of op '" + op.name + "' do not match their dims");
+        }
+      }
+      if (op.kind == OpKind::kAvgPool) {
+        const json& pl = o.at("pool");
+        op.conv.kernel = pl.at("kernel").get<std::vector<int64_t>>();
+        op.conv.strides = pl.at("strides").get<std::vector<int64_t>>();
+        op.conv.pads_begin = pl.at("pads_begin").get<std::vector<int64_t>>();
+        op.conv.pads_end = pl.at("pads_end").get<std::vector<int64_t>>();
+        op.count_include_pad = pl.at("count_include_pad").get<bool>();
+        const size_t sp = c.graph.tensors[op.output].shape.size() - 2;
+        if (op.conv.kernel.size() != sp || op.conv.strides.size() != sp || op.conv.pads_begin.size() != sp ||
+            op.conv.pads_end.size() != sp) {
+          return base::data_loss("pooling geometry of op '" + op.name + "' does not match its rank");
         }
       }
       if (op.has_norm) {

@@ -17,7 +17,7 @@
 namespace inference {
 
 /// Version of the engine file layout; a file of another version is refused (rebuild it).
-inline constexpr uint32_t kEngineFormatVersion = 1;
+inline constexpr uint32_t kEngineFormatVersion = 2;
 /// Largest finite fp16 value.
 inline constexpr float kFp16Max = 65504.0f;
 

@@ -56,6 +56,8 @@ class GraphBuilder {
     if (t == "Identity") return add_alias(n);
     if (t == "Concat") return add_concat(n);
     if (t == "Softmax") return add_softmax(n);
+    if (t == "AveragePool") return add_avg_pool(n);
+    if (t == "Pad") return add_pad(n);
     return base::unimplemented("unsupported ONNX operator '" + t + "' at node '" + n.name + "'");
   }
 
@@ -409,6 +411,91 @@ class GraphBuilder {
     return push_op(std::move(op), {x}, n.outputs[0], g_.tensors[x].shape);
   }
 
+  /// AveragePool (opset 11+ attributes): mean over a window; ceil_mode 0, no dilation.
+  /// Output = floor((in + pad_b + pad_e - k) / s) + 1 per spatial axis.
+  base::Status add_avg_pool(const OnnxNode& n) {
+    SB_RETURN_IF_ERROR(only_attributes(n, {"auto_pad", "ceil_mode", "count_include_pad", "dilations",
+                                           "kernel_shape", "pads", "strides"}));
+    SB_RETURN_IF_ERROR(one_output(n));
+    SB_ASSIGN_OR_RETURN(int x, activation_input(n, 0));
+    const std::vector<int64_t> in_shape = g_.tensors[x].shape;
+    const size_t sp = in_shape.size() - 2;
+    if (int_attr(n, "ceil_mode", 0) != 0) {
+      return base::unimplemented("unsupported attribute ceil_mode=1 of ONNX operator 'AveragePool' at node '" +
+                                 n.name + "'");
+    }
+    if (const OnnxAttribute* a = n.attribute("auto_pad"); a != nullptr && a->s != "NOTSET" && a->s != "VALID") {
+      return base::unimplemented("unsupported attribute auto_pad=" + a->s +
+                                 " of ONNX operator 'AveragePool' at node '" + n.name + "'");
+    }
+    SB_ASSIGN_OR_RETURN(auto dil, ints_attr(n, "dilations", sp, 1));
+    for (int64_t d : dil) {
+      if (d != 1) {
+        return base::unimplemented("unsupported attribute dilations=" + shape_str(dil) +
+                                   " of ONNX operator 'AveragePool' at node '" + n.name + "'");
+      }
+    }
+    if (n.attribute("kernel_shape") == nullptr) {
+      return base::invalid_argument(node_label(n) + " lacks the required attribute kernel_shape");
+    }
+    GraphOp op;
+    op.kind = OpKind::kAvgPool;
+    op.name = n.name;
+    op.onnx_nodes.push_back(n.name + " (AveragePool)");
+    ConvParams& c = op.conv;
+    SB_ASSIGN_OR_RETURN(c.kernel, ints_attr(n, "kernel_shape", sp, 1));
+    SB_ASSIGN_OR_RETURN(c.strides, ints_attr(n, "strides", sp, 1));
+    SB_ASSIGN_OR_RETURN(auto pads, ints_attr(n, "pads", 2 * sp, 0));
+    c.pads_begin.assign(pads.begin(), pads.begin() + static_cast<long>(sp));
+    c.pads_end.assign(pads.begin() + static_cast<long>(sp), pads.end());
+    op.count_include_pad = int_attr(n, "count_include_pad", 0) != 0;
+    std::vector<int64_t> out_shape = {in_shape[0], in_shape[1]};
+    for (size_t i = 0; i < sp; ++i) {
+      if (c.strides[i] < 1 || c.kernel[i] < 1 || c.pads_begin[i] < 0 || c.pads_end[i] < 0 ||
+          c.pads_begin[i] >= c.kernel[i] || c.pads_end[i] >= c.kernel[i]) {
+        return base::invalid_argument(node_label(n) + ": bad kernel/stride/pads");
+      }
+      const int64_t o = (in_shape[2 + i] + c.pads_begin[i] + c.pads_end[i] - c.kernel[i]) / c.strides[i] + 1;
+      if (o < 1) return base::invalid_argument(node_label(n) + ": output would be empty for input " + shape_str(in_shape));
+      out_shape.push_back(o);
+    }
+    return push_op(std::move(op), {x}, n.outputs[0], std::move(out_shape));
+  }
+
+  /// Pad: only the no-op case (all pads 0, constant mode), which torch.onnx emits in front of
+  /// AvgPool; the output then names the input.
+  base::Status add_pad(const OnnxNode& n) {
+    SB_RETURN_IF_ERROR(only_attributes(n, {"mode", "pads", "value"}));
+    SB_RETURN_IF_ERROR(one_output(n));
+    SB_ASSIGN_OR_RETURN(int x, activation_input(n, 0));
+    if (const OnnxAttribute* a = n.attribute("mode"); a != nullptr && a->s != "constant") {
+      return base::unimplemented("unsupported attribute mode=" + a->s + " of ONNX operator 'Pad' at node '" +
+                                 n.name + "'");
+    }
+    std::vector<int64_t> pads;
+    if (const OnnxAttribute* a = n.attribute("pads"); a != nullptr) {  // opset < 11
+      pads = a->ints;
+    } else if (n.inputs.size() > 1 && !n.inputs[1].empty()) {
+      auto it = model_.initializers.find(n.inputs[1]);
+      if (it == model_.initializers.end()) {
+        return base::unimplemented(node_label(n) + ": pads must be a constant");
+      }
+      pads = it->second.i64;
+      if (pads.empty() && !it->second.f32.empty()) {
+        for (float v : it->second.f32) pads.push_back(static_cast<int64_t>(v));
+      }
+    }
+    for (int64_t p : pads) {
+      if (p != 0) {
+        return base::unimplemented("ONNX operator 'Pad' at node '" + n.name + "' pads by " + shape_str(pads) +
+                                   "; only the no-op Pad (all pads 0) is supported");
+      }
+    }
+    if (by_name_.count(n.outputs[0])) return base::invalid_argument("tensor '" + n.outputs[0] + "' is produced twice");
+    by_name_[n.outputs[0]] = x;
+    return base::ok_status();
+  }
+
   bool is_declared_output(const std::string& name) const {
     for (const auto& o : model_.outputs) {
       if (o.name == name) return true;
@@ -447,7 +534,8 @@ void relink(Graph& g) {
   }
 }
 
-/// Fuses Conv/ConvTranspose/InstanceNorm -> InstanceNorm -> activation chains whose
+/// Fuses Conv/ConvTranspose/InstanceNorm -> InstanceNorm -> activation chains (and Add ->
+/// activation, the residual block's nonlin2) whose
 /// intermediate tensors have exactly one consumer and are not the graph output.
 void fuse(Graph& g) {
   std::vector<bool> dead(g.ops.size(), false);
@@ -471,7 +559,8 @@ void fuse(Graph& g) {
         dead[c] = true;
       }
     }
-    if ((is_conv || op.kind == OpKind::kInstanceNorm) && op.activation == Activation::kNone) {
+    if ((is_conv || op.kind == OpKind::kInstanceNorm || op.kind == OpKind::kAdd) &&
+        op.activation == Activation::kNone) {
       const int c = sole_consumer(op.output);
       if (c >= 0 && !dead[c] && g.ops[c].kind == OpKind::kActivation) {
         GraphOp& act = g.ops[c];
@@ -502,6 +591,7 @@ std::string_view op_kind_name(OpKind kind) {
     case OpKind::kAdd: return "add";
     case OpKind::kConcat: return "concat";
     case OpKind::kSoftmax: return "softmax";
+    case OpKind::kAvgPool: return "avg_pool";
   }
   return "?";
 }
@@ -550,7 +640,7 @@ std::string Graph::describe() const {
     os << "  ";
     for (size_t j = 0; j < op.inputs.size(); ++j) os << (j ? " + " : "") << shape_str(tensors[op.inputs[j]].shape);
     os << " -> " << shape_str(tensors[op.output].shape);
-    if (op.kind == OpKind::kConv || op.kind == OpKind::kConvTranspose) {
+    if (op.kind == OpKind::kConv || op.kind == OpKind::kConvTranspose || op.kind == OpKind::kAvgPool) {
       os << "  k" << shape_str(op.conv.kernel) << " s" << shape_str(op.conv.strides) << " p"
          << shape_str(op.conv.pads_begin) << shape_str(op.conv.pads_end);
     }

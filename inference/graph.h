@@ -22,6 +22,7 @@ enum class OpKind {
   kAdd,            // ONNX Add of two activations of the same shape
   kConcat,         // ONNX Concat along the channel axis
   kSoftmax,        // ONNX Softmax over the channel axis (opset >= 13)
+  kAvgPool,        // ONNX AveragePool (ResidualEncoderUNet's strided skip); geometry in `conv`
 };
 
 /// Pointwise nonlinearity applied at the end of an op.
@@ -41,7 +42,7 @@ struct GraphTensor {
   int64_t num_elements() const;
 };
 
-/// Convolution parameters, ONNX conventions. Weights are C order:
+/// Convolution (and kAvgPool window) parameters, ONNX conventions. Weights are C order:
 /// Conv [C_out, C_in, k...], ConvTranspose [C_in, C_out, k...] (group 1 only).
 struct ConvParams {
   std::vector<int64_t> kernel;      // spatial kernel size, length 2 or 3
@@ -74,6 +75,7 @@ struct GraphOp {
   Activation activation = Activation::kNone;
   float alpha = 0.0f;  // LeakyRelu slope
   int axis = 1;        // kConcat, kSoftmax
+  bool count_include_pad = false;  // kAvgPool: padded zeros count in the mean (ONNX attribute)
   /// Multiply-accumulates of a convolution / deconvolution (0 for other ops).
   double macs(const std::vector<GraphTensor>& tensors) const;
 };
@@ -101,8 +103,10 @@ struct GraphOptions {
 ///   (missing weights, shape mismatch with a declared output shape, not topologically sorted);
 /// - kUnimplemented: any operator outside Conv, ConvTranspose, InstanceNormalization,
 ///   BatchNormalization (foldable into a preceding Conv), LeakyRelu, Relu, Sigmoid, Add,
-///   Concat (axis 1), Softmax (axis 1), Identity, or an unsupported attribute value (group != 1,
-///   dilations != 1, auto_pad SAME_*, output_padding, batch size != 1). The message names the
+///   Concat (axis 1), Softmax (axis 1), AveragePool (ceil_mode 0, no dilation), Pad (only with
+///   all pads 0, as torch exports AvgPool's skip in ResidualEncoderUNet), Identity, or an
+///   unsupported attribute value (group != 1, dilations != 1, auto_pad SAME_*, output_padding,
+///   batch size != 1). The message names the
 ///   node and the operator, e.g. "unsupported ONNX operator 'Gather' at node 'Gather_12'".
 base::Result<Graph> build_graph(const OnnxModel& model, const GraphOptions& options = {});
 

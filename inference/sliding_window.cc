@@ -2,6 +2,7 @@
 #include "inference/sliding_window.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -152,7 +153,16 @@ base::Result<SlidingWindowResult> predict_sliding_window(const Tensor4f& input,
   }
   if (K < 1) return base::invalid_argument("sliding window: network has no output channel");
 
+  using Clock = std::chrono::steady_clock;
+  const auto t_start = Clock::now();
   SlidingWindowResult r;
+  // Times a network run into r.network_seconds.
+  auto timed_run = [&r](PatchModel* net, const float* in, float* out) {
+    const auto t0 = Clock::now();
+    base::Status st = net->run(in, out);
+    r.network_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    return st;
+  };
   // acvl_utils pad_nd_image: pad to at least the patch, centred, odd extra voxel on the high side.
   for (int a = 0; a < 3; ++a) {
     r.padded_shape[a] = std::max(shape[a], patch[a]);
@@ -225,14 +235,14 @@ base::Result<SlidingWindowResult> predict_sliding_window(const Tensor4f& input,
             return st.with_context("network " + std::to_string(n) + ", tile at (" + std::to_string(s0) + ", " +
                                    std::to_string(s1) + ", " + std::to_string(s2) + ")");
           };
-          base::Status st = net->run(patch_in.data(), pred.data());
+          base::Status st = timed_run(net, patch_in.data(), pred.data());
           ++r.network_runs;
           if (!st.ok()) return tile_error(st);
           if (!combos.empty()) {
             // _internal_maybe_mirror_and_predict: sum in float32 in combination order, then divide.
             for (const auto& flip : combos) {
               flip_patch(patch_in.data(), flipped_in.data(), C, patch, flip);
-              st = net->run(flipped_in.data(), flipped_out.data());
+              st = timed_run(net, flipped_in.data(), flipped_out.data());
               ++r.network_runs;
               if (!st.ok()) return tile_error(st);
               flip_patch(flipped_out.data(), patch_out.data(), K, patch, flip);
@@ -291,6 +301,7 @@ base::Result<SlidingWindowResult> predict_sliding_window(const Tensor4f& input,
         std::copy(src, src + shape[2], r.weight_sum.data() + (a * shape[1] + b) * shape[2]);
       }
   }
+  r.other_seconds = std::chrono::duration<double>(Clock::now() - t_start).count() - r.network_seconds;
   return r;
 }
 

@@ -52,6 +52,10 @@ struct SlidingWindowResult {
   int tiles = 0;                               // tiles per network (mirrors not counted)
   int network_runs = 0;                        // total PatchModel::run calls
   std::vector<float> weight_sum;               // (d0, d1, d2) when requested (last network)
+  /// Wall time in PatchModel::run, and in everything else of the call (padding, Gaussian,
+  /// gathering tiles, mirroring, weighted accumulation, division, unpadding), seconds.
+  double network_seconds = 0.0;
+  double other_seconds = 0.0;
 };
 
 /// Predicts logits for a preprocessed `input` (C, d0, d1, d2) with every network in

@@ -15,10 +15,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <new>
 #include <random>
+#include <utility>
 
+#include "inference/engine_file.h"
 #include "inference/onnx_model.h"
 #include "tests/support/npy.h"
 
@@ -545,37 +548,81 @@ TEST(CpuEngineOps, TwoDimensionalNetworkMatchesTheFloat64Reference) {
 namespace inference {
 namespace {
 
+/// Relative L2 and max |diff| / max |reference| of `got` against `want`.
+std::pair<double, double> relative_errors(const std::vector<float>& got, const std::vector<float>& want) {
+  double err2 = 0.0, ref2 = 0.0, max_abs = 0.0, max_ref = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double d = double(got[i]) - want[i];
+    err2 += d * d;
+    ref2 += double(want[i]) * want[i];
+    max_abs = std::max(max_abs, std::fabs(d));
+    max_ref = std::max(max_ref, std::fabs(double(want[i])));
+  }
+  return {std::sqrt(err2 / ref2), max_abs / max_ref};
+}
+
+/// Generates a network with tools/make_isles_net.py (`args` select architecture and size),
+/// runs the engine on the same input as PyTorch and returns the folder (empty: skipped).
+std::string generate_and_compare(const std::string& tag, const std::string& args, int64_t patch,
+                                 std::vector<float>* engine_output) {
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("sb_" + tag + "_" + std::to_string(::getpid()))).string();
+  const std::string cmd = "OMP_WAIT_POLICY=passive /usr/bin/python3 " + std::string(STROKEBOX_SOURCE_DIR) +
+                          "/tools/make_isles_net.py --out " + dir + " " + args + " --patch " +
+                          std::to_string(patch) + " --reference --threads 1 >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) return "";
+  auto engine = load_or_die(dir + "/model.onnx");
+  EXPECT_NE(engine, nullptr);
+  if (engine == nullptr) return dir;
+  const auto input = testing_support::read_npy(dir + "/input.npy");
+  const auto want = testing_support::read_npy(dir + "/output.npy");
+  EXPECT_EQ(want.shape, (std::vector<int64_t>{1, 2, patch, patch, patch}));
+  std::vector<float> got(want.data.size());
+  EXPECT_TRUE(engine->run(input.data.data(), got.data()).ok());
+  auto [rel_l2, rel_max] = relative_errors(got, want.data);
+  ::testing::Test::RecordProperty(tag + "_relative_l2_error", std::to_string(rel_l2));
+  std::printf("[ info ] %s: engine vs PyTorch fp32: relative L2 %.3g, max |diff| / max |logit| %.3g\n", tag.c_str(),
+              rel_l2, rel_max);
+  EXPECT_LT(rel_l2, 1e-4);
+  EXPECT_LT(rel_max, 1e-4);
+  *engine_output = std::move(got);
+  return dir;
+}
+
 /// A 4-stage PlainConvUNet (features 8..64, 64^3, seeded random weights) made by
 /// tools/make_isles_net.py, the small sibling of the benchmark's ISLES-size network: the engine
 /// must match PyTorch's fp32 logits to a relative L2 error below 1e-4.
 TEST(CpuEngineTorchParity, GeneratedNnunetMatchesPyTorchFp32) {
-  const std::string dir = (std::filesystem::temp_directory_path() /
-                           ("sb_small_unet_" + std::to_string(::getpid()))).string();
-  const std::string cmd = "OMP_WAIT_POLICY=passive /usr/bin/python3 " + std::string(STROKEBOX_SOURCE_DIR) +
-                          "/tools/make_isles_net.py --out " + dir +
-                          " --features 8,16,32,64 --patch 64 --reference --threads 1 >/dev/null 2>&1";
-  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "python3 with torch not available: " << cmd;
-  auto engine = load_or_die(dir + "/model.onnx");
-  ASSERT_NE(engine, nullptr);
+  std::vector<float> out;
+  const std::string dir = generate_and_compare("plain_unet", "--features 8,16,32,64", 64, &out);
+  if (dir.empty()) GTEST_SKIP() << "python3 with torch not available";
+  std::filesystem::remove_all(dir);
+}
+
+/// nnU-Net's ResidualEncoderUNet (BasicBlockD: strided conv, AvgPool + 1x1 conv + norm skip,
+/// Add -> LeakyReLU; torch exports the pool as a no-op Pad then AveragePool), 4 stages,
+/// 32^3: the engine matches PyTorch fp32, and its engine file reproduces the same logits.
+TEST(CpuEngineTorchParity, GeneratedResidualEncoderUnetMatchesPyTorchFp32AndRoundTripsThroughAnEngineFile) {
+  std::vector<float> out;
+  const std::string dir = generate_and_compare("resenc_unet", "--arch resenc --features 8,16,32,32", 32, &out);
+  if (dir.empty()) GTEST_SKIP() << "python3 with torch not available";
+  auto model = read_onnx_file(dir + "/model.onnx");
+  ASSERT_TRUE(model.ok()) << model.status().to_string();
+  int pools = 0;
+  for (const auto& n : model.value().nodes) pools += n.op_type == "AveragePool";
+  EXPECT_EQ(pools, 3) << "one strided skip per stage below the first";
+  const std::string engine_path = dir + "/cpu-fp32.engine";
+  auto built = build_engine_file(dir + "/model.onnx", engine_path, EngineOptions{});
+  ASSERT_TRUE(built.ok()) << built.status().to_string();
+  EXPECT_NE(built.value()->describe().find("avg_pool"), std::string::npos);
+  std::ifstream f(dir + "/model.onnx", std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto loaded = load_engine_file(engine_path, model_hash(bytes), EngineOptions{});
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
   const auto input = testing_support::read_npy(dir + "/input.npy");
-  const auto want = testing_support::read_npy(dir + "/output.npy");
-  ASSERT_EQ(want.shape, (std::vector<int64_t>{1, 2, 64, 64, 64}));
-  std::vector<float> got(want.data.size());
-  ASSERT_TRUE(engine->run(input.data.data(), got.data()).ok());
-  double err2 = 0.0, ref2 = 0.0, max_abs = 0.0, max_ref = 0.0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double d = double(got[i]) - want.data[i];
-    err2 += d * d;
-    ref2 += double(want.data[i]) * want.data[i];
-    max_abs = std::max(max_abs, std::fabs(d));
-    max_ref = std::max(max_ref, std::fabs(double(want.data[i])));
-  }
-  const double rel_l2 = std::sqrt(err2 / ref2);
-  RecordProperty("relative_l2_error", std::to_string(rel_l2));
-  std::printf("[ info ] engine vs PyTorch fp32: relative L2 %.3g, max |diff| %.3g (max |logit| %.3g)\n", rel_l2,
-              max_abs, max_ref);
-  EXPECT_LT(rel_l2, 1e-4);
-  EXPECT_LT(max_abs / max_ref, 1e-4);
+  std::vector<float> again(out.size());
+  ASSERT_TRUE(loaded.value()->run(input.data.data(), again.data()).ok());
+  EXPECT_EQ(again, out) << "engine file and ONNX give different logits";
   std::filesystem::remove_all(dir);
 }
 
