@@ -9,6 +9,7 @@
 
 #include "base/log.h"
 #include "hal/sim_board.h"
+#include "storage/retention.h"
 
 namespace firmware {
 namespace fs = std::filesystem;
@@ -45,15 +46,10 @@ base::Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
   SB_ASSIGN_OR_RETURN(int stale, d->spool_->remove_stale_temp_files());
   if (stale > 0) SB_LOG(kInfo) << "removed " << stale << " half-written spool file(s)";
 
-  const uint64_t min_free_bytes =
-      d->options_.min_free_bytes.value_or(static_cast<uint64_t>(c.storage.min_free_mb) << 20);
-  d->handler_ = std::make_unique<SpoolStoreHandler>(*d->spool_, *d->index_, min_free_bytes);
-  DicomNodeOptions node;
-  node.ae_title = c.dicom.ae_title;
-  node.port = c.dicom.port;
-  node.bind_address = c.dicom.bind_address;
-  node.max_associations = c.dicom.max_associations;
-  node.dimse_timeout_s = std::max(1, static_cast<int>(c.dicom.dimse_timeout_s));
+  SpoolStoreOptions store = store_options_from(c);
+  if (d->options_.min_free_bytes) store.min_free_bytes = *d->options_.min_free_bytes;
+  d->handler_ = std::make_unique<SpoolStoreHandler>(*d->spool_, *d->index_, store);
+  const DicomNodeOptions node = node_options_from(c);
   d->node_ = std::make_unique<DicomNode>(node, *d->handler_);
 
   std::vector<Destination> destinations;
@@ -69,6 +65,7 @@ base::Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
   };
   SB_ASSIGN_OR_RETURN(d->outbox_, Outbox::open(c.database_path(), std::move(destinations), std::move(outbox_options)));
   d->queue_missing_results();
+  d->enforce_retention();  // also finishes a removal a crash interrupted
 
   if (d->options_.board) {
     d->board_ = d->options_.board;
@@ -378,6 +375,7 @@ void Daemon::run_job(const storage::Job& job) {
   }
   ++jobs_finished_;
   if (report.status == "done") queue_results(job.study_uid, job.id);
+  enforce_retention();
   if (report.status == "done") {
     SB_LOG(kInfo) << "study " << job.study_uid << " done: " << report.lesion_volume_ml << " ml in "
                   << report.lesion_count << " lesion(s)";
@@ -400,6 +398,35 @@ void Daemon::queue_results(const std::string& study_uid, int64_t job_id) {
     SB_LOG(kError) << "cannot queue the results of study " << study_uid << ": " << queued.status().to_string();
   } else {
     SB_LOG(kInfo) << "study " << study_uid << ": " << *queued << " result item(s) queued for sending";
+  }
+}
+
+void Daemon::enforce_retention() {
+  const Config& c = options_.config;
+  storage::RetentionOptions r;
+  r.database_path = c.database_path();
+  r.spool_dir = c.spool_dir();
+  r.results_dir = c.results_dir();
+  r.quota_bytes = static_cast<uint64_t>(c.storage.quota_mb) << 20;
+  // Keep a study whose results are still waiting for a destination, or whose instances are
+  // arriving on an open association.
+  r.can_remove = [this](const std::string& study_uid) {
+    if (handler_->studies_with_open_associations().count(study_uid)) return false;
+    auto pending = outbox_->has_pending(study_uid);
+    return pending.ok() && !*pending;
+  };
+  auto result = storage::enforce_quota(r);
+  if (!result.ok()) {
+    SB_LOG(kError) << "retention: " << result.status().to_string();
+    return;
+  }
+  if (result->resumed > 0) SB_LOG(kWarning) << "retention: finished " << result->resumed << " interrupted removal(s)";
+  for (const std::string& uid : result->removed) {
+    SB_LOG(kInfo) << "retention: removed finished study " << uid << " (storage.quota_mb = " << c.storage.quota_mb << ")";
+  }
+  if (!result->within_quota) {
+    SB_LOG(kWarning) << "retention: " << (result->bytes_after >> 20) << " MiB in use exceeds storage.quota_mb = "
+                     << c.storage.quota_mb << ", and only unprocessed or unsent studies are left";
   }
 }
 

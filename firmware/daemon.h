@@ -54,6 +54,7 @@ struct DaemonOptions {
   int check_interval_ms = 0;            // study-completion check period; 0 = quiet/4 in [50, 1000] ms
   int idle_poll_ms = 500;               // the worker looks for due retries at least this often
   /// The node refuses instances below this free space; unset = storage.min_free_mb.
+  /// Retention (storage.quota_mb) runs at start and after every job.
   std::optional<uint64_t> min_free_bytes;
   /// The board to sample; must outlive the daemon. nullptr: a simulated board owned by the
   /// daemon (telemetry still records CPU, memory and disk).
@@ -106,6 +107,8 @@ class Daemon {
   void queue_results(const std::string& study_uid, int64_t job_id);
   /// Queues finished results a crash left unqueued (between the result row and the outbox).
   void queue_missing_results();
+  /// Applies storage.quota_mb (storage/retention.h): oldest finished, fully sent studies go.
+  void enforce_retention();
 
   DaemonOptions options_;
   std::unique_ptr<storage::Index> index_;
