@@ -785,6 +785,14 @@ base::Result<VolumeF> assemble_volume(const SliceStack& stack) {
     try {
       if (!loaded || loaded_path != inst.path) {
         loaded.reset();
+        // Decoding expands every frame of the file: bound it before DCMTK allocates.
+        const int64_t file_voxels = int64_t{std::max(1, inst.number_of_frames)} * static_cast<int64_t>(plane);
+        if (file_voxels > kMaxVoxels) {
+          return base::resource_exhausted(where + ": the file holds " + std::to_string(inst.number_of_frames) +
+                                          " frames of " + std::to_string(cols) + " x " + std::to_string(rows) +
+                                          ", more than the " + std::to_string(kMaxVoxels) +
+                                          " voxels one file may decode to");
+        }
         auto ff = std::make_unique<DcmFileFormat>();
         const OFCondition cond = ff->loadFile(inst.path.c_str());
         if (cond.bad()) return base::invalid_argument("cannot read " + where + ": " + cond.text());
