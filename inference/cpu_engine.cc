@@ -779,7 +779,12 @@ struct CpuEngine::Impl {
       strm = dnnl::stream(eng);
       block = probe_block();
       tmd[graph.input] = memory::desc(to_dims(in_shape), dt, plain_tag(in_shape.size()));
-      for (int i = 0; i < static_cast<int>(graph.ops.size()); ++i) add_op(i);
+      for (int i = 0; i < static_cast<int>(graph.ops.size()); ++i) {
+        add_op(i);
+        // The primitive holds its reordered copy: drop the imported weights now, so that the
+        // peak during compilation is one copy of the weights plus one layer, not two copies.
+        std::vector<float>().swap(graph.ops[i].conv.weights);
+      }
       if (options.reuse_memory) plan_in_place();
       // Caller's buffers <-> arena: reorders also convert the precision later (bf16).
       user_in = memory(memory::desc(to_dims(in_shape), memory::data_type::f32, plain_tag(in_shape.size())), eng,
@@ -853,8 +858,14 @@ CpuEngine::~CpuEngine() = default;
 
 base::Result<std::unique_ptr<CpuEngine>> CpuEngine::load_onnx(const std::string& onnx_path,
                                                               const EngineOptions& options) {
-  SB_ASSIGN_OR_RETURN(OnnxModel model, read_onnx_file(onnx_path));
-  auto engine = load_model(model, options);
+  SB_RETURN_IF_ERROR(resolve_precision(options.precision).status());
+  base::Result<Graph> graph = base::internal_error("unset");
+  {  // the imported model (another copy of the weights) is freed before compiling
+    SB_ASSIGN_OR_RETURN(OnnxModel model, read_onnx_file(onnx_path));
+    graph = build_graph(model, GraphOptions{options.fuse});
+  }
+  if (!graph.ok()) return graph.status().with_context(onnx_path);
+  auto engine = load_graph(std::move(graph).value(), options);
   if (!engine.ok()) return engine.status().with_context(onnx_path);
   return engine;
 }
@@ -999,6 +1010,24 @@ std::string CpuEngine::profile_report() const {
     std::snprintf(line, sizeof(line), "  %-5s %-30s %-22s %-22s %10.2f %6.1f%% %9.1f\n",
                   i < n_ops ? ("#" + std::to_string(i)).c_str() : "-", kind.c_str(), in.c_str(), out.c_str(), ms,
                   total > 0 ? 100.0 * per_op[i] / total : 0.0, rate);
+    os << line;
+  }
+  // Where the time goes by kind of step (conv, fused norm, depth-to-space, reorders, ...).
+  std::vector<std::pair<std::string, double>> by_label;
+  for (size_t k = 0; k < m.steps.size(); ++k) {
+    const std::string label = m.steps[k].label + " (" + m.steps[k].impl + ")";
+    auto it = std::find_if(by_label.begin(), by_label.end(), [&](const auto& p) { return p.first == label; });
+    if (it == by_label.end()) {
+      by_label.emplace_back(label, m.step_seconds[k]);
+    } else {
+      it->second += m.step_seconds[k];
+    }
+  }
+  std::stable_sort(by_label.begin(), by_label.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  os << "  by step kind:\n";
+  for (const auto& [label, sec] : by_label) {
+    std::snprintf(line, sizeof(line), "    %-52s %10.2f ms/run %6.1f%%\n", label.c_str(), sec / m.profiled_runs * 1e3,
+                  total > 0 ? 100.0 * sec / total : 0.0);
     os << line;
   }
   return os.str();
