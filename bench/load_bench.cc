@@ -3,6 +3,7 @@
 // acknowledged instance and prints a table (see bench/load_bench_sender.h for what is counted).
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -30,6 +31,7 @@ Options:
                       Without --source: synthetic 64x64 slices
   --db FILE           the node's strokebox.db: check that every acknowledged instance is indexed
   --json FILE         also write the figures as JSON
+  --nagle             leave Nagle's algorithm on in the senders (default: off, TCP_NODELAY=1)
 Exit codes: 0 no refused association, no failed or lost instance; 1 otherwise; 2 bad usage.
 )";
 
@@ -49,10 +51,13 @@ std::vector<std::string> dicom_files(const std::string& dir) {
 int main(int argc, char** argv) {
   OFLog::configure(OFLogger::ERROR_LOG_LEVEL);
   std::signal(SIGPIPE, SIG_IGN);  // a node that aborts mid-send is counted, not fatal
+  // Senders disable Nagle's algorithm like the node (DCMTK reads TCP_NODELAY); --nagle keeps
+  // it on, as a sender whose DICOM stack does not disable it.
+  if (std::find(argv, argv + argc, std::string("--nagle")) == argv + argc) ::setenv("TCP_NODELAY", "1", 0);
   auto parsed = firmware::Args::parse(argc, argv, 1,
                                       {"host", "port", "ae", "senders", "duration-s", "min-instances",
                                        "max-instances", "seed", "source", "db", "json"},
-                                      {"help"});
+                                      {"help", "nagle"});
   if (!parsed.ok()) {
     std::fprintf(stderr, "load_bench: %s\n%s", parsed.status().message().c_str(), kUsage);
     return 2;

@@ -10,6 +10,7 @@
 #   --smoke      20 s run (default duration: 180 s)
 #   --build DIR  build tree with strokebox and bench/load_bench (default: build)
 #   --keep       keep the work directory (daemon log, data dir)
+#   --nagle      senders leave Nagle's algorithm on (as a DICOM stack that does not disable it)
 # Exit status: 0 when no association was refused and nothing was lost or failed.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ build="$root/build"
 duration=180
 senders=4
 keep=0
+extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --smoke) duration=20 ;;
@@ -25,7 +27,8 @@ while [[ $# -gt 0 ]]; do
     --senders) senders="$2"; shift ;;
     --build) build="$2"; shift ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --nagle) extra+=(--nagle) ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "load_bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -89,7 +92,7 @@ done
 echo "sending for $duration s with $senders senders to port $port..."
 status=0
 OMP_WAIT_POLICY=PASSIVE "$gen" --port "$port" --senders "$senders" --duration-s "$duration" \
-  "${sources[@]}" --db "$work/data/strokebox.db" --json "$work/load.json" || status=$?
+  "${sources[@]}" ${extra[@]+"${extra[@]}"} --db "$work/data/strokebox.db" --json "$work/load.json" || status=$?
 
 jobs=$("$bin" status --json --data-dir "$work/data" 2>/dev/null |
   /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps(d.get("jobs", d.get("job_counts", {}))))' 2>/dev/null || echo "?")

@@ -352,6 +352,10 @@ base::Status DicomNode::start() {
   // Peer addresses stay numeric (allowed_peers compares them); it also spares every
   // association a reverse DNS lookup that may hang on a hospital network.
   dcmDisableGethostbyaddr.set(OFTrue);
+  // Debian's DCMTK leaves Nagle's algorithm on unless TCP_NODELAY=1 is in the environment
+  // (read for every accepted connection). With it on, each C-STORE waits for a delayed ACK:
+  // about 90 ms per instance on loopback instead of under 1 ms. An explicit setting wins.
+  ::setenv("TCP_NODELAY", "1", /*overwrite=*/0);
   // A peer that vanishes while we answer must cost an error, not the process: writing to its
   // closed socket raises SIGPIPE, whose default action terminates. Only the default is replaced.
   struct sigaction current {};
