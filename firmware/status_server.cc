@@ -1,5 +1,6 @@
 #include "firmware/status_server.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -510,6 +511,12 @@ struct StatusServer::Impl {
   }
 
   void routes() {
+    // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which would let a second
+    // daemon bind the same port silently and share its connections.
+    server.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     server.set_read_timeout(5, 0);
     server.set_write_timeout(5, 0);
     server.set_keep_alive_max_count(20);
