@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -20,6 +21,7 @@ namespace fs = std::filesystem;
 TEST(NodeLoad, FourSendersAtTheLimitAreNeverRefusedAndNothingIsLost) {
   OFLog::configure(OFLogger::ERROR_LOG_LEVEL);
   std::signal(SIGPIPE, SIG_IGN);
+  ::setenv("TCP_NODELAY", "1", 0);  // senders without Nagle's algorithm, as bench/load_bench
   const fs::path work = fs::temp_directory_path() / ("sb_node_load_" + std::to_string(::getpid()));
   fs::remove_all(work);
   fs::create_directories(work);
