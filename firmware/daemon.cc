@@ -108,7 +108,19 @@ base::Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
   if (auto mode = d->board_->power_mode().current(); mode.ok()) {
     state.power_mode_id = mode->id;
     state.power_mode_name = mode->name;
-    if (c.board.power_mode >= 0 && mode->id != c.board.power_mode) {
+    if (c.board.power_mode >= 0 && mode->id != c.board.power_mode && c.board.set_power_mode) {
+      base::Status set = d->board_->power_mode().set(c.board.power_mode);
+      if (set.ok()) {
+        SB_LOG(kWarning) << "power mode was " << mode->id << " (" << mode->name << "); set to " << c.board.power_mode
+                         << " (board.set_power_mode = true)";
+        if (auto now = d->board_->power_mode().current(); now.ok()) {
+          state.power_mode_id = now->id;
+          state.power_mode_name = now->name;
+        }
+      } else {
+        SB_LOG(kError) << "cannot set the power mode to " << c.board.power_mode << ": " << set.to_string();
+      }
+    } else if (c.board.power_mode >= 0 && mode->id != c.board.power_mode) {
       SB_LOG(kWarning) << "power mode is " << mode->id << " (" << mode->name << "), the configuration expects "
                        << c.board.power_mode << " (board.power_mode): inference times and thermals will differ; "
                        << "set it with `sudo nvpmodel -m " << c.board.power_mode << "`";
@@ -118,6 +130,13 @@ base::Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
   } else if (c.board.power_mode >= 0) {
     SB_LOG(kWarning) << "cannot read the power mode (expected " << c.board.power_mode
                      << "): " << mode.status().to_string();
+  }
+  d->led_ = std::make_unique<hal::LedDriver>(*d->board_);
+  if (c.fan.mode == "curve") {
+    SB_ASSIGN_OR_RETURN(auto points, parse_fan_curve(c.fan.curve));
+    SB_ASSIGN_OR_RETURN(hal::FanCurve curve, hal::FanCurve::make(std::move(points)));
+    d->fan_ = std::make_unique<hal::FanController>(std::move(curve));
+    SB_LOG(kInfo) << "fan: driven by the daemon's curve " << c.fan.curve << " (fan.mode = curve)";
   }
   d->telemetry_->set_daemon_state(std::move(state), [raw = d.get()] { return raw->state_json(); });
   d->telemetry_->on_thermal_change([raw = d.get()](bool holding, double temp_c) {
@@ -138,10 +157,11 @@ base::Status Daemon::start() {
   const auto sampler_deadline = std::max(loop_deadline, 3 * seconds_ms(options_.config.telemetry.interval_s));
   // The worker's deadline covers a whole study: see WatchdogConfig::job_deadline_s.
   const auto worker_deadline = std::max(loop_deadline, seconds_ms(w.job_deadline_s));
-  std::shared_ptr<watchdog::Heartbeat> scheduler_hb, worker_hb, sampler_hb;
+  std::shared_ptr<watchdog::Heartbeat> scheduler_hb, worker_hb, sampler_hb, panel_hb;
   for (auto [name, deadline, out] : {std::tuple{"scheduler", loop_deadline, &scheduler_hb},
                                      std::tuple{"worker", worker_deadline, &worker_hb},
-                                     std::tuple{"sampler", sampler_deadline, &sampler_hb}}) {
+                                     std::tuple{"sampler", sampler_deadline, &sampler_hb},
+                                     std::tuple{"panel", loop_deadline, &panel_hb}}) {
     (void)registry_.remove(name);  // a restart after stop() registers afresh
     SB_ASSIGN_OR_RETURN(*out, registry_.add(name, deadline));
   }
@@ -162,6 +182,18 @@ base::Status Daemon::start() {
   started_ms_ = storage::now_ms();
   scheduler_ = std::thread(&Daemon::scheduler_loop, this, scheduler_hb);
   worker_ = std::thread(&Daemon::worker_loop, this, worker_hb);
+  panel_ = std::thread(&Daemon::panel_loop, this, panel_hb);
+  if (options_.config.status.enabled) {
+    // The page is for the technician; the box keeps serving DICOM without it.
+    auto server = StatusServer::start(status_server_options(options_.config));
+    if (server.ok()) {
+      status_server_ = std::move(server).value();
+      SB_LOG(kInfo) << "status page on http://" << options_.config.status.bind_address << ":" << status_server_->port()
+                    << "/";
+    } else {
+      SB_LOG(kError) << "no status page: " << server.status().to_string() << " (check [status] bind_address and port)";
+    }
+  }
   SB_RETURN_IF_ERROR(telemetry_->start(sampler_hb));
   if (outbox_->has_destinations()) outbox_->start();
   supervisor_ = std::make_unique<watchdog::Supervisor>(registry_, *notifier_, supervisor_interval_);
@@ -189,6 +221,8 @@ void Daemon::stop() {
   wake_.notify_all();
   if (scheduler_.joinable()) scheduler_.join();
   if (worker_.joinable()) worker_.join();
+  if (panel_.joinable()) panel_.join();
+  if (status_server_) status_server_->stop();
   outbox_->stop();  // after its current association; what is left is sent after the restart
   telemetry_->stop();
   if (supervisor_) supervisor_->stop();
@@ -247,6 +281,54 @@ void Daemon::scheduler_loop(std::shared_ptr<watchdog::Heartbeat> heartbeat) {
     }
     lock.lock();
     wake_.wait_for(lock, std::chrono::milliseconds(interval_ms), [&] { return stopping_; });
+  }
+}
+
+hal::BoxCondition Daemon::box_condition() {
+  hal::BoxCondition cond;
+  for (const auto& h : registry_.snapshot()) {
+    if (h.stale) {
+      cond.fault = true;
+      cond.detail = "thread " + h.name + " stuck";
+    }
+  }
+  cond.hot = telemetry_->holding_jobs();
+  if (cond.hot && cond.detail.empty()) cond.detail = "too hot: jobs held";
+  const uint64_t min_free = static_cast<uint64_t>(options_.config.storage.min_free_mb) << 20;
+  if (auto free = storage::disk_free_bytes(options_.config.storage.data_dir); free.ok() && *free < min_free) {
+    cond.disk_low = true;
+    if (cond.detail.empty()) cond.detail = "disk low: " + std::to_string(*free >> 20) + " MiB free";
+  }
+  std::lock_guard current(current_mu_);
+  cond.processing = !current_study_.empty();
+  return cond;
+}
+
+void Daemon::panel_loop(std::shared_ptr<watchdog::Heartbeat> heartbeat) {
+  using Clock = hal::LedDriver::Clock;
+  Clock::time_point next_check{};  // condition and fan: once a second
+  bool led_error_logged = false;
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    lock.unlock();
+    heartbeat->beat();
+    const auto now = Clock::now();
+    if (now >= next_check) {
+      next_check = now + std::chrono::seconds(1);
+      led_->set_condition(box_condition(), now);
+      if (fan_) {
+        if (auto pwm = fan_->update(*board_); !pwm.ok()) {
+          SB_LOG(kWarning) << "fan curve: " << pwm.status().to_string();
+        }
+      }
+    }
+    if (base::Status st = led_->tick(now); !st.ok() && !led_error_logged) {
+      SB_LOG(kWarning) << "status LED: " << st.to_string();  // once: the LED is a convenience
+      led_error_logged = true;
+    }
+    const auto wait = std::min<std::chrono::milliseconds>(led_->time_to_next_edge(now), std::chrono::milliseconds(250));
+    lock.lock();
+    wake_.wait_for(lock, std::max(wait, std::chrono::milliseconds(10)), [&] { return stopping_; });
   }
 }
 

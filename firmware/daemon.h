@@ -7,7 +7,9 @@
 // Running unattended: a telemetry sampler reads the board (hal::Board) into a bounded ring and
 // holds new jobs while the board is too hot; every long-lived thread beats a
 // watchdog::Heartbeat and a watchdog::Supervisor pings systemd (WATCHDOG=1) only while all are
-// fresh. READY=1 once the node listens; STATUS= lines say what the daemon does.
+// fresh. READY=1 once the node listens; STATUS= lines say what the daemon does. A panel thread
+// drives the status LED (idle steady, processing blinking, degraded double blink, fault fast)
+// and, when configured, the fan curve; the read-only HTTP status page runs beside it.
 // Sending back: when [[destinations]] are configured, a finished study's SEG, overlay and SR
 // are queued in the durable outbox (firmware/outbox.h, same SQLite file) and a sender thread
 // delivers them by C-STORE, retrying across restarts.
@@ -27,8 +29,11 @@
 #include "firmware/dicom_node.h"
 #include "firmware/outbox.h"
 #include "firmware/pipeline.h"
+#include "firmware/status_server.h"
 #include "firmware/telemetry.h"
 #include "hal/board.h"
+#include "hal/fan_curve.h"
+#include "hal/led_pattern.h"
 #include "storage/index.h"
 #include "storage/spool.h"
 #include "watchdog/heartbeat.h"
@@ -98,6 +103,10 @@ class Daemon {
  private:
   explicit Daemon(DaemonOptions options);
   void scheduler_loop(std::shared_ptr<watchdog::Heartbeat> heartbeat);
+  /// The front panel: status LED pattern from the box condition, the button, and the fan
+  /// curve when [fan] mode = "curve". Wakes at the LED's next edge (at most every 250 ms).
+  void panel_loop(std::shared_ptr<watchdog::Heartbeat> heartbeat);
+  hal::BoxCondition box_condition();
   void worker_loop(std::shared_ptr<watchdog::Heartbeat> heartbeat);
   void set_status(const std::string& text);
   std::string state_json();
@@ -128,7 +137,10 @@ class Daemon {
   int64_t started_ms_ = 0;
   std::mutex current_mu_;
   std::string current_study_;  // the study being processed, "" when idle (current_mu_)
-  std::thread scheduler_, worker_;
+  std::thread scheduler_, worker_, panel_;
+  std::unique_ptr<hal::LedDriver> led_;
+  std::unique_ptr<hal::FanController> fan_;  // null: the platform's fan service drives the fan
+  std::unique_ptr<StatusServer> status_server_;
   std::mutex mu_;
   std::condition_variable wake_;  // new job queued, or stop
   bool stopping_ = false;

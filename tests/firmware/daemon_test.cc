@@ -28,6 +28,9 @@
 
 #include "hal/sim_board.h"
 
+// Last: httplib.h brings <resolv.h>'s `_res` macro, which breaks headers included after it.
+#include <httplib.h>
+
 namespace firmware {
 namespace {
 
@@ -98,6 +101,7 @@ class DaemonTest : public ::testing::Test {
     config_.dicom.dimse_timeout_s = 5;
     config_.storage.data_dir = (dir_ / "data").string();
     config_.jobs.retry_delay_s = 0;
+    config_.status.enabled = false;  // StatusPageIsServedReadOnly turns it on
     files_ = write_study(dir_ / "outgoing", 3);
   }
   void TearDown() override {
@@ -381,7 +385,7 @@ TEST_F(DaemonTest, StatusCommandShowsCountsRecentStudiesAndFailures) {
   EXPECT_EQ(j["telemetry"]["max_temp_c"], 40.0);
   EXPECT_EQ(j["telemetry"]["vdd_in_mw"], 6000);
   EXPECT_TRUE(j["telemetry"]["disk_free_bytes"].is_number());
-  EXPECT_EQ(j["daemon"]["threads"].size(), 3u);
+  EXPECT_EQ(j["daemon"]["threads"].size(), 4u);  // scheduler, worker, sampler, panel
   const std::string text = run_status({"--data-dir", config_.storage.data_dir}, &rc);
   ASSERT_EQ(rc, 0);
   std::printf("%s", text.c_str());
@@ -433,6 +437,9 @@ TEST_F(DaemonTest, StuckWorkerStopsThePingsAndStatusNamesIt) {
   send_study();
   ASSERT_TRUE(eventually([&] { return systemd.count("STATUS=stuck: worker") >= 1; }));
   const int64_t detected_ms = storage::now_ms();
+  // The front panel shows the fault (fast blink) while the worker is stuck.
+  EXPECT_TRUE(eventually([&] { return board_.led().pattern() == hal::LedPattern::kBlink4Hz; }))
+      << hal::led_pattern_name(board_.led().pattern());
   std::printf("stuck worker detected %lld ms after it stopped beating (deadline 1000 ms, check every 50 ms)\n",
               static_cast<long long>(detected_ms - entered_ms.load()));
   // No ping while the worker stays stuck: wait for many more supervisor checks (the sampler
@@ -463,6 +470,9 @@ TEST_F(DaemonTest, HotBoardHoldsJobsButKeepsReceivingThenResumes) {
     return done_report(2.0);
   });
   ASSERT_TRUE(eventually([&] { return daemon_->telemetry().holding_jobs(); }));
+  // Degraded (hot): the LED double-blinks.
+  EXPECT_TRUE(eventually([&] { return board_.led().pattern() == hal::LedPattern::kDoubleBlink; }))
+      << hal::led_pattern_name(board_.led().pattern());
   send_study();  // receiving continues while hot
   ASSERT_TRUE(eventually([&] {
     auto s = study();
@@ -518,6 +528,44 @@ TEST_F(DaemonTest, ResultWithoutPowerMonitorHasNullEnergy) {
   EXPECT_FALSE((*r)->energy_j.has_value());
   EXPECT_FALSE((*r)->mean_power_mw.has_value());
   EXPECT_TRUE((*r)->peak_temp_c.has_value());
+}
+
+}  // namespace
+}  // namespace firmware
+
+namespace firmware {
+namespace {
+
+TEST_F(DaemonTest, IdleBoxShowsSteadyLedAndServesTheStatusPageReadOnly) {
+  config_.status.enabled = true;
+  config_.status.port = free_port();
+  start([](const std::string&, const std::string&) { return done_report(1.0); });
+  EXPECT_TRUE(eventually([&] { return board_.led().pattern() == hal::LedPattern::kOn; }))
+      << hal::led_pattern_name(board_.led().pattern());
+  httplib::Client client("127.0.0.1", config_.status.port);
+  auto page = client.Get("/status.json");
+  ASSERT_TRUE(page) << "status page not answering on port " << config_.status.port;
+  EXPECT_EQ(page->status, 200);
+  auto j = nlohmann::json::parse(page->body, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << page->body.substr(0, 200);
+  EXPECT_TRUE(j["daemon"]["running"].get<bool>());
+  auto post = client.Post("/status.json", "{}", "application/json");
+  ASSERT_TRUE(post);
+  EXPECT_EQ(post->status, 405);
+}
+
+TEST_F(DaemonTest, SetsThePowerModeOnlyWhenConfiguredTo) {
+  config_.board.power_mode = 2;  // the sim board starts in mode 8
+  start([](const std::string&, const std::string&) { return done_report(1.0); });
+  auto mode = board_.power_mode().current();
+  ASSERT_TRUE(mode.ok());
+  EXPECT_EQ(mode->id, 8);  // reported, not changed
+  daemon_.reset();
+  config_.board.set_power_mode = true;
+  start([](const std::string&, const std::string&) { return done_report(1.0); });
+  mode = board_.power_mode().current();
+  ASSERT_TRUE(mode.ok());
+  EXPECT_EQ(mode->id, 2);
 }
 
 }  // namespace
