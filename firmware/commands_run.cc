@@ -2,6 +2,8 @@
 // model once, starts the DICOM node, scheduler and worker, prints one ready line to stderr and
 // runs until SIGTERM or SIGINT, then shuts down cleanly (open associations and the current
 // job finish; queued jobs stay in the database for the next start).
+#include <sys/stat.h>
+
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -91,6 +93,9 @@ int cmd_run(int argc, char** argv) {
     }
   }
 
+  // Patient data: every file and directory the daemon creates is for the service user only
+  // (the systemd unit sets UMask=0077 too; this covers a start by hand).
+  ::umask(077);
   // DCMTK logs every association at INFO; our own log says what matters.
   OFLog::configure(OFLogger::WARN_LOG_LEVEL);
   // Before any thread exists, so every thread inherits the mask and sigwait sees the signal.

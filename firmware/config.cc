@@ -297,8 +297,9 @@ base::Status validate_config(const Config& c) {
       return base::invalid_argument("dicom.allowed_peers: '" + peer + "' is not an IPv4 address or CIDR block (10.0.0.0/8)");
     }
   }
-  if (c.dicom.max_pdu_bytes < 4096 || c.dicom.max_pdu_bytes > 1048576) {
-    return base::invalid_argument("dicom.max_pdu_bytes must be in 4096..1048576");
+  if (c.dicom.max_pdu_bytes < 4096 || c.dicom.max_pdu_bytes > 131072) {
+    // DCMTK's receive PDU range (ASC_MINIMUMPDUSIZE..ASC_MAXIMUMPDUSIZE).
+    return base::invalid_argument("dicom.max_pdu_bytes must be in 4096..131072");
   }
   if (c.dicom.max_instance_mb < 1 || c.dicom.max_instance_mb > 4096) {
     return base::invalid_argument("dicom.max_instance_mb must be in 1..4096");

@@ -26,7 +26,7 @@ struct DicomConfig {
   std::vector<std::string> allowed_calling_aes;
   /// Peers allowed to connect: IPv4 addresses or CIDR blocks ("10.1.0.0/16"); empty = any.
   std::vector<std::string> allowed_peers;
-  int max_pdu_bytes = 65536;              // maximum PDU we receive (PS3.8 D.3.3.1), 4096..1048576
+  int max_pdu_bytes = 65536;              // maximum PDU we receive (PS3.8 D.3.3.1), 4096..131072
   int max_instance_mb = 256;              // an instance larger than this is refused
   int max_instances_per_study = 5000;     // further instances of a study are refused (0xA700)
 };
