@@ -389,6 +389,41 @@ class ModelBuilder {
     return name;
   }
 
+  /// AveragePool with kernel = stride = k (3D), no padding, as ResidualEncoderUNet's skip.
+  std::string avg_pool(const std::string& in, int64_t k) {
+    const Ref& x = refs_.at(in);
+    const std::string name = "pool" + std::to_string(counter_++);
+    auto* n = node("AveragePool", name, {in});
+    ints(n, "kernel_shape", {k, k, k});
+    ints(n, "strides", {k, k, k});
+    Ref y(x.c, x.d / k, x.h / k, x.w / k);
+    for (int64_t c = 0; c < y.c; ++c)
+      for (int64_t z = 0; z < y.d; ++z)
+        for (int64_t yy = 0; yy < y.h; ++yy)
+          for (int64_t xx = 0; xx < y.w; ++xx) {
+            double sum = 0.0;
+            for (int64_t a = 0; a < k; ++a)
+              for (int64_t b = 0; b < k; ++b)
+                for (int64_t e = 0; e < k; ++e) sum += x.at(c, z * k + a, yy * k + b, xx * k + e);
+            y.at(c, z, yy, xx) = sum / double(k * k * k);
+          }
+    refs_[name] = y;
+    return name;
+  }
+
+  /// ONNX Pad (opset 11+: pads as an int64 constant input); the reference only knows all-zero pads.
+  std::string pad(const std::string& in, const std::vector<int64_t>& pads) {
+    const std::string name = "pad" + std::to_string(counter_++);
+    auto* t = g_->add_initializer();
+    t->set_name(name + ".pads");
+    t->set_data_type(onnx::TensorProto::INT64);
+    t->add_dims(static_cast<int64_t>(pads.size()));
+    for (int64_t p : pads) t->add_int64_data(p);
+    node("Pad", name, {in, name + ".pads"});
+    refs_[name] = refs_.at(in);
+    return name;
+  }
+
   std::string add(const std::string& a, const std::string& b) {
     Ref y = refs_.at(a);
     const Ref& z = refs_.at(b);
@@ -524,6 +559,30 @@ TEST(CpuEngineOps, EverySupportedOp3DMatchesTheFloat64Reference) {
   const std::string cat2 = b2.concat(c2, c1);
   const std::string path2 = b2.finish(cat2, "concat_out.onnx");
   EXPECT_LE(max_abs_diff(run_engine(path2, b2.input_f32(), {}), b2.ref(cat2)), 1e-4);
+}
+
+/// ResidualEncoderUNet's strided skip: no-op Pad -> AveragePool(2) -> 1x1 conv + norm, added to
+/// a strided conv path, then LeakyReLU (Add + activation fused); a Pad that pads is refused.
+TEST(CpuEngineOps, AveragePoolSkipAndNoOpPadMatchTheFloat64Reference) {
+  ModelBuilder b({1, 2, 8, 8, 8});
+  const std::string a1 = b.unary("LeakyRelu", b.instance_norm(b.conv("input", 8, {3, 3, 3}, 1, 1)));
+  const std::string strided = b.instance_norm(b.conv(a1, 16, {3, 3, 3}, 2, 1));
+  const std::string skip = b.instance_norm(b.conv(b.avg_pool(b.pad(a1, std::vector<int64_t>(10, 0)), 2), 16,
+                                                  {1, 1, 1}, 1, 0));
+  const std::string out = b.unary("LeakyRelu", b.add(strided, skip));
+  const std::string path = b.finish(out, "avgpool_skip.onnx");
+  for (bool fuse : {true, false}) {
+    EngineOptions o;
+    o.fuse = fuse;
+    EXPECT_LE(max_abs_diff(run_engine(path, b.input_f32(), o), b.ref(out)), 2e-5) << "fuse " << fuse;
+  }
+  ModelBuilder bad({1, 2, 8, 8, 8});
+  const std::string padded = bad.pad(bad.conv("input", 8, {3, 3, 3}, 1, 1), {0, 0, 1, 1, 1, 0, 0, 1, 1, 1});
+  const std::string bad_path = bad.finish(padded, "real_pad.onnx");
+  auto e = CpuEngine::load_onnx(bad_path, {});
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), base::Code::kUnimplemented);
+  EXPECT_NE(e.status().message().find("'Pad'"), std::string::npos) << e.status().to_string();
 }
 
 TEST(CpuEngineOps, TwoDimensionalNetworkMatchesTheFloat64Reference) {
