@@ -3,6 +3,7 @@
 // must reproduce nnU-Net's own segmentations (>= 99.9 % voxel agreement), without and with
 // test-time mirroring. Skipped when /usr/bin/python3 has no torch/onnx.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -142,6 +143,63 @@ TEST_F(ImportNnunet, UnknownConfigurationFailsWithAReason) {
                               " --configuration 3d_lowres --out " + (work_ / "bad").string() + " 2>&1");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("no configuration '3d_lowres'"), std::string::npos) << r.output;
+}
+
+/// The golden results folder turned into a ResidualEncoderUNet one (same plans, architecture
+/// switched, seeded random weights in nnU-Net's checkpoint format): SRC DST TOOLS_DIR.
+constexpr const char* kMakeResEncResults = R"PY(import json, os, shutil, sys, torch
+sys.path.insert(0, sys.argv[3])
+from nnunet_architectures import RESENC_UNET, build_network
+src, dst = sys.argv[1], sys.argv[2]
+shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.onnx", "*.engine"))
+plans = json.load(open(os.path.join(src, "plans.json")))
+arch = plans["configurations"]["3d_fullres"]["architecture"]
+kw = arch["arch_kwargs"]
+kw["n_blocks_per_stage"] = [1, 2, 2, 2]
+kw.pop("n_conv_per_stage")
+kw["n_conv_per_stage_decoder"] = [1, 1, 1]
+arch["network_class_name"] = RESENC_UNET
+json.dump(plans, open(os.path.join(dst, "plans.json"), "w"), indent=2)
+ck = torch.load(os.path.join(src, "fold_0", "checkpoint_final.pth"), map_location="cpu")
+torch.manual_seed(0)
+net = build_network(arch, 2, 2)
+ck["network_weights"] = {k: v for k, v in net.state_dict().items()}
+torch.save(ck, os.path.join(dst, "fold_0", "checkpoint_final.pth"))
+print(dst)
+)PY";
+
+/// nnU-Net's ResidualEncoderUNet (AvgPool + 1x1 conv skips, exported with no-op Pads) goes
+/// through the converter and the engine end to end: import (which checks ONNX against torch),
+/// `strokebox engine build`, then `strokebox engine bench` on the engine file.
+TEST(ImportNnunetResEnc, ResidualEncoderPackageConvertsBuildsAndRuns) {
+  if (itest::run_command("/usr/bin/python3 -c 'import torch, onnx' >/dev/null 2>&1").exit_code != 0) {
+    GTEST_SKIP() << "/usr/bin/python3 lacks torch or onnx";
+  }
+  if (!fs::exists(kResults + "/plans.json")) GTEST_SKIP() << "no golden nnU-Net results folder at " << kResults;
+  const fs::path work = fs::temp_directory_path() / ("sb_resenc_import_" + std::to_string(::getpid()));
+  fs::create_directories(work);
+  const fs::path script = work / "make_resenc_results.py";
+  std::ofstream(script) << kMakeResEncResults;
+  const fs::path results = work / "results" / "Dataset990_GoldenTiny" / "nnUNetTrainer__nnUNetPlans__3d_fullres";
+  auto made = itest::run_command("OMP_WAIT_POLICY=passive /usr/bin/python3 " + script.string() + " " + kResults + " " +
+                                 results.string() + " " + kSource + "/tools 2>&1");
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  const fs::path pkg = work / "model";
+  auto conv = itest::run_command("OMP_WAIT_POLICY=passive /usr/bin/python3 " + kSource + "/tools/import_nnunet.py " +
+                                 results.string() + " --out " + pkg.string() + " 2>&1");
+  ASSERT_EQ(conv.exit_code, 0) << conv.output;
+  EXPECT_NE(conv.output.find("AveragePool"), std::string::npos) << conv.output;
+  auto build = itest::run_command("OMP_WAIT_POLICY=passive " + kBin + " engine build --model " + pkg.string() +
+                                  " --precision fp32 2>&1");
+  ASSERT_EQ(build.exit_code, 0) << build.output;
+  const fs::path engine = pkg / "fold_0.cpu-fp32.engine";
+  ASSERT_TRUE(fs::exists(engine)) << build.output;
+  auto bench = itest::run_command("OMP_WAIT_POLICY=passive " + kBin + " engine bench --engine " + engine.string() +
+                                  " --runs 1 --warmup 0 2>&1");
+  ASSERT_EQ(bench.exit_code, 0) << bench.output;
+  EXPECT_NE(bench.output.find("\"median_s\""), std::string::npos) << bench.output;
+  if (::testing::Test::HasFailure()) return;
+  fs::remove_all(work);
 }
 
 }  // namespace
