@@ -49,7 +49,10 @@ base::Result<std::unique_ptr<Daemon>> Daemon::create(DaemonOptions options) {
   SpoolStoreOptions store = store_options_from(c);
   if (d->options_.min_free_bytes) store.min_free_bytes = *d->options_.min_free_bytes;
   d->handler_ = std::make_unique<SpoolStoreHandler>(*d->spool_, *d->index_, store);
-  const DicomNodeOptions node = node_options_from(c);
+  DicomNodeOptions node = node_options_from(c);
+  node.on_progress = [raw = d.get()] {
+    if (auto hb = std::atomic_load(&raw->node_heartbeat_)) hb->beat();
+  };
   d->node_ = std::make_unique<DicomNode>(node, *d->handler_);
 
   std::vector<Destination> destinations;
@@ -164,6 +167,13 @@ base::Status Daemon::start() {
                                      std::tuple{"panel", loop_deadline, &panel_hb}}) {
     (void)registry_.remove(name);  // a restart after stop() registers afresh
     SB_ASSIGN_OR_RETURN(*out, registry_.add(name, deadline));
+  }
+  {
+    // A silent peer holds the accept loop for up to the ACSE timeout before its next turn.
+    const auto node_deadline = loop_deadline + std::chrono::seconds(node_->options().acse_timeout_s);
+    (void)registry_.remove("dicom");
+    SB_ASSIGN_OR_RETURN(auto hb, registry_.add("dicom", node_deadline));
+    std::atomic_store(&node_heartbeat_, hb);
   }
   if (outbox_->has_destinations()) {
     // One item may take an association set-up plus a C-STORE response before the next beat.

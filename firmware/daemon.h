@@ -126,6 +126,7 @@ class Daemon {
   std::unique_ptr<DicomNode> node_;
   std::unique_ptr<Outbox> outbox_;
   std::shared_ptr<watchdog::Heartbeat> sender_heartbeat_;  // set by start() when sending
+  std::shared_ptr<watchdog::Heartbeat> node_heartbeat_;    // the DICOM node's accept loop
   std::unique_ptr<hal::Board> owned_board_;
   hal::Board* board_ = nullptr;
   std::unique_ptr<Telemetry> telemetry_;

@@ -471,6 +471,7 @@ void DicomNode::accept_loop() {
   const DcmSharedSCPConfig shared(config);
 
   while (!stop_requested_.load()) {
+    if (options_.on_progress) options_.on_progress();
     T_ASC_Association* assoc = nullptr;
     OFCondition cond =
         ASC_receiveAssociation(network_, &assoc, clamp_pdu(options_.max_pdu_bytes), nullptr, nullptr,

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -94,6 +95,10 @@ struct DicomNodeOptions {
   int dimse_timeout_s = 30;              // idle association aborted after this
   int acse_timeout_s = 30;               // association negotiation timeout
   int accept_poll_s = 1;                 // how often the accept loop checks for stop()
+  /// Called by the accept loop on every turn (at least every accept_poll_s, or after an
+  /// association request was read: up to acse_timeout_s for a silent peer). The daemon beats
+  /// the node's watchdog heartbeat here. May be empty.
+  std::function<void()> on_progress;
   /// Calling AE titles allowed to associate (compared without padding, case-sensitive);
   /// empty = any. Others are rejected permanently: "calling AE title not recognized".
   std::vector<std::string> allowed_calling_aes;

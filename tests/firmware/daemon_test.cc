@@ -385,7 +385,7 @@ TEST_F(DaemonTest, StatusCommandShowsCountsRecentStudiesAndFailures) {
   EXPECT_EQ(j["telemetry"]["max_temp_c"], 40.0);
   EXPECT_EQ(j["telemetry"]["vdd_in_mw"], 6000);
   EXPECT_TRUE(j["telemetry"]["disk_free_bytes"].is_number());
-  EXPECT_EQ(j["daemon"]["threads"].size(), 4u);  // scheduler, worker, sampler, panel
+  EXPECT_EQ(j["daemon"]["threads"].size(), 5u);  // dicom, scheduler, worker, sampler, panel
   const std::string text = run_status({"--data-dir", config_.storage.data_dir}, &rc);
   ASSERT_EQ(rc, 0);
   std::printf("%s", text.c_str());
