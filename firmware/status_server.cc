@@ -206,7 +206,8 @@ std::string render_status_page(const StatusReport& r, bool has_picture, int refr
     << "#led-lamp{animation:" << (look.animation[0] ? look.animation : "none") << "}"
     << "@keyframes blink1{0%{opacity:1}50%{opacity:.12}}"
     << "@keyframes double{0%{opacity:1}15%{opacity:.12}30%{opacity:1}45%{opacity:.12}}"
-    << "img.result{max-width:100%;border:1px solid #ccc}</style></head><body>\n";
+    << "img.result{max-width:100%;min-width:256px;border:1px solid #ccc;image-rendering:pixelated}"
+    << "</style></head><body>\n";
 
   // Header: the LED as it blinks on the box, and its meaning.
   h << "<h1><svg class=\"led\" width=\"22\" height=\"22\" viewBox=\"0 0 22 22\"><circle id=\"led-lamp\" cx=\"11\" "
@@ -288,8 +289,7 @@ std::string render_status_page(const StatusReport& r, bool has_picture, int refr
   h << "</table>\n";
 
   // Charts of the last hour.
-  h << "<h2>Last " << (r.history.empty() ? 60 : std::max<int64_t>(1, (r.collected_ms - r.history.front().t_ms + 59'999) / 60'000))
-    << " minutes</h2>";
+  h << "<h2>Last hour</h2>";
   {
     std::vector<int64_t> t;
     std::vector<std::optional<double>> temp, power;
@@ -299,7 +299,7 @@ std::string render_status_page(const StatusReport& r, bool has_picture, int refr
       power.push_back(p.vdd_in_mW ? std::optional<double>(*p.vdd_in_mW / 1000.0) : std::nullopt);
     }
     const int64_t t1 = r.collected_ms;
-    const int64_t t0 = r.history.empty() ? t1 - 3'600'000 : std::min(r.history.front().t_ms, t1 - 3'600'000);
+    const int64_t t0 = t1 - 3'600'000;
     auto tt = t;
     downsample(tt, temp, t0, t1, 320, /*use_max=*/true);
     downsample(t, power, t0, t1, 320, /*use_max=*/false);

@@ -79,7 +79,7 @@ TEST_F(StatusPage, ChromiumRendersTheFigures) {
 TEST_F(StatusPage, ChromiumScreenshotIsAPng) {
   const fs::path shot = dir_ / "status_page.png";
   itest::CommandResult r =
-      itest::run_command(chromium("--hide-scrollbars --window-size=1000,1800 --screenshot=" + shot.string()));
+      itest::run_command(chromium("--hide-scrollbars --window-size=1000,1500 --screenshot=" + shot.string()));
   ASSERT_EQ(r.exit_code, 0) << itest::read_file((dir_ / "chromium.log").string());
   ASSERT_TRUE(fs::exists(shot));
   const std::string png = itest::read_file(shot.string());
