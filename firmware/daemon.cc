@@ -252,6 +252,11 @@ std::string Daemon::state_json() {
         {{"name", h.name}, {"age_ms", h.age.count()}, {"deadline_ms", h.deadline.count()}, {"stale", h.stale}});
   }
   j["thermal_hold"] = telemetry_->holding_jobs();
+  if (led_) {
+    j["led"] = {{"state", hal::box_state_name(led_->state())},
+                {"pattern", hal::led_pattern_name(led_->pattern())},
+                {"detail", box_condition().detail}};
+  }
   {
     std::lock_guard lock(current_mu_);
     j["current_study"] = current_study_;
@@ -271,6 +276,13 @@ void Daemon::scheduler_loop(std::shared_ptr<watchdog::Heartbeat> heartbeat) {
     lock.unlock();
     heartbeat->beat();
     const int64_t now = storage::now_ms();
+    // After a start every study gets a fresh quiet time: one cut off mid-receive by a crash
+    // looks quiet at once, but its sender is about to reconnect and send the rest.
+    if (now - started_ms_ < quiet_ms) {
+      lock.lock();
+      wake_.wait_for(lock, std::chrono::milliseconds(interval_ms), [&] { return stopping_; });
+      continue;
+    }
     auto quiet = index_->quiet_studies(now - quiet_ms);
     if (!quiet.ok()) {
       SB_LOG(kError) << "study completion check failed: " << quiet.status().to_string();

@@ -45,6 +45,19 @@ const OFList<OFString>& storage_transfer_syntaxes() {
     l.push_back(UID_LittleEndianImplicitTransferSyntax);
     l.push_back(UID_BigEndianExplicitTransferSyntax);
     l.push_back(UID_DeflatedExplicitVRLittleEndianTransferSyntax);
+    // Compressed images are stored as received and decoded when the study is read
+    // (image/dicom_series.cc registers DCMTK's RLE, JPEG and JPEG-LS decoders). JPEG 2000 is
+    // accepted too, so the study ends failed with the reason (no J2K codec in Debian's DCMTK)
+    // instead of the scanner seeing an unexplained refusal.
+    l.push_back(UID_RLELosslessTransferSyntax);
+    l.push_back(UID_JPEGProcess14SV1TransferSyntax);
+    l.push_back(UID_JPEGProcess14TransferSyntax);
+    l.push_back(UID_JPEGProcess1TransferSyntax);
+    l.push_back(UID_JPEGProcess2_4TransferSyntax);
+    l.push_back(UID_JPEGLSLosslessTransferSyntax);
+    l.push_back(UID_JPEGLSLossyTransferSyntax);
+    l.push_back(UID_JPEG2000LosslessOnlyTransferSyntax);
+    l.push_back(UID_JPEG2000TransferSyntax);
     return l;
   }();
   return list;

@@ -328,6 +328,39 @@ TEST_F(DicomNodeTest, StorescuWithEveryUncompressedTransferSyntax) {
   EXPECT_EQ(rows->front().calling_ae, "SCANNER");
 }
 
+TEST_F(DicomNodeTest, CompressedInstancesAreStoredAsReceived) {
+  start_node();
+  // Compressed with DCMTK's own tools; storescu proposes the compressed transfer syntax (plus
+  // the uncompressed ones) with the flag after each tool.
+  struct Case {
+    const char* tool;
+    const char* propose;
+    const char* ts;
+  };
+  const Case cases[] = {{"dcmcrle", "-xr", UID_RLELosslessTransferSyntax},
+                        {"dcmcjpeg", "-xs", UID_JPEGProcess14SV1TransferSyntax},
+                        {"dcmcjpls", "-xt", UID_JPEGLSLosslessTransferSyntax}};
+  int i = 30;
+  for (const auto& [tool, propose, ts] : cases) {
+    ++i;
+    const fs::path plain = dir_ / ("plain" + std::to_string(i) + ".dcm");
+    const fs::path packed = dir_ / ("packed" + std::to_string(i) + ".dcm");
+    ASSERT_TRUE(make_mr_slice(kStudy, kSeries, sop_uid(i), i)->saveFile(plain.c_str(), EXS_LittleEndianExplicit).good());
+    const std::string compress = std::string(tool) + " " + plain.string() + " " + packed.string();
+    ASSERT_EQ(std::system(compress.c_str()), 0) << compress;
+    const std::string cmd = std::string("storescu -q ") + propose + " -aet SCANNER -aec STROKEBOX 127.0.0.1 " +
+                            std::to_string(options_.port) + " " + packed.string();
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const fs::path stored = dir_ / "spool" / kStudy / kSeries / (sop_uid(i) + ".dcm");
+    ASSERT_TRUE(fs::exists(stored)) << tool;
+    DcmFileFormat file;
+    ASSERT_TRUE(file.loadFile(stored.c_str()).good());
+    OFString stored_ts;
+    file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, stored_ts);
+    EXPECT_EQ(std::string(stored_ts.c_str()), ts) << tool;
+  }
+}
+
 TEST_F(DicomNodeTest, EchoscuSeesTheNodeAndStopFreesThePort) {
   start_node();
   const std::string echo = "echoscu -q -aec STROKEBOX 127.0.0.1 " + std::to_string(options_.port);
