@@ -113,6 +113,26 @@ std::string study_uid_of(const fs::path& p) {
   return uid.c_str();
 }
 
+/// storescu's flag proposing the file's own (compressed) transfer syntax next to the
+/// uncompressed ones; by default storescu proposes only uncompressed ones and would try to
+/// decompress the file itself.
+std::string propose_flag_for(const fs::path& p) {
+  DcmFileFormat ff;
+  if (ff.loadFile(p.c_str(), EXS_Unknown, EGL_noChange, 4096).bad()) return "";
+  switch (ff.getDataset()->getOriginalXfer()) {
+    case EXS_RLELossless: return "-xr";
+    case EXS_JPEGProcess14SV1: return "-xs";
+    case EXS_JPEGProcess1: return "-xy";
+    case EXS_JPEGProcess2_4: return "-xx";
+    case EXS_JPEGLSLossless: return "-xt";
+    case EXS_JPEGLSLossy: return "-xu";
+    case EXS_JPEG2000LosslessOnly: return "-xv";
+    case EXS_JPEG2000: return "-xw";
+    case EXS_DeflatedLittleEndianExplicit: return "-xd";
+    default: return "";
+  }
+}
+
 /// Rows of `sql` on the daemon's database as "a|b|c" lines (sqlite3, read-only).
 std::vector<std::string> query(const fs::path& db, const std::string& sql) {
   auto r = itest::run_command("sqlite3 -readonly " + quote(db.string()) + " " + quote(sql) + " 2>&1");
@@ -268,8 +288,8 @@ class BadInput : public ::testing::Test {
       workers.emplace_back([&] {
         for (size_t i = next++; i < cases_.size(); i = next++) {
           Case& c = cases_[i];
-          auto r = itest::run_command("storescu -v -aec STROKEBOX 127.0.0.1 " + std::to_string(port) + " " +
-                                      quote(c.path.string()) + " 2>&1");
+          auto r = itest::run_command("storescu -v " + propose_flag_for(c.path) + " -aec STROKEBOX 127.0.0.1 " +
+                                      std::to_string(port) + " " + quote(c.path.string()) + " 2>&1");
           classify_send(r.output, c);
         }
       });
