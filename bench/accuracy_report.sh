@@ -12,8 +12,9 @@
 # lesion count (which may be 0: lesion-free studies are counted and reported) unless -l. Each is segmented with
 # `strokebox segment --image DWI --image ADC --precision P` and scored with
 # `strokebox evaluate` against the phantom's truth.nii.gz. A precision the engine refuses (e.g.
-# bf16 on a CPU without AVX512-BF16/AMX) is skipped with the engine's reason. mAP needs a
-# probability map, which `strokebox segment` does not write yet: the column says n/a.
+# bf16 on a CPU without AVX512-BF16/AMX) is skipped with the engine's reason. mAP is the mean
+# voxel-wise average precision of `strokebox segment --probabilities`'s lesion_probability.nii.gz
+# over the studies with a lesion (evaluate gives null without one).
 # HD95 is averaged over the studies where both masks are non-empty (count given).
 # Never part of the test suite.
 set -euo pipefail
@@ -62,13 +63,15 @@ for ((i = 0; i < N; i++)); do
     [ -z "${SKIPPED[$p]:-}" ] || continue
     out=$study/out_$p
     if ! "$BIN" segment --model "$MODEL" --precision "$p" --image "$study/image_0000.nii.gz" \
-        --image "$study/image_0001.nii.gz" --out "$out" >/dev/null 2>"$WORK/segment.log"; then
+        --image "$study/image_0001.nii.gz" --out "$out" --probabilities >/dev/null 2>"$WORK/segment.log"; then
       SKIPPED[$p]=$(grep -m1 -i "strokebox segment" "$WORK/segment.log" || tail -n1 "$WORK/segment.log")
       echo "accuracy_report: skipping $p: ${SKIPPED[$p]}" >&2
       continue
     fi
-    "$BIN" evaluate --pred "$out/lesion_mask.nii.gz" --truth "$study/truth.nii.gz" |
+    "$BIN" evaluate --pred "$out/lesion_mask.nii.gz" --truth "$study/truth.nii.gz" \
+        --prob "$out/lesion_probability.nii.gz" |
       jq -r --arg p "$p" '[["precision", .precision], ["recall", .recall], ["accuracy", .accuracy],
+          ["map", .average_precision],
           ["f1", .f1], ["dice", .dice], ["iou", .iou], ["hd95_mm", .hd95_mm], ["lesion_f1", .lesion_f1],
           ["abs_volume_diff_ml", .abs_volume_diff_ml]][] | select(.[1] != null) | "\($p) \(.[0]) \(.[1])"' \
       >>"$VALUES"
@@ -96,7 +99,7 @@ for p in "${PRECS[@]}"; do
     continue
   fi
   echo "| $p | $(stat "$p" precision) | $(stat "$p" recall) | $(stat "$p" accuracy) | $(stat "$p" f1) |" \
-    "$(stat "$p" dice) | $(stat "$p" iou) | n/a (no probability map) | $(stat "$p" hd95_mm) |" \
+    "$(stat "$p" dice) | $(stat "$p" iou) | $(stat "$p" map) | $(stat "$p" hd95_mm) |" \
     "$(stat "$p" lesion_f1) | $(stat "$p" abs_volume_diff_ml) |"
 done
 echo

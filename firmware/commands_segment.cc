@@ -24,6 +24,7 @@ Segments the acute ischemic lesion of one diffusion study, offline.
   --precision P    engine precision: fp32 (default), bf16, fp16, auto
   --mirroring on|off   override model.json: test-time mirroring (8x the network runs)
   --tile-step S    override model.json: sliding-window step, fraction of the patch in (0, 1]
+  --probabilities  also write lesion_probability.nii.gz (float32, 0..1; for evaluate --prob)
                    (0.5 = nnU-Net's default; larger is faster, see docs/nnunet_parity.md)
 
 Prints report.json to stdout. Exit 0 when the study was segmented, 1 when it could not be
@@ -33,7 +34,8 @@ Prints report.json to stdout. Exit 0 when the study was segmented, 1 when it cou
 }  // namespace
 
 int cmd_segment(int argc, char** argv) {
-  auto args = Args::parse(argc, argv, 2, {"study", "image", "out", "model", "precision", "mirroring", "tile-step"}, {"help"});
+  auto args = Args::parse(argc, argv, 2, {"study", "image", "out", "model", "precision", "mirroring", "tile-step"},
+                          {"help", "probabilities"});
   if (!args.ok()) {
     std::fprintf(stderr, "strokebox segment: %s\n", args.status().message().c_str());
     return 2;
@@ -51,6 +53,7 @@ int cmd_segment(int argc, char** argv) {
   PipelineOptions options;
   options.model_dir = args->get_or("model", std::string(STROKEBOX_SOURCE_DIR) + "/models/demo");
   options.precision = args->get_or("precision", "fp32");
+  options.write_probability = args->has("probabilities");
   if (auto m = args->get("mirroring")) {
     if (*m != "on" && *m != "off") {
       std::fprintf(stderr, "strokebox segment: --mirroring takes on or off, got '%s'\n", m->c_str());

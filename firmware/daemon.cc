@@ -524,7 +524,9 @@ void Daemon::enforce_retention() {
     SB_LOG(kError) << "retention: " << result.status().to_string();
     return;
   }
-  if (result->resumed > 0) SB_LOG(kWarning) << "retention: finished " << result->resumed << " interrupted removal(s)";
+  if (result->resumed > 0) {
+    SB_LOG(kWarning) << "retention: finished " << result->resumed << " interrupted removal(s)";
+  }
   for (const std::string& uid : result->removed) {
     SB_LOG(kInfo) << "retention: removed finished study " << uid << " (storage.quota_mb = " << c.storage.quota_mb << ")";
   }

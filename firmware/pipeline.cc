@@ -107,9 +107,17 @@ struct Pipeline::Impl {
   }
 
   /// Runs the network on channel volumes (model order) and fills lesion figures and timings.
+  /// With options.write_probability, also writes `out_dir`/lesion_probability.nii.gz.
   base::Result<image::VolumeU8> segment(const std::vector<image::VolumeF>& channels,
-                                        std::array<double, 3> spacing_ijk_mm, StudyReport& r) {
-    SB_ASSIGN_OR_RETURN(auto result, predictor->predict(channels, spacing_ijk_mm));
+                                        std::array<double, 3> spacing_ijk_mm, StudyReport& r,
+                                        const std::string& out_dir) {
+    SB_ASSIGN_OR_RETURN(auto result,
+                        predictor->predict(channels, spacing_ijk_mm, nullptr, options.write_probability));
+    if (result.foreground_probability) {
+      SB_RETURN_IF_ERROR(image::write_nifti((fs::path(out_dir) / "lesion_probability.nii.gz").string(),
+                                            *result.foreground_probability)
+                             .with_context("writing the lesion probability map"));
+    }
     for (const auto& t : result.timings_ms) r.timings_ms.push_back(t);
     r.extra["tiles"] = result.tiles;
     r.extra["nnunet"] = result.details;
@@ -202,7 +210,7 @@ struct Pipeline::Impl {
     channels[dwi_channel] = std::move(*dwi);
     channels[adc_channel] = std::move(*adc);
     const auto spacing = channels[dwi_channel].grid.spacing_mm();
-    SB_ASSIGN_OR_RETURN(auto mask, segment(channels, spacing, r));
+    SB_ASSIGN_OR_RETURN(auto mask, segment(channels, spacing, r, out_dir));
 
     auto tw = Clock::now();
     SB_RETURN_IF_ERROR(image::write_nifti((fs::path(out_dir) / "lesion_mask.nii.gz").string(), mask));
@@ -255,7 +263,7 @@ struct Pipeline::Impl {
     }
     r.timings_ms.emplace_back("load", ms_since(t0));
     // nnU-Net computes with the file's pixdim, not the affine's column norms.
-    SB_ASSIGN_OR_RETURN(auto mask, segment(channels, pixdim, r));
+    SB_ASSIGN_OR_RETURN(auto mask, segment(channels, pixdim, r, out_dir));
     auto tw = Clock::now();
     SB_RETURN_IF_ERROR(image::write_nifti((fs::path(out_dir) / "lesion_mask.nii.gz").string(), mask));
     r.timings_ms.emplace_back("write", ms_since(tw));

@@ -21,6 +21,9 @@ struct PipelineOptions {
   /// Deployment overrides of model.json (trade minutes for accuracy, docs/nnunet_parity.md).
   std::optional<bool> use_mirroring;     // test-time mirroring over the model's axes
   std::optional<double> tile_step_size;  // sliding-window step as a fraction of the patch, (0, 1]
+  /// Also write lesion_probability.nii.gz (float32 in [0, 1], the DWI grid): the input of
+  /// `strokebox evaluate --prob` (voxel-wise average precision).
+  bool write_probability = false;
 };
 
 /// What happened to one study; serialized as report.json (DESIGN.md "Outputs").

@@ -1,6 +1,7 @@
 // nnU-Net v2 inference pipeline for one case (see nnunet_predictor.h).
 #include "inference/nnunet_predictor.h"
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 
@@ -57,7 +58,8 @@ base::Result<NnunetResult> NnunetPredictor::predict(const std::vector<image::Vol
 }
 
 base::Result<NnunetResult> NnunetPredictor::predict(const std::vector<image::VolumeF>& channels,
-                                                    std::array<double, 3> spacing_ijk_mm, Tensor4f* logits_out) {
+                                                    std::array<double, 3> spacing_ijk_mm, Tensor4f* logits_out,
+                                                    bool with_probability) {
   if (channels.size() != spec_.channels.size())
     return base::invalid_argument("nnU-Net predictor: model '" + spec_.model_id + "' expects " +
                                   std::to_string(spec_.channels.size()) + " channels, got " +
@@ -88,11 +90,23 @@ base::Result<NnunetResult> NnunetPredictor::predict(const std::vector<image::Vol
   result.tiles = sw.tiles;
 
   t0 = std::chrono::steady_clock::now();
-  SB_ASSIGN_OR_RETURN(ExportResult ex, export_prediction(sw.logits, ExportGeometry::from(pre), spec_));
+  SB_ASSIGN_OR_RETURN(ExportResult ex, export_prediction(sw.logits, ExportGeometry::from(pre), spec_, with_probability));
   if (ex.shape_zyx != Shape3{grid.dims[2], grid.dims[1], grid.dims[0]})
     return base::internal_error("nnU-Net predictor: exported segmentation shape does not match the input grid");
   result.labels.grid = grid;
   result.labels.data = std::move(ex.labels);
+  if (with_probability) {
+    if (ex.probabilities.channels() < 1 || ex.probabilities.channel_size() != grid.voxel_count())
+      return base::internal_error("nnU-Net predictor: exported probabilities do not match the input grid");
+    image::VolumeF p;
+    p.grid = grid;
+    p.data.resize(static_cast<size_t>(grid.voxel_count()));
+    // Label models: foreground = 1 - P(background); region models: the first (outermost) region.
+    const bool regions = spec_.has_regions();
+    const float* src = ex.probabilities.channel(0);
+    for (size_t v = 0; v < p.data.size(); ++v) p.data[v] = std::clamp(regions ? src[v] : 1.0f - src[v], 0.0f, 1.0f);
+    result.foreground_probability = std::move(p);
+  }
   result.timings_ms.emplace_back("export", ms_since(t0));
 
   auto box = nlohmann::json::array();

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +28,10 @@ struct NnunetResult {
   std::vector<std::pair<std::string, double>> timings_ms;  // "preprocess", "inference", "export"
   int tiles = 0;                                           // patches run (per network, mirrors not counted)
   nlohmann::json details;                                  // bbox, shapes, steps: useful for report.json
+  /// When asked for: the lesion probability on the same grid, in [0, 1]: 1 - P(background)
+  /// for label models, the first region's sigmoid for region models (nnU-Net's
+  /// --save_probabilities, reduced to foreground).
+  std::optional<image::VolumeF> foreground_probability;
 };
 
 class NnunetPredictor {
@@ -46,7 +51,7 @@ class NnunetPredictor {
 
   /// Same, also returning the logits on the preprocessed grid (tests, debugging).
   base::Result<NnunetResult> predict(const std::vector<image::VolumeF>& channels, std::array<double, 3> spacing_ijk_mm,
-                                     Tensor4f* logits_out);
+                                     Tensor4f* logits_out, bool with_probability = false);
 
   const ModelSpec& spec() const { return spec_; }
 

@@ -192,11 +192,24 @@ TEST(SegmentOffline, NiftiImagesGiveAMaskOnTheFirstImagesGrid) {
   ASSERT_EQ(itest::run_command(kBin + " phantom --format nifti --seed 161 --out " + (work / "study").string())
                 .exit_code, 0);
   json report = run_json(kBin + " segment --model " + kModel + " --image " + (work / "study/image_0000.nii.gz").string() +
-                         " --image " + (work / "study/image_0001.nii.gz").string() + " --out " + (work / "out").string());
+                         " --image " + (work / "study/image_0001.nii.gz").string() + " --out " + (work / "out").string() +
+                         " --probabilities");
   EXPECT_EQ(report["status"], "done");
+  ASSERT_TRUE(fs::exists(work / "out/lesion_probability.nii.gz"));
   json m = run_json(kBin + " evaluate --pred " + (work / "out/lesion_mask.nii.gz").string() + " --truth " +
-                    (work / "study/truth.nii.gz").string());
+                    (work / "study/truth.nii.gz").string() + " --prob " +
+                    (work / "out/lesion_probability.nii.gz").string());
   EXPECT_TRUE(m.contains("dice"));  // same grid, or evaluate would have refused
+  // The probability map ranks lesion voxels above the rest.
+  ASSERT_GT(m.value("truth_volume_ml", 0.0), 0.0) << "seed 161 is expected to have a lesion: " << m.dump(2);
+  ASSERT_TRUE(m["average_precision"].is_number()) << m.dump(2);
+  EXPECT_GT(m["average_precision"].get<double>(), 0.5) << m.dump(2);
+  // Thresholding it at 0.5 gives the mask (2-class softmax: argmax = p > 0.5 but for ties).
+  json self = run_json(kBin + " evaluate --pred " + (work / "out/lesion_probability.nii.gz").string() + " --truth " +
+                       (work / "out/lesion_mask.nii.gz").string());
+  if (self["dice"].is_number()) {
+    EXPECT_GT(self["dice"].get<double>(), 0.999) << self.dump(2);
+  }
   fs::remove_all(work);
 }
 
