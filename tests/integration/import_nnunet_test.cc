@@ -128,6 +128,29 @@ TEST_F(ImportNnunet, SegmentationsMatchNnunetWithoutMirroringOnEveryGoldenCase) 
   }
 }
 
+/// Several folds become one package with one engine per fold, averaged by the box. fold_1 is a
+/// copy of fold_0 (the golden folder has one fold), so the average must equal nnU-Net's output.
+TEST_F(ImportNnunet, TwoFoldsBecomeOnePackageWithOneEnginePerFold) {
+  const fs::path results = work_ / "two_folds";
+  auto copied = itest::run_command("cp -r '" + kResults + "' '" + results.string() + "' && cp -r '" +
+                                   (results / "fold_0").string() + "' '" + (results / "fold_1").string() + "' 2>&1");
+  ASSERT_EQ(copied.exit_code, 0) << copied.output;
+  const fs::path pkg = work_ / "model_two_folds";
+  auto conv = itest::run_command("OMP_WAIT_POLICY=passive /usr/bin/python3 " + kSource + "/tools/import_nnunet.py " +
+                                 results.string() + " --folds 0,1 --no-mirroring --out " + pkg.string() + " 2>&1");
+  ASSERT_EQ(conv.exit_code, 0) << conv.output;
+  const json doc = read_json(pkg / "model.json");
+  EXPECT_EQ(doc["networks"], json::array({"fold_0.onnx", "fold_1.onnx"})) << doc.dump(2);
+  const std::string mask = segment(pkg.string(), "case01");
+  ASSERT_FALSE(mask.empty());
+  EXPECT_TRUE(fs::exists(pkg / "fold_0.cpu-fp32.engine"));
+  EXPECT_TRUE(fs::exists(pkg / "fold_1.cpu-fp32.engine"));
+  std::string why;
+  const double agree = voxel_agreement(mask, kGolden + "/prediction/case01__nomirror/case01.nii.gz", &why);
+  std::printf("[ parity   ] case01, 2 folds averaged: voxel agreement with nnU-Net %.5f %%\n", 100.0 * agree);
+  EXPECT_GE(agree, 0.999) << why;
+}
+
 TEST_F(ImportNnunet, SegmentationMatchesNnunetWithMirroring) {
   ASSERT_EQ(convert_mirror_.exit_code, 0) << convert_mirror_.output;
   const std::string mask = segment((work_ / "model_mirror").string(), "case01");
