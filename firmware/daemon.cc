@@ -278,12 +278,9 @@ void Daemon::scheduler_loop(std::shared_ptr<watchdog::Heartbeat> heartbeat) {
     const int64_t now = storage::now_ms();
     // After a start every study gets a fresh quiet time: one cut off mid-receive by a crash
     // looks quiet at once, but its sender is about to reconnect and send the rest.
-    if (now - started_ms_ < quiet_ms) {
-      lock.lock();
-      wake_.wait_for(lock, std::chrono::milliseconds(interval_ms), [&] { return stopping_; });
-      continue;
-    }
-    auto quiet = index_->quiet_studies(now - quiet_ms);
+    const bool fresh_start = now - started_ms_ < quiet_ms;
+    auto quiet = fresh_start ? base::Result<std::vector<std::string>>(std::vector<std::string>{})
+                             : index_->quiet_studies(now - quiet_ms);
     if (!quiet.ok()) {
       SB_LOG(kError) << "study completion check failed: " << quiet.status().to_string();
     } else if (!quiet->empty()) {
@@ -479,7 +476,9 @@ void Daemon::run_job(const storage::Job& job) {
   }
   ++jobs_finished_;
   if (report.status == "done") queue_results(job.study_uid, job.id);
-  enforce_retention();
+  // Without a quota there is nothing to remove (and no need to measure the data directory);
+  // removals a crash interrupted were finished at start.
+  if (options_.config.storage.quota_mb > 0) enforce_retention();
   if (report.status == "done") {
     SB_LOG(kInfo) << "study " << job.study_uid << " done: " << report.lesion_volume_ml << " ml in "
                   << report.lesion_count << " lesion(s)";

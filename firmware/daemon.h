@@ -59,7 +59,8 @@ struct DaemonOptions {
   int check_interval_ms = 0;            // study-completion check period; 0 = quiet/4 in [50, 1000] ms
   int idle_poll_ms = 500;               // the worker looks for due retries at least this often
   /// The node refuses instances below this free space; unset = storage.min_free_mb.
-  /// Retention (storage.quota_mb) runs at start and after every job.
+  /// Retention runs at start (finishing interrupted removals) and, with storage.quota_mb > 0,
+  /// after every job.
   std::optional<uint64_t> min_free_bytes;
   /// The board to sample; must outlive the daemon. nullptr: a simulated board owned by the
   /// daemon (telemetry still records CPU, memory and disk).
