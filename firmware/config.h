@@ -68,6 +68,16 @@ struct BoardConfig {
   /// Set the power mode to `power_mode` at start when it differs (nvpmodel), instead of only
   /// reporting the mismatch.
   bool set_power_mode = false;
+  /// Status LED output through libgpiod (hal/gpio.h, parse_gpio_line_spec): "CHIP:LINE" where
+  /// CHIP is a gpiochip name, path or label ("gpiochip0", "tegra-gpio") and LINE an offset or
+  /// a line name, or just a line name ("PQ.05"). Empty: no LED. Used by the Jetson board only.
+  std::string led_gpio;
+  /// The front-panel button's input line, same format; empty: no button.
+  std::string button_gpio;
+  /// The LED lights when its line is low (LED wired to 3.3 V through a resistor).
+  bool led_active_low = false;
+  /// A press pulls the button's line low (button to ground with a pull-up), the usual wiring.
+  bool button_active_low = true;
 };
 
 struct FanConfig {
