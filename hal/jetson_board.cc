@@ -426,12 +426,51 @@ base::Result<std::unique_ptr<Board>> make_jetson_board(const fs::path& root, Jet
   } else {
     power = std::make_unique<JetsonPower>(std::move(rails));
   }
+  // The front panel: a spec that does not parse is a configuration error (refuse to start); a
+  // line that cannot be opened leaves the box working without it.
+  std::optional<GpioLineSpec> led_spec, button_spec;
+  if (!options.led_gpio.empty()) {
+    auto spec = parse_gpio_line_spec(options.led_gpio);
+    if (!spec.ok()) return spec.status().with_context("[board] led_gpio");
+    led_spec = std::move(spec).value();
+  }
+  if (!options.button_gpio.empty()) {
+    auto spec = parse_gpio_line_spec(options.button_gpio);
+    if (!spec.ok()) return spec.status().with_context("[board] button_gpio");
+    button_spec = std::move(spec).value();
+  }
+  auto warn = [&](std::string text) {
+    SB_LOG(kWarning) << text;
+    if (options.device_warnings) options.device_warnings->push_back(std::move(text));
+  };
+  std::unique_ptr<StatusLed> led;
+  if (led_spec) {
+    GpioOutputOpener open = options.open_led ? options.open_led : GpioOutputOpener(open_gpio_output);
+    auto out = open(*led_spec, options.led_active_low, std::string(kGpioConsumer));
+    if (out.ok()) {
+      SB_LOG(kInfo) << "status LED on GPIO " << (*out)->describe();
+      led = std::make_unique<GpioStatusLed>(std::move(out).value());
+    } else {
+      warn("status LED disabled: " + out.status().to_string());
+    }
+  }
+  std::unique_ptr<Button> button;
+  if (button_spec) {
+    GpioInputOpener open = options.open_button ? options.open_button : GpioInputOpener(open_gpio_input);
+    auto in = open(*button_spec, options.button_active_low, std::string(kGpioConsumer));
+    if (in.ok()) {
+      SB_LOG(kInfo) << "front-panel button on GPIO " << (*in)->describe();
+      button = std::make_unique<GpioButton>(std::move(in).value());
+    } else {
+      warn("front-panel button disabled: " + in.status().to_string());
+    }
+  }
   return std::make_unique<Board>(
       "jetson-xavier-nx", discover_thermal(root), std::move(power), discover_fan(root),
       std::make_unique<JetsonPowerMode>(root / jetson_paths::kNvpmodelStatus,
                                         options.run_command ? std::move(options.run_command) : CommandRunner(run_command)),
       std::make_unique<JetsonGpu>(root / jetson_paths::kGpuLoad),
-      make_null_led());  // the LED comes with libgpiod
+      led ? std::move(led) : make_null_led(), std::move(button));  // Board: null button
 }
 
 }  // namespace hal

@@ -12,6 +12,7 @@
 
 #include "base/status.h"
 #include "hal/board.h"
+#include "hal/gpio.h"
 
 namespace hal {
 
@@ -52,7 +53,26 @@ base::Result<CommandOutput> run_command(const std::vector<std::string>& argv);
 struct JetsonOptions {
   /// Runs `nvpmodel -m <id>` for power_mode().set(); tests inject a fake. Default: run_command.
   CommandRunner run_command;
+
+  /// Status LED output line (parse_gpio_line_spec() format, e.g. "tegra194-gpio:105" or
+  /// "PQ.05"); empty: no LED (the null LED). From [board] led_gpio.
+  std::string led_gpio;
+  /// Front-panel button input line, same format; empty: no button. From [board] button_gpio.
+  std::string button_gpio;
+  /// The LED lights when its line is driven low.
+  bool led_active_low = false;
+  /// A press pulls the button's line low (button to ground, pull-up): the usual wiring.
+  bool button_active_low = true;
+  /// Open the lines; tests inject fakes. Default: open_gpio_output / open_gpio_input (libgpiod).
+  GpioOutputOpener open_led;
+  GpioInputOpener open_button;
+  /// When not null, make_jetson_board appends one line per configured device it could not open
+  /// (the same text it logs), for a status readout. Must outlive the call only.
+  std::vector<std::string>* device_warnings = nullptr;
 };
+
+/// The consumer name the LED and button lines are requested under (shown by `gpioinfo`).
+inline constexpr std::string_view kGpioConsumer = "strokebox";
 
 /// Builds the Jetson board from the sysfs tree under `root` ("/" in production). Devices are
 /// discovered once, here: a device that is absent (no pwmfan hwmon, no INA3221 channel)
@@ -60,8 +80,18 @@ struct JetsonOptions {
 /// power_mode().set(id) runs `nvpmodel -m <id>` through options.run_command, then re-reads
 /// kNvpmodelStatus: kFailedPrecondition when the board still reports another mode (the change
 /// needs a reboot), kUnavailable (nvpmodel failed, with its output), kInvalidArgument (id
-/// not 0..8). Errors: kNotFound when `root` is not a directory.
+/// not 0..8).
+/// The status LED and button are opened through options.open_led / open_button when their spec
+/// is non-empty. A line that cannot be opened (no chip, no line, busy, permission) does not stop
+/// the board: a warning is logged (and added to options.device_warnings) and the null LED or
+/// button is used, so the box keeps working without its front panel.
+/// Errors: kNotFound when `root` is not a directory; kInvalidArgument when led_gpio or
+/// button_gpio does not parse (parse_gpio_line_spec; the message names the [board] key).
 base::Result<std::unique_ptr<Board>> make_jetson_board(const std::filesystem::path& root,
                                                        JetsonOptions options = {});
+
+/// detect_board() (hal/board.h) with the options passed to make_jetson_board when the Jetson
+/// sysfs is there; the simulated board ignores them.
+base::Result<std::unique_ptr<Board>> detect_board(const std::filesystem::path& root, JetsonOptions options);
 
 }  // namespace hal
