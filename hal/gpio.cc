@@ -123,7 +123,11 @@ base::Result<gpiod::line> find_line(const GpioLineSpec& spec) {
     chip.open(spec.chip, open_mode(spec.chip));
   } catch (const std::system_error& e) {
     int err = e.code().value();
-    if (err == ENOENT || err == ENODEV || err == ENOTTY || err == ENXIO) {
+    if (err == ENOTTY || err == ENODEV) {
+      return base::not_found(where + ": '" + spec.chip + "' is not a GPIO chip (" + strerror_text(err) +
+                             "); list the chips with `gpiodetect`");
+    }
+    if (err == ENOENT || err == ENXIO) {
       return base::not_found(where + ": no GPIO chip '" + spec.chip + "' (" + strerror_text(err) +
                              "); list the chips with `gpiodetect`");
     }

@@ -56,16 +56,16 @@ struct JetsonOptions {
 
   /// Status LED output line (parse_gpio_line_spec() format, e.g. "tegra194-gpio:105" or
   /// "PQ.05"); empty: no LED (the null LED). From [board] led_gpio.
-  std::string led_gpio;
+  std::string led_gpio{};
   /// Front-panel button input line, same format; empty: no button. From [board] button_gpio.
-  std::string button_gpio;
+  std::string button_gpio{};
   /// The LED lights when its line is driven low.
   bool led_active_low = false;
   /// A press pulls the button's line low (button to ground, pull-up): the usual wiring.
   bool button_active_low = true;
   /// Open the lines; tests inject fakes. Default: open_gpio_output / open_gpio_input (libgpiod).
-  GpioOutputOpener open_led;
-  GpioInputOpener open_button;
+  GpioOutputOpener open_led{};
+  GpioInputOpener open_button{};
   /// When not null, make_jetson_board appends one line per configured device it could not open
   /// (the same text it logs), for a status readout. Must outlive the call only.
   std::vector<std::string>* device_warnings = nullptr;
