@@ -104,12 +104,19 @@ int cmd_run(int argc, char** argv) {
   std::unique_ptr<hal::Board> board;
   {
     base::Result<std::unique_ptr<hal::Board>> made = base::internal_error("unset");
+    // The front panel (status LED, button) through libgpiod; a line that cannot be opened is
+    // logged and left out, a spec that does not parse refuses the start.
+    hal::JetsonOptions jetson;
+    jetson.led_gpio = config.board.led_gpio;
+    jetson.button_gpio = config.board.button_gpio;
+    jetson.led_active_low = config.board.led_active_low;
+    jetson.button_active_low = config.board.button_active_low;
     if (config.board.kind == "jetson") {
-      made = hal::make_jetson_board("/");
+      made = hal::make_jetson_board("/", std::move(jetson));
     } else if (config.board.kind == "sim") {
       made = std::unique_ptr<hal::Board>(hal::make_sim_board());
     } else {
-      made = hal::detect_board("/");
+      made = hal::detect_board("/", std::move(jetson));
     }
     if (!made.ok()) {
       std::fprintf(stderr, "strokebox run: board %s: %s\n", config.board.kind.c_str(), made.status().to_string().c_str());
