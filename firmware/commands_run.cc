@@ -134,6 +134,7 @@ int cmd_run(int argc, char** argv) {
   PipelineOptions pipeline_options;
   pipeline_options.model_dir = config.model.dir;
   pipeline_options.precision = config.model.precision;
+  pipeline_options.max_preprocessed_voxels = config.model.max_preprocessed_voxels;
   auto pipeline = Pipeline::create(pipeline_options);
   if (!pipeline.ok()) {
     std::fprintf(stderr, "strokebox run: cannot load the model from %s: %s\n", config.model.dir.c_str(),
@@ -147,9 +148,13 @@ int cmd_run(int argc, char** argv) {
   options.board = board.get();
   options.notifier = &notifier;
   options.version = STROKEBOX_VERSION;
-  options.engine_json = nlohmann::json{{"model_dir", config.model.dir}, {"precision", config.model.precision}}.dump();
-  options.processor = [shared_pipeline](const std::string& study_dir, const std::string& out_dir) {
-    return shared_pipeline->process_study(study_dir, out_dir);
+  options.engine_json = nlohmann::json{{"model_dir", config.model.dir},
+                                       {"precision", config.model.precision},
+                                       {"sliding_window_mib", shared_pipeline->reserved_bytes() / 1048576.0}}
+                            .dump();
+  options.processor = [shared_pipeline](const std::string& study_dir, const std::string& out_dir,
+                                        const inference::ProgressFn& progress) {
+    return shared_pipeline->process_study(study_dir, out_dir, progress);
   };
   // The pipeline wrote report.json already; rewrite it with the daemon's receive timing.
   options.write_report = [](const StudyReport& report, const std::string& out_dir) {

@@ -24,8 +24,11 @@ Segments the acute ischemic lesion of one diffusion study, offline.
   --precision P    engine precision: fp32 (default), bf16, fp16, auto
   --mirroring on|off   override model.json: test-time mirroring (8x the network runs)
   --tile-step S    override model.json: sliding-window step, fraction of the patch in (0, 1]
-  --probabilities  also write lesion_probability.nii.gz (float32, 0..1; for evaluate --prob)
                    (0.5 = nnU-Net's default; larger is faster, see docs/nnunet_parity.md)
+  --probabilities  also write lesion_probability.nii.gz (float32, 0..1; for evaluate --prob)
+  --max-preprocessed-voxels N   preallocate the sliding-window buffers for up to N voxels per
+                   channel, as the daemon does with model.max_preprocessed_voxels: a study
+                   larger than that after resampling fails with a reason (default: per study)
 
 Prints report.json to stdout. Exit 0 when the study was segmented, 1 when it could not be
 (report.json then has "status": "failed" and a reason), 2 on bad usage.
@@ -34,7 +37,8 @@ Prints report.json to stdout. Exit 0 when the study was segmented, 1 when it cou
 }  // namespace
 
 int cmd_segment(int argc, char** argv) {
-  auto args = Args::parse(argc, argv, 2, {"study", "image", "out", "model", "precision", "mirroring", "tile-step"},
+  auto args = Args::parse(argc, argv, 2, {"study", "image", "out", "model", "precision", "mirroring", "tile-step",
+                                                 "max-preprocessed-voxels"},
                           {"help", "probabilities"});
   if (!args.ok()) {
     std::fprintf(stderr, "strokebox segment: %s\n", args.status().message().c_str());
@@ -69,6 +73,15 @@ int cmd_segment(int argc, char** argv) {
       return 2;
     }
     options.tile_step_size = v;
+  }
+  if (auto v = args->get("max-preprocessed-voxels")) {
+    char* end = nullptr;
+    const long long n = std::strtoll(v->c_str(), &end, 10);
+    if (end == v->c_str() || *end != '\0' || n < 0) {
+      std::fprintf(stderr, "strokebox segment: --max-preprocessed-voxels takes a voxel count, got '%s'\n", v->c_str());
+      return 2;
+    }
+    options.max_preprocessed_voxels = n;
   }
   auto pipeline = Pipeline::create(options);
   if (!pipeline.ok()) {

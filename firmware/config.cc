@@ -52,6 +52,7 @@ const std::vector<Field>& fields() {
       {"model", "precision", Kind::kString, [](Config& c) -> void* { return &c.model.precision; }},
       {"jobs", "max_attempts", Kind::kInt, [](Config& c) -> void* { return &c.jobs.max_attempts; }},
       {"jobs", "retry_delay_s", Kind::kDouble, [](Config& c) -> void* { return &c.jobs.retry_delay_s; }},
+      {"model", "max_preprocessed_voxels", Kind::kInt, [](Config& c) -> void* { return &c.model.max_preprocessed_voxels; }},
       {"board", "kind", Kind::kString, [](Config& c) -> void* { return &c.board.kind; }},
       {"board", "power_mode", Kind::kInt, [](Config& c) -> void* { return &c.board.power_mode; }},
       {"board", "set_power_mode", Kind::kBool, [](Config& c) -> void* { return &c.board.set_power_mode; }},
@@ -332,6 +333,8 @@ base::Status validate_config(const Config& c) {
   if (c.board.kind != "auto" && c.board.kind != "jetson" && c.board.kind != "sim") {
     return base::invalid_argument("board.kind '" + c.board.kind + "' is not one of auto, jetson, sim");
   }
+  if (c.model.max_preprocessed_voxels < 0)
+    return base::invalid_argument("model.max_preprocessed_voxels must be 0 (allocate per study) or a voxel count");
   if (c.board.power_mode < -1) return base::invalid_argument("board.power_mode must be a mode id, or -1 to skip the check");
   auto positive = [](double v) { return v > 0 && std::isfinite(v); };
   if (!positive(c.telemetry.interval_s) || c.telemetry.interval_s > 3600) {

@@ -53,6 +53,12 @@ struct StorageConfig {
 struct ModelConfig {
   std::string dir = "/usr/share/strokebox/models/default";  // model package (docs/model_package.md)
   std::string precision = "fp32";                           // fp32 | bf16 | fp16 | auto
+  /// Sliding-window buffers are preallocated at start for preprocessed volumes (after
+  /// resampling to the model's target spacing and padding to the patch) of up to this many
+  /// voxels per channel: (channels + classes + 1) x 4 bytes each, 168 MiB for DWI+ADC and 2
+  /// classes at the default 2^23 (256 x 256 x 128). A larger study fails with a reason that
+  /// names this key. 0: allocate per study instead.
+  int max_preprocessed_voxels = 8388608;
 };
 
 struct JobsConfig {
@@ -102,10 +108,12 @@ struct ThermalConfig {
 struct WatchdogConfig {
   /// Deadline of the loops that wake up on their own (scheduler, idle worker, sampler).
   double loop_deadline_s = 30.0;
-  /// Deadline of the worker while it processes a study: the pipeline reports no progress
-  /// inside inference (a whole study is one step), so this must exceed the slowest study
-  /// (about 30 s to a few minutes on the Xavier NX CPU) with margin.
-  double job_deadline_s = 900.0;
+  /// Deadline of the worker while it processes a study: the longest time between two progress
+  /// reports of the pipeline (each stage, and every network run of the sliding window). It must
+  /// cover the slowest single step with margin: one network run of a 128^3 patch (~20 s in fp32
+  /// on a 2-core x86 CPU), loading a large study, resampling. report.json records the longest
+  /// gap of each study as longest_progress_gap_ms.
+  double job_deadline_s = 300.0;
   /// Supervisor check period outside systemd; under systemd it is WatchdogSec/2.
   double check_interval_s = 1.0;
 };

@@ -260,6 +260,7 @@ std::string Daemon::state_json() {
   {
     std::lock_guard lock(current_mu_);
     j["current_study"] = current_study_;
+    j["current_stage"] = current_stage_;
   }
   j["engine"] = nlohmann::json::parse(options_.engine_json, nullptr, false);
   j["hold_above_c"] = options_.config.thermal.hold_above_c;
@@ -370,11 +371,12 @@ void Daemon::worker_loop(std::shared_ptr<watchdog::Heartbeat> heartbeat) {
         current_study_ = (*job)->study_uid;
       }
       set_status("processing study " + (*job)->study_uid);
-      run_job(**job);
+      run_job(**job, *heartbeat);
       heartbeat->beat();
       {
         std::lock_guard current(current_mu_);
         current_study_.clear();
+        current_stage_.clear();
       }
       set_status(telemetry_->holding_jobs() ? "holding new jobs: too hot" : "idle");
       lock.lock();
@@ -398,7 +400,7 @@ void Daemon::fail_attempt(const storage::Job& job, const std::string& reason) {
   ++jobs_finished_;
 }
 
-void Daemon::run_job(const storage::Job& job) {
+void Daemon::run_job(const storage::Job& job, watchdog::Heartbeat& heartbeat) {
   SB_LOG(kInfo) << "processing study " << job.study_uid << " (job " << job.id << ", attempt " << job.attempts << ")";
   auto study_dir = spool_->study_dir(job.study_uid);
   if (!study_dir.ok()) return fail_attempt(job, study_dir.status().message());
@@ -416,8 +418,26 @@ void Daemon::run_job(const storage::Job& job) {
 
   StudyReport report;
   telemetry_->begin_job();
+  // Progress beats the worker's heartbeat; systemd's STATUS= follows at most once a second.
+  // The longest silence between two reports goes into report.json: what job_deadline_s must cover.
+  auto last_status = std::chrono::steady_clock::now();
+  auto last_progress = last_status;
+  std::chrono::steady_clock::duration longest_silence{0};
+  const inference::ProgressFn progress = [&](std::string_view stage, int64_t done, int64_t total) {
+    heartbeat.beat();
+    std::string text = std::string(stage) + " " + std::to_string(done) + "/" + std::to_string(total);
+    const auto now = std::chrono::steady_clock::now();
+    longest_silence = std::max(longest_silence, now - last_progress);
+    last_progress = now;
+    if (now - last_status >= std::chrono::seconds(1)) {
+      set_status("processing study " + job.study_uid + ": " + text);
+      last_status = now;
+    }
+    std::lock_guard current(current_mu_);
+    current_stage_ = std::move(text);
+  };
   try {
-    report = options_.processor(*study_dir, out_dir);
+    report = options_.processor(*study_dir, out_dir, progress);
   } catch (const std::exception& e) {
     telemetry_->end_job();
     return fail_attempt(job, std::string("processing threw: ") + e.what());
@@ -426,6 +446,9 @@ void Daemon::run_job(const storage::Job& job) {
     return fail_attempt(job, "processing threw an unknown exception");
   }
   const JobPower power = telemetry_->end_job();
+  longest_silence = std::max(longest_silence, std::chrono::steady_clock::now() - last_progress);
+  report.extra["longest_progress_gap_ms"] =
+      std::chrono::duration_cast<std::chrono::milliseconds>(longest_silence).count();
   if (power.energy_j) {
     report.extra["energy_j"] = *power.energy_j;
     report.extra["mean_power_mw"] = *power.mean_power_mw;

@@ -45,8 +45,11 @@ namespace firmware {
 /// Processes one complete study: `study_dir` holds its DICOM files (any layout below it),
 /// outputs go into `out_dir` (exists and is empty). A study that cannot be segmented is a
 /// report with status "failed" and a reason (final, not retried); an exception counts as a
-/// failed attempt and is retried up to jobs.max_attempts.
-using StudyProcessor = std::function<StudyReport(const std::string& study_dir, const std::string& out_dir)>;
+/// failed attempt and is retried up to jobs.max_attempts. The processor calls `progress` at
+/// every stage and network run (Pipeline::process_study does): each call beats the worker's
+/// heartbeat, so watchdog.job_deadline_s bounds the time between two calls, not the study.
+using StudyProcessor = std::function<StudyReport(const std::string& study_dir, const std::string& out_dir,
+                                                 const inference::ProgressFn& progress)>;
 
 /// Writes the final report (the processor's, with the daemon's "receive" timing in front) into
 /// `out_dir`, normally as report.json. An error counts as a failed attempt.
@@ -100,6 +103,10 @@ class Daemon {
   const Config& config() const { return options_.config; }
   /// Jobs finished (result stored or attempt failed) since start; for tests and logs.
   int jobs_finished() const { return jobs_finished_.load(); }
+  /// The live state as one JSON object: threads (name, age_ms, deadline_ms, stale), thermal
+  /// hold, LED, current_study and current_stage ("inference 12/54"), engine. What the status
+  /// page and the state file show.
+  std::string state_json();
 
  private:
   explicit Daemon(DaemonOptions options);
@@ -110,8 +117,7 @@ class Daemon {
   hal::BoxCondition box_condition();
   void worker_loop(std::shared_ptr<watchdog::Heartbeat> heartbeat);
   void set_status(const std::string& text);
-  std::string state_json();
-  void run_job(const storage::Job& job);
+  void run_job(const storage::Job& job, watchdog::Heartbeat& heartbeat);
   void fail_attempt(const storage::Job& job, const std::string& reason);
   /// Queues the result files of a finished job for the destinations (idempotent).
   void queue_results(const std::string& study_uid, int64_t job_id);
@@ -139,6 +145,7 @@ class Daemon {
   int64_t started_ms_ = 0;
   std::mutex current_mu_;
   std::string current_study_;  // the study being processed, "" when idle (current_mu_)
+  std::string current_stage_;  // its last progress, "inference 12/54" (current_mu_)
   std::thread scheduler_, worker_, panel_;
   std::unique_ptr<hal::LedDriver> led_;
   std::unique_ptr<hal::FanController> fan_;  // null: the platform's fan service drives the fan

@@ -99,6 +99,11 @@ struct Pipeline::Impl {
   std::unique_ptr<inference::NnunetPredictor> predictor;
   int dwi_channel = 0;  // index of the DWI channel in the model's channel order
   int adc_channel = 1;
+  inference::ProgressFn progress;  // of the study being processed; may be empty
+
+  void report_progress(std::string_view stage, int64_t done) const {
+    if (progress) progress(stage, done, 1);
+  }
 
   void fill_model_fields(StudyReport& r) const {
     r.model_id = spec.model_id;
@@ -112,7 +117,7 @@ struct Pipeline::Impl {
                                         std::array<double, 3> spacing_ijk_mm, StudyReport& r,
                                         const std::string& out_dir) {
     SB_ASSIGN_OR_RETURN(auto result,
-                        predictor->predict(channels, spacing_ijk_mm, nullptr, options.write_probability));
+                        predictor->predict(channels, spacing_ijk_mm, nullptr, options.write_probability, progress));
     if (result.foreground_probability) {
       SB_RETURN_IF_ERROR(image::write_nifti((fs::path(out_dir) / "lesion_probability.nii.gz").string(),
                                             *result.foreground_probability)
@@ -162,6 +167,7 @@ struct Pipeline::Impl {
   base::Status run_study(const std::string& study_dir, const std::string& out_dir, StudyReport& r) {
     // load: find series, pick DWI and ADC, assemble volumes on the DWI grid.
     auto t0 = Clock::now();
+    report_progress("load", 0);
     SB_ASSIGN_OR_RETURN(auto scan, image::scan_dicom_folder(study_dir));
     SB_ASSIGN_OR_RETURN(auto choice, image::select_diffusion_series(scan.series));
     const image::DicomSeries& dwi_series = choice.dwi;
@@ -205,6 +211,7 @@ struct Pipeline::Impl {
       r.extra["adc_resampled_to_dwi_grid"] = true;
     }
     r.timings_ms.emplace_back("load", ms_since(t0));
+    report_progress("load", 1);
 
     std::vector<image::VolumeF> channels(2);
     channels[dwi_channel] = std::move(*dwi);
@@ -213,6 +220,7 @@ struct Pipeline::Impl {
     SB_ASSIGN_OR_RETURN(auto mask, segment(channels, spacing, r, out_dir));
 
     auto tw = Clock::now();
+    report_progress("write", 0);
     SB_RETURN_IF_ERROR(image::write_nifti((fs::path(out_dir) / "lesion_mask.nii.gz").string(), mask));
     SegAlgorithm algo;
     algo.name = "strokebox";
@@ -240,6 +248,7 @@ struct Pipeline::Impl {
         write_sr(dwi_series, facts, (fs::path(out_dir) / "sr.dcm").string()).with_context("writing the DICOM SR"));
     r.extra["outputs"] = {"lesion_mask.nii.gz", "seg.dcm", "overlay/", "sr.dcm"};
     r.timings_ms.emplace_back("write", ms_since(tw));
+    report_progress("write", 1);
     return base::ok_status();
   }
 
@@ -312,6 +321,13 @@ base::Result<std::unique_ptr<Pipeline>> Pipeline::create(const PipelineOptions& 
   }
   if (impl->engines.empty()) return base::invalid_argument("model.json lists no networks");
   SB_ASSIGN_OR_RETURN(impl->predictor, inference::NnunetPredictor::create(impl->spec, networks));
+  if (options.max_preprocessed_voxels > 0) {
+    SB_RETURN_IF_ERROR(impl->predictor->reserve(options.max_preprocessed_voxels)
+                           .with_context("preallocating the sliding window for model.max_preprocessed_voxels = " +
+                                         std::to_string(options.max_preprocessed_voxels)));
+    SB_LOG(kInfo) << "sliding window preallocated: " << impl->predictor->reserved_bytes() / (1024.0 * 1024.0)
+                  << " MiB for up to " << options.max_preprocessed_voxels << " voxels per channel";
+  }
   SB_LOG(kInfo) << "model " << impl->spec.model_id << " loaded: " << impl->engines.size()
                 << " network(s), " << impl->engines.front()->backend() << " "
                 << impl->engines.front()->precision() << ", arena "
@@ -319,9 +335,16 @@ base::Result<std::unique_ptr<Pipeline>> Pipeline::create(const PipelineOptions& 
   return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
 }
 
-StudyReport Pipeline::process_study(const std::string& study_dir, const std::string& out_dir) {
-  return impl_->run_and_report(study_dir, out_dir, [&](StudyReport& r) { return impl_->run_study(study_dir, out_dir, r); });
+StudyReport Pipeline::process_study(const std::string& study_dir, const std::string& out_dir,
+                                    const inference::ProgressFn& progress) {
+  impl_->progress = progress;
+  StudyReport r =
+      impl_->run_and_report(study_dir, out_dir, [&](StudyReport& r) { return impl_->run_study(study_dir, out_dir, r); });
+  impl_->progress = nullptr;
+  return r;
 }
+
+size_t Pipeline::reserved_bytes() const { return impl_->predictor->reserved_bytes(); }
 
 StudyReport Pipeline::process_nifti(const std::vector<std::string>& images, const std::string& out_dir) {
   const std::string what = images.empty() ? std::string("(no images)") : images.front();

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/status.h"
+#include "inference/sliding_window.h"
 
 namespace firmware {
 
@@ -24,6 +25,11 @@ struct PipelineOptions {
   /// Also write lesion_probability.nii.gz (float32 in [0, 1], the DWI grid): the input of
   /// `strokebox evaluate --prob` (voxel-wise average precision).
   bool write_probability = false;
+  /// > 0: preallocate the sliding-window buffers at create() for preprocessed volumes of up to
+  /// this many voxels per channel (after resampling to the target spacing and padding to the
+  /// patch), so a study allocates none and a larger one fails with a reason naming the limit.
+  /// 0: buffers are allocated per study. The daemon's `model.max_preprocessed_voxels`.
+  int64_t max_preprocessed_voxels = 0;
 };
 
 /// What happened to one study; serialized as report.json (DESIGN.md "Outputs").
@@ -55,7 +61,13 @@ class Pipeline {
   /// Segments the DICOM study in `study_dir` (any layout, files found recursively) and writes
   /// report.json, lesion_mask.nii.gz and seg.dcm into `out_dir` (created if missing).
   /// Never throws; an unusable study gives status "failed" with a reason (and report.json).
-  StudyReport process_study(const std::string& study_dir, const std::string& out_dir);
+  /// `progress` hears each stage start and end ("load", "preprocess", "inference" after every
+  /// network run, "export", "write") on the calling thread: the daemon's worker heartbeat.
+  StudyReport process_study(const std::string& study_dir, const std::string& out_dir,
+                            const inference::ProgressFn& progress = {});
+
+  /// Bytes of the preallocated sliding-window buffers (0 when max_preprocessed_voxels is 0).
+  size_t reserved_bytes() const;
 
   /// Research path: channel NIfTI files in the model's channel order -> report.json and
   /// lesion_mask.nii.gz on the first image's grid.

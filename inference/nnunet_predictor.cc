@@ -57,9 +57,25 @@ base::Result<NnunetResult> NnunetPredictor::predict(const std::vector<image::Vol
   return predict(channels, spacing_ijk_mm, nullptr);
 }
 
+base::Status NnunetPredictor::reserve(int64_t max_voxels) {
+  const SlidingWindowOptions o = sliding_window_options(spec_);
+  SlidingWindowWorkspace::Limits limits;
+  limits.channels = networks_[0]->input_shape()[1];
+  limits.outputs = networks_[0]->output_shape()[1];
+  limits.patch = o.patch_size;
+  limits.max_voxels = max_voxels;
+  limits.several_networks = networks_.size() > 1;
+  limits.mirroring = o.use_mirroring;
+  SB_ASSIGN_OR_RETURN(workspace_, SlidingWindowWorkspace::create(limits));
+  return base::ok_status();
+}
+
 base::Result<NnunetResult> NnunetPredictor::predict(const std::vector<image::VolumeF>& channels,
                                                     std::array<double, 3> spacing_ijk_mm, Tensor4f* logits_out,
-                                                    bool with_probability) {
+                                                    bool with_probability, const ProgressFn& progress) {
+  auto report = [&progress](std::string_view stage, int64_t done) {
+    if (progress) progress(stage, done, 1);
+  };
   if (channels.size() != spec_.channels.size())
     return base::invalid_argument("nnU-Net predictor: model '" + spec_.model_id + "' expects " +
                                   std::to_string(spec_.channels.size()) + " channels, got " +
@@ -80,16 +96,22 @@ base::Result<NnunetResult> NnunetPredictor::predict(const std::vector<image::Vol
   Tensor4f raw(static_cast<int64_t>(channels.size()), {grid.dims[2], grid.dims[1], grid.dims[0]});
   for (size_t c = 0; c < channels.size(); ++c) std::copy(channels[c].data.begin(), channels[c].data.end(), raw.channel(c));
   const Spacing3 spacing_zyx{spacing_ijk_mm[2], spacing_ijk_mm[1], spacing_ijk_mm[0]};
+  report("preprocess", 0);
   SB_ASSIGN_OR_RETURN(Preprocessed pre, preprocess(raw, spacing_zyx, spec_));
   raw = Tensor4f();
   result.timings_ms.emplace_back("preprocess", ms_since(t0));
+  report("preprocess", 1);
 
   t0 = std::chrono::steady_clock::now();
-  SB_ASSIGN_OR_RETURN(SlidingWindowResult sw, predict_sliding_window(pre.data, networks_, sliding_window_options(spec_)));
+  SlidingWindowOptions sw_options = sliding_window_options(spec_);
+  sw_options.progress = progress;
+  SB_ASSIGN_OR_RETURN(SlidingWindowResult sw,
+                      predict_sliding_window(pre.data, networks_, sw_options, workspace_.get()));
   result.timings_ms.emplace_back("inference", ms_since(t0));
   result.tiles = sw.tiles;
 
   t0 = std::chrono::steady_clock::now();
+  report("export", 0);
   SB_ASSIGN_OR_RETURN(ExportResult ex, export_prediction(sw.logits, ExportGeometry::from(pre), spec_, with_probability));
   if (ex.shape_zyx != Shape3{grid.dims[2], grid.dims[1], grid.dims[0]})
     return base::internal_error("nnU-Net predictor: exported segmentation shape does not match the input grid");
@@ -108,6 +130,7 @@ base::Result<NnunetResult> NnunetPredictor::predict(const std::vector<image::Vol
     result.foreground_probability = std::move(p);
   }
   result.timings_ms.emplace_back("export", ms_since(t0));
+  report("export", 1);
 
   auto box = nlohmann::json::array();
   for (int a = 0; a < 3; ++a) box.push_back({pre.bbox.lo[a], pre.bbox.hi[a]});

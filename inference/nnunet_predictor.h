@@ -49,9 +49,20 @@ class NnunetPredictor {
   /// errors of the networks with the tile that failed.
   base::Result<NnunetResult> predict(const std::vector<image::VolumeF>& channels, std::array<double, 3> spacing_ijk_mm);
 
-  /// Same, also returning the logits on the preprocessed grid (tests, debugging).
+  /// Same, also returning the logits on the preprocessed grid (tests, debugging) when
+  /// `logits_out` is not null. `progress` hears ("preprocess", 0|1, 1), ("inference", run, runs)
+  /// after every network run and ("export", 0|1, 1), on the calling thread.
   base::Result<NnunetResult> predict(const std::vector<image::VolumeF>& channels, std::array<double, 3> spacing_ijk_mm,
-                                     Tensor4f* logits_out, bool with_probability = false);
+                                     Tensor4f* logits_out, bool with_probability = false,
+                                     const ProgressFn& progress = {});
+
+  /// Preallocates the sliding-window buffers (SlidingWindowWorkspace) for padded preprocessed
+  /// volumes of up to `max_voxels` voxels per channel, with room for the model's folds and
+  /// mirroring; predict() then uses them, and a larger study fails with kResourceExhausted
+  /// naming the limit. Errors: SlidingWindowWorkspace::create's.
+  base::Status reserve(int64_t max_voxels);
+  /// Bytes preallocated by reserve(); 0 without it.
+  size_t reserved_bytes() const { return workspace_ ? workspace_->bytes() : 0; }
 
   const ModelSpec& spec() const { return spec_; }
 
@@ -60,6 +71,7 @@ class NnunetPredictor {
       : spec_(std::move(spec)), networks_(std::move(networks)) {}
   ModelSpec spec_;
   std::vector<PatchModel*> networks_;
+  std::unique_ptr<SlidingWindowWorkspace> workspace_;  // null: buffers per study
 };
 
 /// Reads `model_dir`/model.json (see model_spec.h).

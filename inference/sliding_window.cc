@@ -5,6 +5,8 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <new>
+#include <stdexcept>
 #include <string>
 
 namespace inference {
@@ -122,9 +124,81 @@ std::vector<float> compute_gaussian(const Shape3& tile_size, double sigma_scale,
   return out;
 }
 
+namespace {
+
+// Inner loops of the per-tile work, written so that the compiler vectorizes them (restrict,
+// omp simd): they run once per row of every tile.
+inline void weighted_add_row(float* __restrict acc, const float* __restrict pred, const float* __restrict w,
+                             int64_t n) {
+#pragma omp simd
+  for (int64_t x = 0; x < n; ++x) acc[x] += pred[x] * w[x];
+}
+inline void add_row(float* __restrict acc, const float* __restrict v, int64_t n) {
+#pragma omp simd
+  for (int64_t x = 0; x < n; ++x) acc[x] += v[x];
+}
+
+size_t mib(size_t floats) { return (floats * sizeof(float) + (1u << 20) - 1) >> 20; }
+
+std::string shape3_str(const Shape3& s) {
+  return std::to_string(s[0]) + "x" + std::to_string(s[1]) + "x" + std::to_string(s[2]);
+}
+
+}  // namespace
+
+base::Result<std::unique_ptr<SlidingWindowWorkspace>> SlidingWindowWorkspace::create(const Limits& limits) {
+  const Shape3& p = limits.patch;
+  if (limits.channels < 1 || limits.outputs < 1 || p[0] < 1 || p[1] < 1 || p[2] < 1)
+    return base::invalid_argument("sliding-window workspace: channels, outputs and patch must be positive");
+  const int64_t tvox = p[0] * p[1] * p[2];
+  if (limits.max_voxels < tvox)
+    return base::invalid_argument("sliding-window workspace: max_voxels " + std::to_string(limits.max_voxels) +
+                                  " is below one patch (" + shape3_str(p) + " = " + std::to_string(tvox) + " voxels)");
+  const int64_t C = limits.channels, K = limits.outputs, V = limits.max_voxels;
+  std::unique_ptr<SlidingWindowWorkspace> ws(new SlidingWindowWorkspace());
+  ws->limits_ = limits;
+  size_t floats = 0;
+  try {
+    // std::vector value-initializes: every page is written now, not during a study.
+    auto take = [&floats](std::vector<float>& v, int64_t n) {
+      floats += static_cast<size_t>(n);
+      v.assign(static_cast<size_t>(n), 0.0f);
+    };
+    take(ws->padded_input_, C * V);
+    take(ws->weight_, V);
+    take(ws->acc_, K * V);
+    if (limits.several_networks) take(ws->fold_sum_, K * V);
+    take(ws->tile_weight_, tvox);
+    take(ws->patch_in_, C * tvox);
+    take(ws->patch_out_, K * tvox);
+    take(ws->pred_, K * tvox);
+    if (limits.mirroring) {
+      take(ws->flipped_in_, C * tvox);
+      take(ws->flipped_out_, K * tvox);
+    }
+  } catch (const std::exception&) {  // bad_alloc, or length_error for absurd sizes
+    return base::resource_exhausted("sliding-window workspace: cannot allocate " + std::to_string(mib(floats)) +
+                                    " MiB for " + std::to_string(V) + " voxels (C=" + std::to_string(C) +
+                                    ", K=" + std::to_string(K) + "); lower model.max_preprocessed_voxels");
+  }
+  const std::vector<float> g = compute_gaussian(p);
+  std::copy(g.begin(), g.end(), ws->tile_weight_.begin());
+  ws->tile_weight_is_gaussian_ = true;
+  return ws;
+}
+
+size_t SlidingWindowWorkspace::bytes() const {
+  size_t n = 0;
+  for (const auto* v : {&padded_input_, &weight_, &acc_, &fold_sum_, &tile_weight_, &patch_in_, &patch_out_, &pred_,
+                        &flipped_in_, &flipped_out_})
+    n += v->size() * sizeof(float);
+  return n;
+}
+
 base::Result<SlidingWindowResult> predict_sliding_window(const Tensor4f& input,
                                                          const std::vector<PatchModel*>& networks,
-                                                         const SlidingWindowOptions& options) {
+                                                         const SlidingWindowOptions& options,
+                                                         SlidingWindowWorkspace* workspace) {
   const Shape3 patch = options.patch_size;
   const int64_t C = input.channels();
   const Shape3 shape = input.spatial();
@@ -156,13 +230,6 @@ base::Result<SlidingWindowResult> predict_sliding_window(const Tensor4f& input,
   using Clock = std::chrono::steady_clock;
   const auto t_start = Clock::now();
   SlidingWindowResult r;
-  // Times a network run into r.network_seconds.
-  auto timed_run = [&r](PatchModel* net, const float* in, float* out) {
-    const auto t0 = Clock::now();
-    base::Status st = net->run(in, out);
-    r.network_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
-    return st;
-  };
   // acvl_utils pad_nd_image: pad to at least the patch, centred, odd extra voxel on the high side.
   for (int a = 0; a < 3; ++a) {
     r.padded_shape[a] = std::max(shape[a], patch[a]);
@@ -173,37 +240,78 @@ base::Result<SlidingWindowResult> predict_sliding_window(const Tensor4f& input,
   const int64_t tvox = patch[0] * patch[1] * patch[2];
   const bool padded = P != shape;
   const bool fp16 = options.accumulation == Accumulation::kFloat16;
+  const bool several = networks.size() > 1;
 
-  // Buffers, allocated once for this call.
-  Tensor4f padded_input;
-  const Tensor4f* data = &input;
+  // The buffers: the caller's workspace, or one made for this call.
+  std::unique_ptr<SlidingWindowWorkspace> own;
+  if (workspace == nullptr) {
+    SB_ASSIGN_OR_RETURN(own, SlidingWindowWorkspace::create({C, K, patch, pvox, several, options.use_mirroring}));
+    workspace = own.get();
+  }
+  SlidingWindowWorkspace& ws = *workspace;
+  const SlidingWindowWorkspace::Limits& lim = ws.limits();
+  if (lim.channels != C || lim.outputs != K || lim.patch != patch)
+    return base::resource_exhausted("sliding window: the workspace is for C=" + std::to_string(lim.channels) +
+                                    ", K=" + std::to_string(lim.outputs) + ", patch " + shape3_str(lim.patch) +
+                                    ", not C=" + std::to_string(C) + ", K=" + std::to_string(K) + ", patch " +
+                                    shape3_str(patch));
+  if (pvox > lim.max_voxels)
+    return base::resource_exhausted("sliding window: the preprocessed volume " + shape3_str(P) + " (" +
+                                    std::to_string(pvox) + " voxels) is larger than the " +
+                                    std::to_string(lim.max_voxels) +
+                                    " voxels preallocated (model.max_preprocessed_voxels); raise that limit");
+  if (several && !lim.several_networks)
+    return base::resource_exhausted("sliding window: the workspace has no room for averaging several networks");
+  if (options.use_mirroring && !lim.mirroring)
+    return base::resource_exhausted("sliding window: the workspace has no room for mirrored tiles");
+  if (ws.tile_weight_is_gaussian_ != options.use_gaussian) {
+    if (options.use_gaussian) {
+      const std::vector<float> g = compute_gaussian(patch);
+      std::copy(g.begin(), g.end(), ws.tile_weight_.begin());
+    } else {
+      std::fill(ws.tile_weight_.begin(), ws.tile_weight_.end(), 1.0f);
+    }
+    ws.tile_weight_is_gaussian_ = options.use_gaussian;
+  }
+
+  // Times a network run into r.network_seconds and reports progress.
+  const auto combos = options.use_mirroring ? mirror_combinations(options.mirroring_axes)
+                                            : std::vector<std::array<bool, 3>>{};
+  r.steps = compute_steps_for_sliding_window(P, patch, options.tile_step_size);
+  r.tiles = static_cast<int>(r.steps[0].size() * r.steps[1].size() * r.steps[2].size());
+  const int64_t total_runs = static_cast<int64_t>(networks.size()) * r.tiles * static_cast<int64_t>(combos.size() + 1);
+  auto timed_run = [&r, &options, total_runs](PatchModel* net, const float* in, float* out) {
+    const auto t0 = Clock::now();
+    base::Status st = net->run(in, out);
+    r.network_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    ++r.network_runs;
+    if (options.progress) options.progress("inference", r.network_runs, total_runs);
+    return st;
+  };
+
+  // The (padded) input, channel c at data + c * pvox.
+  const float* data = input.data.data();
   if (padded) {
-    padded_input = Tensor4f(C, P);
+    std::fill_n(ws.padded_input_.begin(), C * pvox, 0.0f);
     for (int64_t c = 0; c < C; ++c)
       for (int64_t a = 0; a < shape[0]; ++a)
         for (int64_t b = 0; b < shape[1]; ++b) {
           const float* src = input.channel(c) + (a * shape[1] + b) * shape[2];
-          float* dst = padded_input.channel(c) + ((a + r.pad_low[0]) * P[1] + (b + r.pad_low[1])) * P[2] + r.pad_low[2];
+          float* dst = ws.padded_input_.data() + c * pvox +
+                       ((a + r.pad_low[0]) * P[1] + (b + r.pad_low[1])) * P[2] + r.pad_low[2];
           std::copy(src, src + shape[2], dst);
         }
-    data = &padded_input;
+    data = ws.padded_input_.data();
   }
-  std::vector<float> gaussian = options.use_gaussian ? compute_gaussian(patch) : std::vector<float>(tvox, 1.0f);
-  std::vector<float> weight(pvox, 0.0f);
-  std::vector<float> acc(K * pvox, 0.0f);
-  std::vector<float> fold_sum;
-  if (networks.size() > 1) fold_sum.assign(K * pvox, 0.0f);
-  std::vector<float> patch_in(C * tvox), patch_out(K * tvox), pred(K * tvox);
-  std::vector<float> flipped_in, flipped_out;
-  const auto combos = options.use_mirroring ? mirror_combinations(options.mirroring_axes)
-                                            : std::vector<std::array<bool, 3>>{};
-  if (!combos.empty()) {
-    flipped_in.resize(C * tvox);
-    flipped_out.resize(K * tvox);
-  }
-
-  r.steps = compute_steps_for_sliding_window(P, patch, options.tile_step_size);
-  r.tiles = static_cast<int>(r.steps[0].size() * r.steps[1].size() * r.steps[2].size());
+  const float* gaussian = ws.tile_weight_.data();
+  float* weight = ws.weight_.data();
+  float* acc = ws.acc_.data();
+  float* fold_sum = several ? ws.fold_sum_.data() : nullptr;
+  float* patch_in = ws.patch_in_.data();
+  float* patch_out = ws.patch_out_.data();
+  float* pred = ws.pred_.data();
+  std::fill_n(weight, pvox, 0.0f);
+  if (several) std::fill_n(fold_sum, K * pvox, 0.0f);
 
   auto add = [fp16](float a, float b) { return fp16 ? fp16_round((double)(a + b)) : a + b; };
 
@@ -213,14 +321,18 @@ base::Result<SlidingWindowResult> predict_sliding_window(const Tensor4f& input,
       for (int64_t s2 : r.steps[2])
         for (int64_t a = 0; a < patch[0]; ++a)
           for (int64_t b = 0; b < patch[1]; ++b) {
-            float* wrow = weight.data() + ((s0 + a) * P[1] + (s1 + b)) * P[2] + s2;
-            const float* grow = gaussian.data() + (a * patch[1] + b) * patch[2];
-            for (int64_t x = 0; x < patch[2]; ++x) wrow[x] = add(wrow[x], grow[x]);
+            float* wrow = weight + ((s0 + a) * P[1] + (s1 + b)) * P[2] + s2;
+            const float* grow = gaussian + (a * patch[1] + b) * patch[2];
+            if (fp16) {
+              for (int64_t x = 0; x < patch[2]; ++x) wrow[x] = add(wrow[x], grow[x]);
+            } else {
+              add_row(wrow, grow, patch[2]);
+            }
           }
 
   for (size_t n = 0; n < networks.size(); ++n) {
     PatchModel* net = networks[n];
-    std::fill(acc.begin(), acc.end(), 0.0f);
+    std::fill_n(acc, K * pvox, 0.0f);
     for (int64_t s0 : r.steps[0])
       for (int64_t s1 : r.steps[1])
         for (int64_t s2 : r.steps[2]) {
@@ -228,62 +340,63 @@ base::Result<SlidingWindowResult> predict_sliding_window(const Tensor4f& input,
           for (int64_t c = 0; c < C; ++c)
             for (int64_t a = 0; a < patch[0]; ++a)
               for (int64_t b = 0; b < patch[1]; ++b) {
-                const float* src = data->channel(c) + ((s0 + a) * P[1] + (s1 + b)) * P[2] + s2;
-                std::copy(src, src + patch[2], patch_in.data() + ((c * patch[0] + a) * patch[1] + b) * patch[2]);
+                const float* src = data + c * pvox + ((s0 + a) * P[1] + (s1 + b)) * P[2] + s2;
+                std::copy(src, src + patch[2], patch_in + ((c * patch[0] + a) * patch[1] + b) * patch[2]);
               }
           auto tile_error = [&](const base::Status& st) {
             return st.with_context("network " + std::to_string(n) + ", tile at (" + std::to_string(s0) + ", " +
                                    std::to_string(s1) + ", " + std::to_string(s2) + ")");
           };
-          base::Status st = timed_run(net, patch_in.data(), pred.data());
-          ++r.network_runs;
+          base::Status st = timed_run(net, patch_in, pred);
           if (!st.ok()) return tile_error(st);
           if (!combos.empty()) {
             // _internal_maybe_mirror_and_predict: sum in float32 in combination order, then divide.
             for (const auto& flip : combos) {
-              flip_patch(patch_in.data(), flipped_in.data(), C, patch, flip);
-              st = timed_run(net, flipped_in.data(), flipped_out.data());
-              ++r.network_runs;
+              flip_patch(patch_in, ws.flipped_in_.data(), C, patch, flip);
+              st = timed_run(net, ws.flipped_in_.data(), ws.flipped_out_.data());
               if (!st.ok()) return tile_error(st);
-              flip_patch(flipped_out.data(), patch_out.data(), K, patch, flip);
-              for (int64_t k = 0; k < K * tvox; ++k) pred[k] += patch_out[k];
+              flip_patch(ws.flipped_out_.data(), patch_out, K, patch, flip);
+              add_row(pred, patch_out, K * tvox);
             }
+            // Division, not multiplication by the inverse: torch divides.
             const float count = static_cast<float>(combos.size() + 1);
+#pragma omp simd
             for (int64_t k = 0; k < K * tvox; ++k) pred[k] /= count;
           }
           // prediction *= gaussian; predicted_logits[sl] += prediction.
           for (int64_t k = 0; k < K; ++k)
             for (int64_t a = 0; a < patch[0]; ++a)
               for (int64_t b = 0; b < patch[1]; ++b) {
-                float* arow = acc.data() + k * pvox + ((s0 + a) * P[1] + (s1 + b)) * P[2] + s2;
-                const float* prow = pred.data() + ((k * patch[0] + a) * patch[1] + b) * patch[2];
-                const float* grow = gaussian.data() + (a * patch[1] + b) * patch[2];
+                float* arow = acc + k * pvox + ((s0 + a) * P[1] + (s1 + b)) * P[2] + s2;
+                const float* prow = pred + ((k * patch[0] + a) * patch[1] + b) * patch[2];
+                const float* grow = gaussian + (a * patch[1] + b) * patch[2];
                 if (fp16) {
                   for (int64_t x = 0; x < patch[2]; ++x) arow[x] = fp16_round((double)(arow[x] + prow[x] * grow[x]));
                 } else {
-                  for (int64_t x = 0; x < patch[2]; ++x) arow[x] += prow[x] * grow[x];
+                  weighted_add_row(arow, prow, grow, patch[2]);
                 }
               }
         }
     // torch.div(predicted_logits, n_predictions).
     for (int64_t k = 0; k < K; ++k) {
-      float* ak = acc.data() + k * pvox;
+      float* ak = acc + k * pvox;
       if (fp16) {
         for (int64_t v = 0; v < pvox; ++v) ak[v] = fp16_round((double)(ak[v] / weight[v]));
       } else {
+#pragma omp simd
         for (int64_t v = 0; v < pvox; ++v) ak[v] = ak[v] / weight[v];
       }
     }
-    if (networks.size() > 1) {
+    if (several) {
       for (int64_t v = 0; v < K * pvox; ++v) fold_sum[v] = add(fold_sum[v], acc[v]);
     }
   }
-  const float* result = acc.data();
-  if (networks.size() > 1) {
+  const float* result = acc;
+  if (several) {
     const float nf = static_cast<float>(networks.size());
     for (int64_t v = 0; v < K * pvox; ++v)
       fold_sum[v] = fp16 ? fp16_round((double)(fold_sum[v] / nf)) : fold_sum[v] / nf;
-    result = fold_sum.data();
+    result = fold_sum;
   }
   // Remove the padding (slicer_revert_padding).
   r.logits = Tensor4f(K, shape);
@@ -297,7 +410,7 @@ base::Result<SlidingWindowResult> predict_sliding_window(const Tensor4f& input,
     r.weight_sum.resize(shape[0] * shape[1] * shape[2]);
     for (int64_t a = 0; a < shape[0]; ++a)
       for (int64_t b = 0; b < shape[1]; ++b) {
-        const float* src = weight.data() + ((a + r.pad_low[0]) * P[1] + (b + r.pad_low[1])) * P[2] + r.pad_low[2];
+        const float* src = weight + ((a + r.pad_low[0]) * P[1] + (b + r.pad_low[1])) * P[2] + r.pad_low[2];
         std::copy(src, src + shape[2], r.weight_sum.data() + (a * shape[1] + b) * shape[2]);
       }
   }

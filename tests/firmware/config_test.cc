@@ -36,6 +36,7 @@ data_dir = "/tmp/x"
 [model]
 dir = "/models/isles"
 precision = "bf16"
+max_preprocessed_voxels = 1000000
 
 [jobs]
 max_attempts = 5
@@ -52,6 +53,7 @@ retry_delay_s = 0.5
   EXPECT_EQ(c->database_path(), "/tmp/x/strokebox.db");
   EXPECT_EQ(c->model.dir, "/models/isles");
   EXPECT_EQ(c->model.precision, "bf16");
+  EXPECT_EQ(c->model.max_preprocessed_voxels, 1000000);
   EXPECT_EQ(c->jobs.max_attempts, 5);
   EXPECT_DOUBLE_EQ(c->jobs.retry_delay_s, 0.5);
 }
@@ -83,6 +85,9 @@ TEST(Config, WrongTypeAndRangeAreErrors) {
   EXPECT_FALSE(p.ok());
   auto q = parse_config("[dicom]\nstudy_quiet_s = 0\n", "box.toml");
   EXPECT_FALSE(q.ok());
+  auto v = parse_config("[model]\nmax_preprocessed_voxels = -1\n", "box.toml");
+  ASSERT_FALSE(v.ok());
+  EXPECT_NE(v.status().message().find("model.max_preprocessed_voxels"), std::string::npos) << v.status().message();
 }
 
 TEST(Config, SyntaxErrorReportsLine) {

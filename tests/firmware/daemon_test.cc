@@ -222,7 +222,7 @@ TEST_F(DaemonTest, StudyIsQueuedAfterQuietTimeProcessedOnceAndResultStored) {
   std::atomic<int> calls{0};
   std::string seen_study_dir, seen_out_dir;
   size_t files_seen = 0;
-  start([&](const std::string& study_dir, const std::string& out_dir) {
+  start([&](const std::string& study_dir, const std::string& out_dir, const inference::ProgressFn&) {
     ++calls;
     seen_study_dir = study_dir;
     seen_out_dir = out_dir;
@@ -262,7 +262,7 @@ TEST_F(DaemonTest, StudyIsQueuedAfterQuietTimeProcessedOnceAndResultStored) {
 
 TEST_F(DaemonTest, PipelineFailureIsStoredWithReasonAndNotRetried) {
   std::atomic<int> calls{0};
-  start([&](const std::string&, const std::string&) {
+  start([&](const std::string&, const std::string&, const inference::ProgressFn&) {
     ++calls;
     StudyReport r;
     r.status = "failed";
@@ -283,7 +283,7 @@ TEST_F(DaemonTest, PipelineFailureIsStoredWithReasonAndNotRetried) {
 
 TEST_F(DaemonTest, ThrowingProcessorIsRetriedThenFailedWithReason) {
   std::atomic<int> calls{0};
-  start([&](const std::string&, const std::string&) -> StudyReport {
+  start([&](const std::string&, const std::string&, const inference::ProgressFn&) -> StudyReport {
     ++calls;
     throw std::runtime_error("engine ran out of memory");
   });
@@ -324,7 +324,7 @@ TEST_F(DaemonTest, JobLeftRunningByACrashIsRequeuedAtStart) {
     ASSERT_TRUE(job.ok() && job->has_value());
   }
   std::atomic<int> calls{0};
-  start([&](const std::string&, const std::string&) {
+  start([&](const std::string&, const std::string&, const inference::ProgressFn&) {
     ++calls;
     return done_report(1.0);
   });
@@ -352,7 +352,7 @@ std::string run_status(std::vector<std::string> flags, int* rc) {
 }
 
 TEST_F(DaemonTest, StatusCommandShowsCountsRecentStudiesAndFailures) {
-  start([&](const std::string&, const std::string&) {
+  start([&](const std::string&, const std::string&, const inference::ProgressFn&) {
     StudyReport r;
     r.status = "failed";
     r.reason = "ADC series missing";
@@ -404,8 +404,8 @@ TEST_F(DaemonTest, StatusCommandOnMissingDataDirFails) {
 }
 
 TEST_F(DaemonTest, StartFailsClearlyWhenThePortIsTaken) {
-  start([](const std::string&, const std::string&) { return done_report(0); });
-  auto second = Daemon::create(options([](const std::string&, const std::string&) { return done_report(0); }));
+  start([](const std::string&, const std::string&, const inference::ProgressFn&) { return done_report(0); });
+  auto second = Daemon::create(options([](const std::string&, const std::string&, const inference::ProgressFn&) { return done_report(0); }));
   ASSERT_TRUE(second.ok()) << second.status().to_string();
   base::Status st = (*second)->start();
   EXPECT_EQ(st.code(), base::Code::kUnavailable) << st.to_string();
@@ -414,7 +414,7 @@ TEST_F(DaemonTest, StartFailsClearlyWhenThePortIsTaken) {
 TEST_F(DaemonTest, NotifySocketReceivesReadyWatchdogPingsAndStatus) {
   NotifySocket systemd(dir_ / "notify.sock");
   config_.watchdog.check_interval_s = 0.05;
-  start([](const std::string&, const std::string&) { return done_report(1.0); });
+  start([](const std::string&, const std::string&, const inference::ProgressFn&) { return done_report(1.0); });
   ASSERT_TRUE(eventually([&] { return systemd.count("READY=1") == 1 && systemd.count("WATCHDOG=1") >= 3; }))
       << "READY=1 x" << systemd.count("READY=1") << ", WATCHDOG=1 x" << systemd.count("WATCHDOG=1");
   EXPECT_GE(systemd.count("STATUS=idle"), 1);
@@ -429,7 +429,7 @@ TEST_F(DaemonTest, StuckWorkerStopsThePingsAndStatusNamesIt) {
   config_.watchdog.job_deadline_s = 1.0;
   std::atomic<bool> release{false};
   std::atomic<int64_t> entered_ms{0};
-  start([&](const std::string&, const std::string&) {
+  start([&](const std::string&, const std::string&, const inference::ProgressFn&) {
     entered_ms = storage::now_ms();
     while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // an engine that hangs
     return done_report(1.0);
@@ -459,13 +459,51 @@ TEST_F(DaemonTest, StuckWorkerStopsThePingsAndStatusNamesIt) {
   }));
 }
 
+// A study longer than the worker's deadline is fine while the pipeline reports progress:
+// each report beats the heartbeat, so the deadline bounds the silence, not the study.
+TEST_F(DaemonTest, LongStudyThatReportsProgressKeepsThePingsAndShowsItsStage) {
+  NotifySocket systemd(dir_ / "notify.sock");
+  config_.watchdog.check_interval_s = 0.05;
+  config_.watchdog.loop_deadline_s = 1.0;
+  config_.watchdog.job_deadline_s = 1.0;
+  std::atomic<bool> inside{false}, release{false};
+  std::atomic<int64_t> runs{0};
+  start([&](const std::string&, const std::string&, const inference::ProgressFn& progress) {
+    inside = true;
+    // An inference of 3 s and more in runs of 50 ms, each reported as the pipeline does.
+    for (int64_t i = 1; i <= 60 || !release; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      progress("inference", i, 60);
+      runs = i;
+    }
+    return done_report(1.0);
+  });
+  send_study();
+  // Keep reading the socket while waiting: a full datagram queue would block sd_notify.
+  ASSERT_TRUE(eventually([&] { return systemd.count("") >= 0 && inside.load() && runs.load() >= 2; }));
+  const int pings = systemd.count("WATCHDOG=1");
+  // Well past the 1 s deadline, still inside the study.
+  ASSERT_TRUE(eventually([&] { return systemd.count("") >= 0 && runs.load() >= 50; }));
+  EXPECT_GT(systemd.count("WATCHDOG=1"), pings + 5) << "pings stopped during a study that reports progress";
+  EXPECT_EQ(systemd.count("STATUS=stuck: worker"), 0);
+  const auto state = nlohmann::json::parse(daemon_->state_json());
+  EXPECT_EQ(state["current_stage"].get<std::string>().rfind("inference ", 0), 0u) << state.dump();
+  EXPECT_GE(systemd.count("STATUS=processing study " + std::string(kStudy) + ": inference "), 1);
+  release = true;
+  ASSERT_TRUE(eventually([&] {
+    auto s = study();
+    return s && s->state == "done";
+  }));
+  EXPECT_EQ(systemd.count("STATUS=stuck: worker"), 0);
+}
+
 TEST_F(DaemonTest, HotBoardHoldsJobsButKeepsReceivingThenResumes) {
   config_.thermal.hold_above_c = 85.0;
   config_.thermal.hysteresis_c = 5.0;
   config_.telemetry.interval_s = 0.02;
   board_.set_temperature_mC("GPU-therm", 92'000);
   std::atomic<int> calls{0};
-  start([&](const std::string&, const std::string&) {
+  start([&](const std::string&, const std::string&, const inference::ProgressFn&) {
     ++calls;
     return done_report(2.0);
   });
@@ -497,7 +535,7 @@ TEST_F(DaemonTest, HotBoardHoldsJobsButKeepsReceivingThenResumes) {
 TEST_F(DaemonTest, ResultRowCarriesEnergyPowerAndPeakTemperature) {
   board_.set_rail(hal::kRailModuleTotal, 5000, 2000);  // 10 W
   board_.set_temperature_mC("CPU-therm", 66'000);
-  start([&](const std::string&, const std::string&) {
+  start([&](const std::string&, const std::string&, const inference::ProgressFn&) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     return done_report(1.0);
   });
@@ -517,7 +555,7 @@ TEST_F(DaemonTest, ResultRowCarriesEnergyPowerAndPeakTemperature) {
 
 TEST_F(DaemonTest, ResultWithoutPowerMonitorHasNullEnergy) {
   board_.inject_fault(hal::kRailModuleTotal, hal::SimFault::kMissing);
-  start([&](const std::string&, const std::string&) { return done_report(1.0); });
+  start([&](const std::string&, const std::string&, const inference::ProgressFn&) { return done_report(1.0); });
   send_study();
   ASSERT_TRUE(eventually([&] {
     auto s = study();
@@ -539,7 +577,7 @@ namespace {
 TEST_F(DaemonTest, IdleBoxShowsSteadyLedAndServesTheStatusPageReadOnly) {
   config_.status.enabled = true;
   config_.status.port = free_port();
-  start([](const std::string&, const std::string&) { return done_report(1.0); });
+  start([](const std::string&, const std::string&, const inference::ProgressFn&) { return done_report(1.0); });
   EXPECT_TRUE(eventually([&] { return board_.led().pattern() == hal::LedPattern::kOn; }))
       << hal::led_pattern_name(board_.led().pattern());
   httplib::Client client("127.0.0.1", config_.status.port);
@@ -556,13 +594,13 @@ TEST_F(DaemonTest, IdleBoxShowsSteadyLedAndServesTheStatusPageReadOnly) {
 
 TEST_F(DaemonTest, SetsThePowerModeOnlyWhenConfiguredTo) {
   config_.board.power_mode = 2;  // the sim board starts in mode 8
-  start([](const std::string&, const std::string&) { return done_report(1.0); });
+  start([](const std::string&, const std::string&, const inference::ProgressFn&) { return done_report(1.0); });
   auto mode = board_.power_mode().current();
   ASSERT_TRUE(mode.ok());
   EXPECT_EQ(mode->id, 8);  // reported, not changed
   daemon_.reset();
   config_.board.set_power_mode = true;
-  start([](const std::string&, const std::string&) { return done_report(1.0); });
+  start([](const std::string&, const std::string&, const inference::ProgressFn&) { return done_report(1.0); });
   mode = board_.power_mode().current();
   ASSERT_TRUE(mode.ok());
   EXPECT_EQ(mode->id, 2);

@@ -214,5 +214,94 @@ TEST(SlidingWindow, NetworkFailureIsReturnedWithTheTile) {
   EXPECT_NE(r.status().message().find("tile at (0, 0, 2)"), std::string::npos) << r.status().message();
 }
 
+// A workspace made once serves studies of different sizes, with and without padding and
+// mirroring, and gives bit-for-bit the result of buffers made for each call: nothing of an
+// earlier, larger study leaks into a later one.
+TEST(SlidingWindowWorkspace, ReusedAcrossVolumesGivesTheSameLogitsAsFreshBuffers) {
+  const Shape3 patch{4, 4, 4};
+  FakeModel net(2, 2, patch, [](int64_t k, int64_t a, int64_t b, int64_t d, const float* in) {
+    return (k == 0 ? 1.5f : -0.5f) * in[0] + 0.1f * a - 0.2f * b + 0.05f * d;
+  });
+  auto ws = SlidingWindowWorkspace::create({2, 2, patch, 12 * 10 * 9, false, true});
+  ASSERT_TRUE(ws.ok()) << ws.status().to_string();
+  EXPECT_GE((*ws)->bytes(), (2 + 2 + 1) * 12 * 10 * 9 * sizeof(float));
+  for (const Shape3 s : {Shape3{12, 10, 9}, Shape3{3, 7, 5}, Shape3{9, 9, 9}, Shape3{4, 4, 4}}) {
+    for (const bool mirroring : {false, true}) {
+      SlidingWindowOptions o;
+      o.patch_size = patch;
+      o.use_mirroring = mirroring;
+      const Tensor4f x = ramp(2, s);
+      auto fresh = predict_sliding_window(x, {&net}, o);
+      auto reused = predict_sliding_window(x, {&net}, o, ws->get());
+      ASSERT_TRUE(fresh.ok() && reused.ok()) << reused.status().to_string();
+      ASSERT_EQ(fresh->logits.data.size(), reused->logits.data.size());
+      int64_t differ = 0;
+      for (size_t v = 0; v < fresh->logits.data.size(); ++v) differ += fresh->logits.data[v] != reused->logits.data[v];
+      EXPECT_EQ(differ, 0) << s[0] << "x" << s[1] << "x" << s[2] << " mirroring " << mirroring;
+    }
+  }
+}
+
+TEST(SlidingWindowWorkspace, VolumeLargerThanPreallocatedIsRefusedNamingTheLimit) {
+  const Shape3 patch{4, 4, 4};
+  FakeModel net(1, 1, patch, [](int64_t, int64_t, int64_t, int64_t, const float* in) { return in[0]; });
+  auto ws = SlidingWindowWorkspace::create({1, 1, patch, 8 * 8 * 8, false, false});
+  ASSERT_TRUE(ws.ok());
+  SlidingWindowOptions o;
+  o.patch_size = patch;
+  auto r = predict_sliding_window(ramp(1, {8, 8, 9}), {&net}, o, ws->get());
+  ASSERT_EQ(r.status().code(), base::Code::kResourceExhausted);
+  EXPECT_NE(r.status().message().find("8x8x9 (576 voxels)"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("model.max_preprocessed_voxels"), std::string::npos);
+  EXPECT_EQ(net.runs, 0);  // refused before any work
+  // What the workspace was not made for is refused too: mirroring, several networks, a patch.
+  o.use_mirroring = true;
+  EXPECT_EQ(predict_sliding_window(ramp(1, {8, 8, 8}), {&net}, o, ws->get()).status().code(),
+            base::Code::kResourceExhausted);
+  o.use_mirroring = false;
+  EXPECT_EQ(predict_sliding_window(ramp(1, {8, 8, 8}), {&net, &net}, o, ws->get()).status().code(),
+            base::Code::kResourceExhausted);
+  FakeModel other(1, 1, {2, 4, 4}, [](int64_t, int64_t, int64_t, int64_t, const float* in) { return in[0]; });
+  o.patch_size = {2, 4, 4};
+  EXPECT_EQ(predict_sliding_window(ramp(1, {8, 8, 8}), {&other}, o, ws->get()).status().code(),
+            base::Code::kResourceExhausted);
+  // And the workspace still serves a volume that fits.
+  o.patch_size = patch;
+  EXPECT_TRUE(predict_sliding_window(ramp(1, {8, 8, 8}), {&net}, o, ws->get()).ok());
+}
+
+TEST(SlidingWindowWorkspace, CreateRejectsSizesItCannotServe) {
+  EXPECT_EQ(SlidingWindowWorkspace::create({0, 1, {4, 4, 4}, 64, false, false}).status().code(),
+            base::Code::kInvalidArgument);
+  EXPECT_EQ(SlidingWindowWorkspace::create({1, 1, {4, 4, 4}, 63, false, false}).status().code(),
+            base::Code::kInvalidArgument);
+  // An allocation the machine cannot give is an error, not a crash.
+  auto huge = SlidingWindowWorkspace::create({64, 64, {4, 4, 4}, int64_t{1} << 40, true, true});
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), base::Code::kResourceExhausted);
+  EXPECT_NE(huge.status().message().find("MiB"), std::string::npos) << huge.status().message();
+}
+
+TEST(SlidingWindow, ReportsProgressAfterEveryNetworkRun) {
+  const Shape3 patch{4, 4, 4};
+  FakeModel a(1, 1, patch, [](int64_t, int64_t, int64_t, int64_t, const float* in) { return in[0]; });
+  FakeModel b(1, 1, patch, [](int64_t, int64_t, int64_t, int64_t, const float* in) { return in[0]; });
+  SlidingWindowOptions o;
+  o.patch_size = patch;
+  o.use_mirroring = true;
+  o.mirroring_axes = {2};
+  std::vector<std::pair<int64_t, int64_t>> seen;
+  o.progress = [&](std::string_view stage, int64_t done, int64_t total) {
+    EXPECT_EQ(stage, "inference");
+    seen.emplace_back(done, total);
+  };
+  auto r = predict_sliding_window(ramp(1, {4, 4, 6}), {&a, &b}, o);
+  ASSERT_TRUE(r.ok());
+  // 2 tiles x 2 (mirroring over one axis) x 2 networks.
+  ASSERT_EQ(r->network_runs, 8);
+  ASSERT_EQ(seen.size(), 8u);
+  for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], (std::pair<int64_t, int64_t>(i + 1, 8)));
+}
+
 }  // namespace
 }  // namespace inference

@@ -116,6 +116,10 @@ TEST_F(MainJob, EveryStudyIsSegmentedWithAllOutputs) {
       EXPECT_TRUE(report.contains(key)) << key;
     for (const char* stage : {"receive", "load", "preprocess", "inference", "export", "write"})
       EXPECT_TRUE(report["timings_ms"].contains(stage)) << stage << " in " << report["timings_ms"].dump();
+    // The worker beat from the pipeline's progress; the longest silence is recorded.
+    ASSERT_TRUE(report.contains("longest_progress_gap_ms")) << report.dump(2);
+    EXPECT_GE(report["longest_progress_gap_ms"].get<double>(), 0.0);
+    EXPECT_LT(report["longest_progress_gap_ms"].get<double>(), 300'000.0);
     const fs::path dir = report_path.parent_path();
     EXPECT_TRUE(fs::exists(dir / "lesion_mask.nii.gz"));
     EXPECT_TRUE(fs::exists(dir / "seg.dcm"));
@@ -183,6 +187,36 @@ TEST(SegmentOffline, DicomStudyGivesTheSameOutputsAsTheDaemon) {
   EXPECT_TRUE(fs::exists(work / "out" / "report.json"));
   EXPECT_TRUE(fs::exists(work / "out" / "lesion_mask.nii.gz"));
   EXPECT_TRUE(fs::exists(work / "out" / "seg.dcm"));
+  fs::remove_all(work);
+}
+
+// Preallocated sliding-window buffers give the same mask as buffers made per study, and a study
+// larger than them fails with a reason naming the limit instead of allocating.
+TEST(SegmentOffline, PreallocatedSlidingWindowGivesTheSameMaskAndRefusesLargerStudies) {
+  const fs::path work = fs::temp_directory_path() / ("strokebox-segws-" + std::to_string(::getpid()));
+  fs::remove_all(work);
+  ASSERT_EQ(itest::run_command(kBin + " phantom --format nifti --seed 163 --out " + (work / "study").string())
+                .exit_code, 0);
+  const std::string images = " --image " + (work / "study/image_0000.nii.gz").string() + " --image " +
+                             (work / "study/image_0001.nii.gz").string();
+  json per_study = run_json(kBin + " segment --model " + kModel + images + " --out " + (work / "a").string());
+  json reserved = run_json(kBin + " segment --model " + kModel + images + " --out " + (work / "b").string() +
+                           " --max-preprocessed-voxels 8388608");
+  ASSERT_EQ(per_study["status"], "done");
+  ASSERT_EQ(reserved["status"], "done");
+  json same = run_json(kBin + " evaluate --pred " + (work / "b/lesion_mask.nii.gz").string() + " --truth " +
+                       (work / "a/lesion_mask.nii.gz").string());
+  EXPECT_EQ(same.value("fp", -1), 0) << same.dump(2);
+  EXPECT_EQ(same.value("fn", -1), 0) << same.dump(2);
+  EXPECT_GT(same.value("tp", 0), 0) << "seed 163 is expected to have a lesion: " << same.dump(2);
+  // Just above one 64^3 patch: the phantom's preprocessed volume does not fit.
+  auto r = itest::run_command(kBin + " segment --model " + kModel + images + " --out " + (work / "c").string() +
+                              " --max-preprocessed-voxels 300000");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  json report = json::parse(itest::read_file((work / "c" / "report.json").string()));
+  EXPECT_EQ(report["status"], "failed");
+  EXPECT_NE(report["reason"].get<std::string>().find("model.max_preprocessed_voxels"), std::string::npos)
+      << report.dump(2);
   fs::remove_all(work);
 }
 
