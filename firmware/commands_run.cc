@@ -102,6 +102,7 @@ int cmd_run(int argc, char** argv) {
   block_termination_signals();
 
   std::unique_ptr<hal::Board> board;
+  std::vector<std::string> board_warnings;  // devices that could not be opened, for status
   {
     base::Result<std::unique_ptr<hal::Board>> made = base::internal_error("unset");
     // The front panel (status LED, button) through libgpiod; a line that cannot be opened is
@@ -111,6 +112,7 @@ int cmd_run(int argc, char** argv) {
     jetson.button_gpio = config.board.button_gpio;
     jetson.led_active_low = config.board.led_active_low;
     jetson.button_active_low = config.board.button_active_low;
+    jetson.device_warnings = &board_warnings;
     if (config.board.kind == "jetson") {
       made = hal::make_jetson_board("/", std::move(jetson));
     } else if (config.board.kind == "sim") {
@@ -146,6 +148,7 @@ int cmd_run(int argc, char** argv) {
   DaemonOptions options;
   options.config = config;
   options.board = board.get();
+  options.board_warnings = board_warnings;
   options.notifier = &notifier;
   options.version = STROKEBOX_VERSION;
   options.engine_json = nlohmann::json{{"model_dir", config.model.dir},

@@ -263,6 +263,7 @@ std::string Daemon::state_json() {
     j["current_stage"] = current_stage_;
   }
   j["engine"] = nlohmann::json::parse(options_.engine_json, nullptr, false);
+  j["board_warnings"] = options_.board_warnings;
   j["hold_above_c"] = options_.config.thermal.hold_above_c;
   return j.dump();
 }

@@ -74,6 +74,8 @@ struct DaemonOptions {
   std::string version = "dev";  // shown by `strokebox status`
   /// Engine facts for `strokebox status` (backend, precision, arena bytes...), a JSON object.
   std::string engine_json = "{}";
+  /// Devices the board could not open ("status LED disabled: ..."); shown by status.
+  std::vector<std::string> board_warnings;
 };
 
 class Daemon {

@@ -312,6 +312,8 @@ json to_json(const StatusReport& r) {
       daemon["threads"] = extra.value("threads", json::array());
       daemon["thermal_hold"] = extra.value("thermal_hold", false);
       daemon["current_study"] = extra.value("current_study", "");
+      daemon["current_stage"] = extra.value("current_stage", "");
+      j["board"]["warnings"] = extra.value("board_warnings", json::array());
       if (extra.contains("engine") && extra["engine"].is_object()) engine = extra["engine"];
     }
   } else {
@@ -416,6 +418,9 @@ std::string to_text(const StatusReport& r) {
     line("board: %s, power mode %s (%s)%s\n", b["name"].get<std::string>().c_str(),
          text_or_dash(b["power_mode_id"], "%.0f").c_str(), b["power_mode_name"].get<std::string>().c_str(),
          mismatch.c_str());
+    for (const auto& w : b.value("warnings", json::array())) {
+      if (w.is_string()) line("board: %s\n", w.get<std::string>().c_str());
+    }
   }
   if (a["telemetry"].is_object()) {
     const auto& t = a["telemetry"];
@@ -442,7 +447,8 @@ std::string to_text(const StatusReport& r) {
   if (d.contains("threads")) {
     std::string threads;
     for (const auto& h : d["threads"]) threads += " " + h.value("name", "?") + (h.value("stale", false) ? " STUCK" : " ok");
-    const std::string current = d.value("current_study", "");
+    std::string current = d.value("current_study", "");
+    if (!current.empty() && !d.value("current_stage", "").empty()) current += " (" + d.value("current_stage", "") + ")";
     line("threads:%s%s%s\n", threads.c_str(), d.value("thermal_hold", false) ? "   THERMAL HOLD" : "",
          current.empty() ? "" : ("   processing " + current).c_str());
   }

@@ -238,6 +238,9 @@ std::string render_status_page(const StatusReport& r, bool has_picture, int refr
     const auto& b = j["board"];
     const bool ok = b["power_mode_ok"].get<bool>();
     row("board", r.daemon->board);
+    for (const auto& w : b.value("warnings", nlohmann::json::array())) {
+      if (w.is_string()) row("front panel", w.get<std::string>(), true);
+    }
     row("power mode",
         (r.daemon->power_mode_id ? std::to_string(*r.daemon->power_mode_id) : std::string("-")) + " (" +
             r.daemon->power_mode_name + ")" +
@@ -284,7 +287,10 @@ std::string render_status_page(const StatusReport& r, bool has_picture, int refr
     }
     row("threads", threads, stuck);
     if (d.value("thermal_hold", false)) row("thermal hold", "new jobs wait until the box cools down", true);
-    if (!d.value("current_study", "").empty()) row("processing", d["current_study"].get<std::string>());
+    if (!d.value("current_study", "").empty()) {
+      const std::string stage = d.value("current_stage", "");
+      row("processing", d["current_study"].get<std::string>() + (stage.empty() ? "" : " (" + stage + ")"));
+    }
   }
   h << "</table>\n";
 

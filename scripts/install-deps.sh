@@ -12,6 +12,7 @@ PACKAGES=(
   libeigen3-dev                            # geometry
   libsqlite3-dev sqlite3                   # index, jobs, results
   libsystemd-dev                           # sd_notify
+  libgpiod-dev gpiod                       # status LED and button (libgpiod C++ API); gpioinfo
   libtomlplusplus-dev nlohmann-json3-dev   # config (TOML), reports (JSON)
   libgtest-dev libgmock-dev libbenchmark-dev
   mricron-data                             # Colin27 head for the phantoms

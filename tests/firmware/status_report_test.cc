@@ -127,6 +127,22 @@ TEST_F(StatusReportTest, TextAndJsonShowTheSameFigures) {
   EXPECT_NE(text.find("up 0d 03:02:"), std::string::npos) << text;
 }
 
+// What the daemon publishes in its state: the study being processed with its stage, and the
+// front-panel devices the board could not open.
+TEST_F(StatusReportTest, ShowsTheCurrentStageAndBoardWarnings) {
+  auto r = collect_status(config_);
+  ASSERT_TRUE(r.ok() && r->daemon.has_value());
+  r->daemon->state_json =
+      R"({"threads": [{"name": "worker", "stale": false}], "current_study": "1.2.3", "current_stage": "inference 12/54",)"
+      R"( "board_warnings": ["status LED disabled: not_found: no GPIO chip 'gpiochip9'"]})";
+  const nlohmann::json j = to_json(*r);
+  const std::string text = to_text(*r);
+  EXPECT_EQ(j["daemon"]["current_stage"], "inference 12/54");
+  ASSERT_EQ(j["board"]["warnings"].size(), 1u) << j["board"].dump();
+  EXPECT_NE(text.find("processing 1.2.3 (inference 12/54)"), std::string::npos) << text;
+  EXPECT_NE(text.find("board: status LED disabled: not_found: no GPIO chip 'gpiochip9'"), std::string::npos) << text;
+}
+
 TEST_F(StatusReportTest, LowDiskMakesTheLedDegraded) {
   config_.storage.min_free_mb = 1 << 30;  // 1 PiB: more than any test disk has
   auto r = collect_status(config_);
