@@ -29,9 +29,16 @@ class LogLine {
   std::ostringstream stream_;
 };
 
+/// Makes a whole log statement one void expression, so that SB_LOG is safe as the body of an
+/// unbraced if with an else (`&` binds looser than `<<`).
+struct LogVoidify {
+  void operator&(const LogLine&) {}
+};
+
 }  // namespace base
 
-#define SB_LOG(level)                                             \
-  if (::base::LogLevel::level < ::base::log_level()) {            \
-  } else                                                          \
-    ::base::LogLine(::base::LogLevel::level, __FILE__, __LINE__)
+// One expression, not an if/else: `if (x) SB_LOG(kInfo) << "a"; else ...` keeps its else.
+#define SB_LOG(level)                                           \
+  (::base::LogLevel::level < ::base::log_level())               \
+      ? (void)0                                                 \
+      : ::base::LogVoidify() & ::base::LogLine(::base::LogLevel::level, __FILE__, __LINE__)
