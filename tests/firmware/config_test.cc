@@ -230,5 +230,34 @@ TEST(Config, LoadsFromFile) {
   EXPECT_EQ(c->dicom.ae_title, "FILEBOX");
 }
 
+// Every ```toml block of the README and the docs is a configuration the box accepts, so the
+// documentation cannot drift from the parser (unknown keys are errors).
+TEST(Config, EveryTomlExampleInTheDocsParses) {
+  int blocks = 0;
+  for (const char* doc : {"README.md", "docs/operations.md", "docs/dicom_outputs.md"}) {
+    std::ifstream in(std::string(STROKEBOX_SOURCE_DIR) + "/" + doc);
+    ASSERT_TRUE(in.good()) << doc;
+    std::string line, block;
+    bool inside = false;
+    int start = 0, n = 0;
+    while (std::getline(in, line)) {
+      ++n;
+      if (!inside && line.rfind("```toml", 0) == 0) {
+        inside = true;
+        block.clear();
+        start = n;
+      } else if (inside && line.rfind("```", 0) == 0) {
+        inside = false;
+        ++blocks;
+        auto c = parse_config(block, std::string(doc) + ":" + std::to_string(start));
+        EXPECT_TRUE(c.ok()) << doc << " line " << start << ": " << c.status().to_string() << "\n" << block;
+      } else if (inside) {
+        block += line + "\n";
+      }
+    }
+  }
+  EXPECT_GE(blocks, 5);
+}
+
 }  // namespace
 }  // namespace firmware
