@@ -7,7 +7,9 @@
 #
 # Usage: scripts/gpio_kernel_check.sh [BUILD_DIR]   (default: build; hal_test is built there)
 # Exits 0 only when the GpioKernel tests ran in the VM (none skipped) and every test passed.
-# Environment: GPIO_VM_TIMEOUT (seconds for the VM, default 120).
+# Environment: GPIO_VM_TIMEOUT (seconds for the VM, default 120); GPIO_VM_ACCEL (kvm, tcg or
+# auto: KVM, falling back to TCG when KVM is absent or its guest hangs); GPIO_VM_GTEST_ARGS
+# (more hal_test options, e.g. --gtest_repeat=20).
 #
 # Debian 12's kernels are built without gpio-mockup (and gpio-sim), so when the kernel has no
 # gpio-mockup module the script builds it out of tree, for that exact kernel, from Debian's
@@ -171,7 +173,7 @@ if [ -n "\$chip" ] && [ -e /dev/\$chip ]; then
   export STROKEBOX_GPIO_MOCKUP_DEBUGFS=/sys/kernel/debug/gpio-mockup/\$chip
   export STROKEBOX_GPIO_MOCKUP_NAMED_LINES=$NAMED
   export HOME=/tmp TMPDIR=/tmp
-  /hal_test --gtest_color=no --gtest_filter='GpioKernel.*:Gpio*'
+  /hal_test --gtest_color=no --gtest_filter='GpioKernel.*:Gpio*' ${GPIO_VM_GTEST_ARGS:-}
   rc=\$?
   [ \$rc -eq 0 ] && result=PASS
   echo "$MARKER: hal_test exit code \$rc"

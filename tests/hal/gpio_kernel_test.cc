@@ -88,6 +88,17 @@ class GpioKernel : public ::testing::Test {
     std::this_thread::sleep_for(kSettle);
   }
 
+  // Writes the simulated input level without waiting: contact bounce.
+  void pull_now(unsigned offset, int value) const {
+    fs::path file = debugfs_ / std::to_string(offset);
+    int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << "open " << file << ": " << std::strerror(errno);
+    ssize_t n = ::write(fd, value ? "1" : "0", 1);
+    int err = errno;
+    ::close(fd);
+    ASSERT_EQ(n, 1) << "write " << file << ": " << std::strerror(err);
+  }
+
   // The chip's label ("gpio-mockup-A") from gpiolib's debugfs summary, nullopt when absent.
   std::optional<std::string> chip_label() const {
     std::ifstream in(debugfs_.parent_path().parent_path() / "gpio");
@@ -195,6 +206,42 @@ TEST_F(GpioKernel, ActiveHighButtonTwoPressesBetweenPollsAreTakenTwice) {
   }
   EXPECT_TRUE(take(button));
   EXPECT_TRUE(take(button));
+  EXPECT_FALSE(take(button));
+}
+
+TEST_F(GpioKernel, BouncingContactsCountOncePerPress) {
+  auto in = must_open_input(line(kButtonActiveLow), true, "strokebox-test");
+  ASSERT_NE(in, nullptr);
+  GpioButton button(std::move(in));
+  EXPECT_FALSE(take(button));
+  for (int press = 0; press < 2; ++press) {
+    for (int v : {0, 1, 0, 1, 0}) pull_now(kButtonActiveLow, v);  // press, bouncing
+    std::this_thread::sleep_for(kSettle);
+    for (int v : {1, 0, 1, 0, 1}) pull_now(kButtonActiveLow, v);  // release, bouncing
+    std::this_thread::sleep_for(kSettle);
+  }
+  EXPECT_TRUE(take(button));
+  EXPECT_TRUE(take(button));
+  EXPECT_FALSE(take(button)) << "the bounces of two presses must count as two presses";
+}
+
+TEST_F(GpioKernel, PressesBeyondTheKernelQueueAreLostNeverInvented) {
+  // The v1 uAPI queues 16 edges per line; when full the kernel drops the NEWEST edges. Ten
+  // presses (20 edges) between polls give the 8 presses that fit, nothing more.
+  auto in = must_open_input(line(kButtonActiveHigh), false, "strokebox-test");
+  ASSERT_NE(in, nullptr);
+  GpioButton button(std::move(in));
+  for (int i = 0; i < 10; ++i) {
+    pull(kButtonActiveHigh, 1);
+    pull(kButtonActiveHigh, 0);
+  }
+  int presses = 0;
+  for (int i = 0; i < 12; ++i) presses += take(button) ? 1 : 0;
+  EXPECT_GE(presses, 8);
+  EXPECT_LE(presses, 10);
+  pull(kButtonActiveHigh, 1);
+  pull(kButtonActiveHigh, 0);
+  EXPECT_TRUE(take(button)) << "a press after the overflow must be seen";
   EXPECT_FALSE(take(button));
 }
 
