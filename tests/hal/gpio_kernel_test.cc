@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -316,6 +318,57 @@ TEST_F(GpioKernel, MissingOffsetAndLabelAreNotFoundWhileChipsExist) {
   ASSERT_FALSE(name.ok());
   EXPECT_EQ(name.status().code(), base::Code::kNotFound) << name.status().to_string();
   EXPECT_NE(name.status().message().find("'STROKEBOX_NO_SUCH_LINE'"), std::string::npos);
+}
+
+TEST_F(GpioKernel, ChipWithoutAccessIsPermissionDeniedForEveryKindOfSpec) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (to make the chip inaccessible and drop privileges)";
+  std::optional<std::string> label = chip_label();
+  ASSERT_TRUE(label.has_value());
+  const std::string dev = "/dev/" + chip_;
+  struct stat st {};
+  ASSERT_EQ(::stat(dev.c_str(), &st), 0) << dev << ": " << std::strerror(errno);
+  ASSERT_EQ(::chmod(dev.c_str(), 0600), 0) << std::strerror(errno);
+  // Each spec form, opened by an unprivileged child: one "spec -> status" line per spec.
+  const std::vector<GpioLineSpec> specs = {line(kChipFormsLine), GpioLineSpec{dev, "5"},
+                                           GpioLineSpec{*label, "5"}, GpioLineSpec{"", *label + "-5"}};
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string report;
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) {
+      report = "cannot drop privileges\n";
+    } else {
+      for (const GpioLineSpec& spec : specs) {
+        auto out = open_gpio_output(spec, false, "strokebox-test");
+        report += spec.to_string() + " -> " + (out.ok() ? std::string("ok") : out.status().to_string()) + "\n";
+      }
+    }
+    ssize_t ignored = ::write(fds[1], report.data(), report.size());
+    static_cast<void>(ignored);
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string report;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) report.append(buf, static_cast<size_t>(n));
+  ::close(fds[0]);
+  int wstatus = 0;
+  ::waitpid(pid, &wstatus, 0);
+  ::chmod(dev.c_str(), st.st_mode & 07777);
+  std::vector<std::string> lines;
+  for (size_t start = 0, end; (end = report.find('\n', start)) != std::string::npos; start = end + 1) {
+    lines.push_back(report.substr(start, end - start));
+  }
+  ASSERT_EQ(lines.size(), specs.size()) << report;
+  const char* named = getenv("STROKEBOX_GPIO_MOCKUP_NAMED_LINES");
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (specs[i].chip.empty() && (named == nullptr || std::string(named) != "1")) continue;
+    EXPECT_NE(lines[i].find("permission_denied"), std::string::npos) << lines[i];
+    EXPECT_NE(lines[i].find("/dev/gpiochip*"), std::string::npos) << "the message must say what to fix: " << lines[i];
+  }
 }
 
 TEST_F(GpioKernel, LineIsFoundByNameAloneAndOnItsChip) {
