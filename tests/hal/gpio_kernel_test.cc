@@ -343,7 +343,8 @@ TEST_F(GpioKernel, ChipWithoutAccessIsPermissionDeniedForEveryKindOfSpec) {
     } else {
       for (const GpioLineSpec& spec : specs) {
         auto out = open_gpio_output(spec, false, "strokebox-test");
-        report += spec.to_string() + " -> " + (out.ok() ? std::string("ok") : out.status().to_string()) + "\n";
+        report += spec.to_string() + " -> " +
+                  (out.ok() ? std::string("ok") : out.status().to_string()) + "\n";
       }
     }
     ssize_t ignored = ::write(fds[1], report.data(), report.size());
@@ -367,7 +368,8 @@ TEST_F(GpioKernel, ChipWithoutAccessIsPermissionDeniedForEveryKindOfSpec) {
   for (size_t i = 0; i < specs.size(); ++i) {
     if (specs[i].chip.empty() && (named == nullptr || std::string(named) != "1")) continue;
     EXPECT_NE(lines[i].find("permission_denied"), std::string::npos) << lines[i];
-    EXPECT_NE(lines[i].find("/dev/gpiochip*"), std::string::npos) << "the message must say what to fix: " << lines[i];
+    EXPECT_NE(lines[i].find("/dev/gpiochip*"), std::string::npos)
+        << "the message must say what to fix: " << lines[i];
   }
 }
 
