@@ -62,8 +62,9 @@ struct GpioEdge {
 };
 
 /// One requested input line with edge detection on both edges. The kernel queues edges while
-/// nobody reads, so a press between two polls is never lost (the queue holds 16 events in the
-/// v1 uAPI; older ones are dropped when it overflows).
+/// nobody reads, so a press between two polls is not lost. The v1 uAPI queue holds 16 events;
+/// when it is full the kernel drops the NEWER edges (seen against gpio-mockup in
+/// GpioKernel.*), so beyond 8 presses between two polls the later ones are lost.
 class GpioInput {
  public:
   virtual ~GpioInput() = default;
