@@ -378,33 +378,37 @@ void Outbox::run() {
   }
 }
 
+base::Result<DestinationState> read_destination_state(storage::Database& db, const std::string& name) {
+  DestinationState s;
+  s.name = name;
+  SB_ASSIGN_OR_RETURN(storage::Statement st,
+                      db.prepare("SELECT COALESCE(SUM(delivered = 0), 0), COALESCE(SUM(delivered = 1), 0), "
+                                 "COALESCE(MIN(CASE WHEN delivered = 0 THEN next_attempt_at END), 0) "
+                                 "FROM outbox WHERE destination = ?"));
+  st.bind(1, name);
+  SB_ASSIGN_OR_RETURN(bool row, st.step());
+  if (row) {
+    s.pending = st.column_int64(0);
+    s.delivered = st.column_int64(1);
+    s.next_attempt_at = st.column_double(2);
+  }
+  SB_ASSIGN_OR_RETURN(storage::Statement ds, db.prepare("SELECT last_error, last_error_at, last_success_at "
+                                                        "FROM outbox_destination WHERE name = ?"));
+  ds.bind(1, name);
+  SB_ASSIGN_OR_RETURN(bool drow, ds.step());
+  if (drow) {
+    s.last_error = ds.column_text(0);
+    s.last_error_at = ds.column_double(1);
+    s.last_success_at = ds.column_double(2);
+  }
+  return s;
+}
+
 base::Result<std::vector<DestinationState>> Outbox::destination_states() {
   std::lock_guard<std::mutex> lock(db_mu_);
   std::vector<DestinationState> out;
   for (const Destination& d : destinations_) {
-    DestinationState s;
-    s.name = d.name;
-    SB_ASSIGN_OR_RETURN(storage::Statement st,
-                        db_->prepare("SELECT COALESCE(SUM(delivered = 0), 0), COALESCE(SUM(delivered = 1), 0), "
-                                     "COALESCE(MIN(CASE WHEN delivered = 0 THEN next_attempt_at END), 0) "
-                                     "FROM outbox WHERE destination = ?"));
-    st.bind(1, d.name);
-    SB_ASSIGN_OR_RETURN(bool row, st.step());
-    if (row) {
-      s.pending = st.column_int64(0);
-      s.delivered = st.column_int64(1);
-      s.next_attempt_at = st.column_double(2);
-    }
-    SB_ASSIGN_OR_RETURN(storage::Statement ds,
-                        db_->prepare("SELECT last_error, last_error_at, last_success_at FROM outbox_destination "
-                                     "WHERE name = ?"));
-    ds.bind(1, d.name);
-    SB_ASSIGN_OR_RETURN(bool drow, ds.step());
-    if (drow) {
-      s.last_error = ds.column_text(0);
-      s.last_error_at = ds.column_double(1);
-      s.last_success_at = ds.column_double(2);
-    }
+    SB_ASSIGN_OR_RETURN(DestinationState s, read_destination_state(*db_, d.name));
     out.push_back(std::move(s));
   }
   return out;

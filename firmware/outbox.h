@@ -69,6 +69,12 @@ struct DestinationState {
   double next_attempt_at = 0;  // earliest next_attempt_at of its pending items, 0 = none
 };
 
+/// Reads one destination's state from the outbox tables of `db` (strokebox.db): counts, next
+/// try, last error and success. Shared by Outbox::destination_states() and `strokebox status`
+/// (which reads on its own read-only connection). Errors: the database's, e.g. "no such table"
+/// when the outbox was never opened on this file.
+base::Result<DestinationState> read_destination_state(storage::Database& db, const std::string& name);
+
 class Outbox {
  public:
   /// Opens (creates) the SQLite file `db_path` and the outbox tables (CREATE TABLE IF NOT

@@ -23,15 +23,6 @@ json opt(const std::optional<T>& v) {
   return v ? json(*v) : json();
 }
 
-std::optional<double> col_double(const storage::Statement& st, int c) {
-  if (st.column_is_null(c)) return std::nullopt;
-  return st.column_double(c);
-}
-std::optional<int64_t> col_int(const storage::Statement& st, int c) {
-  if (st.column_is_null(c)) return std::nullopt;
-  return st.column_int64(c);
-}
-
 base::Result<std::unique_ptr<storage::Database>> open_read_only(const std::string& path) {
   storage::Database::Options o;
   o.read_only = true;
@@ -48,7 +39,7 @@ base::Result<std::vector<HistoryPoint>> read_history(const std::string& db_path,
   for (;;) {
     SB_ASSIGN_OR_RETURN(bool row, st.step());
     if (!row) break;
-    out.push_back(HistoryPoint{st.column_int64(0), col_double(st, 1), col_int(st, 2)});
+    out.push_back(HistoryPoint{st.column_int64(0), st.column_optional_double(1), st.column_optional_int64(2)});
   }
   return out;
 }
@@ -88,28 +79,7 @@ base::Result<std::vector<DestinationState>> read_destinations(storage::Database&
   }
   std::vector<DestinationState> out;
   for (const std::string& name : names) {
-    DestinationState s;
-    s.name = name;
-    SB_ASSIGN_OR_RETURN(storage::Statement st,
-                        db.prepare("SELECT COALESCE(SUM(delivered = 0), 0), COALESCE(SUM(delivered = 1), 0), "
-                                   "COALESCE(MIN(CASE WHEN delivered = 0 THEN next_attempt_at END), 0) "
-                                   "FROM outbox WHERE destination = ?"));
-    st.bind(1, name);
-    SB_ASSIGN_OR_RETURN(bool row, st.step());
-    if (row) {
-      s.pending = st.column_int64(0);
-      s.delivered = st.column_int64(1);
-      s.next_attempt_at = st.column_double(2);
-    }
-    SB_ASSIGN_OR_RETURN(storage::Statement ds, db.prepare("SELECT last_error, last_error_at, last_success_at "
-                                                          "FROM outbox_destination WHERE name = ?"));
-    ds.bind(1, name);
-    SB_ASSIGN_OR_RETURN(bool drow, ds.step());
-    if (drow) {
-      s.last_error = ds.column_text(0);
-      s.last_error_at = ds.column_double(1);
-      s.last_success_at = ds.column_double(2);
-    }
+    SB_ASSIGN_OR_RETURN(DestinationState s, read_destination_state(db, name));
     out.push_back(std::move(s));
   }
   return out;

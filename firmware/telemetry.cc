@@ -64,15 +64,6 @@ void bind_opt(storage::Statement& st, int i, const std::optional<T>& v) {
   }
 }
 
-std::optional<double> col_double(const storage::Statement& st, int c) {
-  if (st.column_is_null(c)) return std::nullopt;
-  return st.column_double(c);
-}
-std::optional<int64_t> col_int(const storage::Statement& st, int c) {
-  if (st.column_is_null(c)) return std::nullopt;
-  return st.column_int64(c);
-}
-
 // /proc/stat first line: "cpu user nice system idle iowait irq softirq steal ..." (proc(5)).
 // Returns {busy, total} jiffies; busy excludes idle and iowait.
 std::optional<std::pair<uint64_t, uint64_t>> read_cpu_jiffies(const std::string& proc_root) {
@@ -377,13 +368,13 @@ base::Result<std::optional<TelemetrySample>> read_latest_sample(const std::strin
   if (!row) return std::optional<TelemetrySample>();
   TelemetrySample s;
   s.t_ms = st.column_int64(0);
-  s.max_temp_c = col_double(st, 1);
-  s.vdd_in_mW = col_int(st, 2);
-  if (auto v = col_int(st, 3)) s.fan_pwm = static_cast<int>(*v);
-  s.gpu_load_pct = col_double(st, 4);
-  s.cpu_load_pct = col_double(st, 5);
-  s.mem_available_bytes = col_int(st, 6);
-  s.disk_free_bytes = col_int(st, 7);
+  s.max_temp_c = st.column_optional_double(1);
+  s.vdd_in_mW = st.column_optional_int64(2);
+  if (auto v = st.column_optional_int64(3)) s.fan_pwm = static_cast<int>(*v);
+  s.gpu_load_pct = st.column_optional_double(4);
+  s.cpu_load_pct = st.column_optional_double(5);
+  s.mem_available_bytes = st.column_optional_int64(6);
+  s.disk_free_bytes = st.column_optional_int64(7);
   auto temps = nlohmann::ordered_json::parse(st.column_text(8), nullptr, false);
   if (temps.is_object()) {
     for (auto it = temps.begin(); it != temps.end(); ++it) {
@@ -419,7 +410,7 @@ base::Result<std::optional<DaemonStateRow>> read_daemon_state(const std::string&
   r.started_ms = st.column_int64(2);
   r.updated_ms = st.column_int64(3);
   r.board = st.column_text(4);
-  if (auto v = col_int(st, 5)) r.power_mode_id = static_cast<int>(*v);
+  if (auto v = st.column_optional_int64(5)) r.power_mode_id = static_cast<int>(*v);
   r.power_mode_name = st.column_text(6);
   r.expected_power_mode = static_cast<int>(st.column_int64(7));
   r.state_json = st.column_text(8);

@@ -143,6 +143,14 @@ Status Statement::run() {
 int64_t Statement::column_int64(int column) const { return sqlite3_column_int64(stmt_, column); }
 double Statement::column_double(int column) const { return sqlite3_column_double(stmt_, column); }
 bool Statement::column_is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
+std::optional<int64_t> Statement::column_optional_int64(int column) const {
+  if (column_is_null(column)) return std::nullopt;
+  return column_int64(column);
+}
+std::optional<double> Statement::column_optional_double(int column) const {
+  if (column_is_null(column)) return std::nullopt;
+  return column_double(column);
+}
 std::string Statement::column_text(int column) const {
   const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt_, column));
   if (!text) return {};

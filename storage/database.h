@@ -47,6 +47,9 @@ class Statement {
   double column_double(int column) const;
   std::string column_text(int column) const;
   bool column_is_null(int column) const;
+  /// The column's value, or nullopt for SQL NULL (a missing reading stays missing, not 0).
+  std::optional<int64_t> column_optional_int64(int column) const;
+  std::optional<double> column_optional_double(int column) const;
 
  private:
   friend class Database;
