@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "inference/engine_file.h"
 #include "inference/graph.h"
+#include "inference/layout_policy.h"
 #include "inference/memory_planner.h"
 #include "inference/norm_kernels.h"
 #include "inference/onnx_model.h"
@@ -36,6 +37,15 @@ std::string shape_str(const std::vector<int64_t>& s) {
 
 /// Plain (user) layout of an activation tensor of the given rank.
 tag plain_tag(size_t rank) { return rank == 5 ? tag::ncdhw : tag::nchw; }
+/// Channels-last layout of an activation tensor of the given rank.
+tag channels_last_tag(size_t rank) { return rank == 5 ? tag::ndhwc : tag::nhwc; }
+
+/// The same layout with another data type (strides and blocking are per element).
+memory::desc with_type(const memory::desc& md, memory::data_type t) {
+  dnnl_memory_desc_t d = md.data;
+  d.data_type = static_cast<dnnl_data_type_t>(t);
+  return memory::desc(d);
+}
 
 /// Channel-outer layouts: with N = 1 a channel range [c0, c1) of such a tensor is one
 /// contiguous byte range when c0 and c1 are multiples of the block, which makes concat free.
@@ -108,7 +118,12 @@ struct CpuEngine::Impl {
     float epsilon = 1e-5f;
     NormActivation activation = NormActivation::kNone;
     float alpha = 0.0f;
-    float* data = nullptr;
+    NormStorage storage = NormStorage::kF32;      // of the tensor (the output)
+    NormStorage src_storage = NormStorage::kF32;  // of the input: the tensor, or src_buffer
+    int src_buffer = -1;  // extra buffer holding the conv's fp32 output; -1: in place
+    KernelIsa kernel = KernelIsa::kGeneric;
+    void* data = nullptr;
+    const void* src = nullptr;
   };
   /// One primitive execution in run().
   struct Step {
@@ -162,7 +177,11 @@ struct CpuEngine::Impl {
   size_t naive = 0;
   void* arena = nullptr;
   int n_threads = 1;
-  int block = 1;  // channel block of oneDNN's preferred activation layout (8 on AVX2, 16 on AVX-512)
+  IsaTraits isa;                                       // of the oneDNN ISA in use (layout_policy.h)
+  ActivationFormat format = ActivationFormat::kPlain;  // of every activation tensor
+  KernelIsa kernel = KernelIsa::kGeneric;              // of the hand-written kernels
+  int block = 1;  // channel block of a blocked format (8 or 16), else 1
+  base::Status build_error;  // first layer that only got a slow implementation (checked per op)
 
   ~Impl() { std::free(arena); }
 
@@ -201,27 +220,32 @@ struct CpuEngine::Impl {
     return m;
   }
 
-  /// Asks oneDNN which activation layout it prefers for a typical 3x3x3 convolution and
-  /// returns its channel block (1 when it prefers a plain layout).
-  int probe_block() {
-    const memory::dims act = {1, 32, 8, 8, 8};
-    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                                      memory::desc(act, dt, tag::any), memory::desc({32, 32, 3, 3, 3}, dt, tag::any),
-                                      memory::desc(act, dt, tag::any), {1, 1, 1}, {1, 1, 1}, {1, 1, 1});
-    dnnl::convolution_forward::primitive_desc pd(d, eng);
-    for (const auto& l : channel_outer_layouts(5)) {
-      if (pd.dst_desc() == memory::desc(act, dt, l.t)) return l.block;
+  /// The layout of an activation of `shape` in the engine's format (layout_policy.h):
+  /// channel-blocked when the channel count fills whole blocks (else plain: convolutions then
+  /// pick a padded block themselves), channels-last, or plain.
+  memory::desc preferred_md(const std::vector<int64_t>& shape, memory::data_type type) const {
+    const size_t rank = shape.size();
+    if (format == ActivationFormat::kChannelsLast) return memory::desc(to_dims(shape), type, channels_last_tag(rank));
+    for (const auto& l : channel_outer_layouts(rank)) {
+      if (l.block == block && block > 1 && shape[1] % block == 0) return memory::desc(to_dims(shape), type, l.t);
     }
-    return 1;
+    return memory::desc(to_dims(shape), type, plain_tag(rank));
   }
+  memory::desc preferred_md(const std::vector<int64_t>& shape) const { return preferred_md(shape, dt); }
 
-  /// The preferred layout for an activation of `shape`: channel-blocked when the channel
-  /// count is a multiple of the block (no padding), else plain.
-  memory::desc preferred_md(const std::vector<int64_t>& shape) const {
-    for (const auto& l : channel_outer_layouts(shape.size())) {
-      if (l.block == block && shape[1] % block == 0) return memory::desc(to_dims(shape), dt, l.t);
-    }
-    return memory::desc(to_dims(shape), dt, plain_tag(shape.size()));
+  /// Records a build error when a convolution or deconvolution got a reference or GEMM
+  /// implementation that no documented exception (layout_policy.h) allows.
+  void check_implementation(int op_index, const std::string& kind, const std::string& impl,
+                            const memory::desc& src, const memory::desc& dst, bool kernel_equals_stride) {
+    if (!build_error.ok() || !is_slow_convolution(impl)) return;
+    if (!slow_convolution_exception(isa, kind, kernel_equals_stride).empty()) return;
+    const GraphOp& op = graph.ops[op_index];
+    build_error = base::internal_error(
+        "layer #" + std::to_string(op_index) + " '" + op.name + "' (" + kind + " " +
+        shape_str(graph.tensors[op.inputs[0]].shape) + " -> " + shape_str(graph.tensors[op.output].shape) +
+        ") got oneDNN's slow implementation '" + impl + "' on ISA " + isa.onednn_isa + " with src layout " +
+        layout_str(src) + " and dst layout " + layout_str(dst) + " (activation format " +
+        activation_format_name(format) + "); no documented exception allows it (inference/layout_policy.h)");
   }
 
   dnnl::primitive_attr base_attr() const {
@@ -298,22 +322,56 @@ struct CpuEngine::Impl {
     return s;
   }
 
+  /// `x` as the primitive of op `i` wants it (`want`): the tensor itself when it already has
+  /// that layout and type, else a reorder step (appended to `before`) into a staging buffer
+  /// alive only during op i.
+  ArgSpec staged_input(int i, int arg, int x, const memory::desc& want, std::vector<Step>& before) {
+    if (tmd[x] == want) return {arg, x, -1, {}};
+    extras.push_back({want, i + 1, i + 1, "op #" + std::to_string(i) + " input as " + layout_str(want), {}});
+    const int buf = static_cast<int>(extras.size()) - 1;
+    before.push_back(make_reorder(i, "convert_input", tmd[x], want, {DNNL_ARG_FROM, x, -1, {}},
+                                  {DNNL_ARG_TO, -1, buf, {}}));
+    return {arg, -1, buf, {}};
+  }
+
+  /// Compute type of a convolution: the engine's, except that a bf16 engine keeps the
+  /// convolutions reading the network input in fp32 (Bf16Policy).
+  memory::data_type conv_compute_type(const GraphOp& op) const {
+    if (dt == memory::data_type::bf16 && options.bf16_policy.first_conv_fp32 && op.inputs[0] == graph.input) {
+      return memory::data_type::f32;
+    }
+    return dt;
+  }
+
   void add_conv(int i, const GraphOp& op) {
     const bool transpose = op.kind == OpKind::kConvTranspose;
     const int x = op.inputs[0];
     const int y = op.output;
     const auto& out_shape = graph.tensors[y].shape;
     const size_t rank = out_shape.size();
+    const memory::data_type cdt = conv_compute_type(op);
+    // bf16 convolutions accumulate in fp32 and can write fp32: the head gives fp32 logits.
+    memory::data_type odt =
+        graph.tensors[y].is_graph_output && options.bf16_policy.head_fp32_output ? memory::data_type::f32 : cdt;
+    // A bf16 engine keeps the norm's input in fp32 (Bf16Policy::norm_input_fp32): the
+    // convolution writes fp32 into a staging buffer and the norm writes the bf16 tensor.
+    const bool norm_from_fp32 = op.has_norm && dt == memory::data_type::bf16 &&
+                                options.bf16_policy.norm_input_fp32 && format == ActivationFormat::kChannelsLast;
+    if (norm_from_fp32) odt = memory::data_type::f32;
     const memory::dims wdims_onnx = to_dims(op.conv.weight_dims);
     // oneDNN weight dims are always {OC, IC, k...}; ONNX ConvTranspose stores [IC, OC, k...].
     memory::dims wdims = wdims_onnx;
     if (transpose) std::swap(wdims[0], wdims[1]);
     const tag user_wtag = transpose ? (rank == 5 ? tag::iodhw : tag::iohw) : (rank == 5 ? tag::oidhw : tag::oihw);
-    const memory::desc w_any(wdims, dt, tag::any);
+    const memory::desc w_any(wdims, cdt, tag::any);
     const memory::desc b_md({wdims[0]}, memory::data_type::f32, tag::a);
     const memory::dims strides = to_dims(op.conv.strides);
     const memory::dims pad_l = to_dims(op.conv.pads_begin);
     const memory::dims pad_r = to_dims(op.conv.pads_end);
+    bool kernel_equals_stride = op.conv.kernel == op.conv.strides;
+    for (size_t k = 0; k < op.conv.pads_begin.size(); ++k) {
+      kernel_equals_stride = kernel_equals_stride && op.conv.pads_begin[k] == 0 && op.conv.pads_end[k] == 0;
+    }
     dnnl::primitive_attr attr = base_attr();
     if (!op.has_norm && op.activation != Activation::kNone) {
       dnnl::post_ops po;
@@ -323,35 +381,33 @@ struct CpuEngine::Impl {
     Step s;
     s.op = i;
     s.label = transpose ? "deconv" : "conv";
-    const memory::desc dst_any(to_dims(out_shape), dt, tag::any);
-    const memory::desc dst_plain(to_dims(out_shape), dt, plain_tag(rank));
+    const memory::desc dst_plain(to_dims(out_shape), odt, plain_tag(rank));
     memory::desc weights_md, scratch_md;
-    // Where the primitive reads and writes: the graph tensors, or staging buffers (below).
-    ArgSpec src_arg{DNNL_ARG_SRC, x, -1, {}};
-    ArgSpec dst_arg{DNNL_ARG_DST, y, -1, {}};
     std::vector<Step> before, after;
-    if (transpose && add_deconv_as_conv(i, op)) return;
+    // Where the primitive reads and writes: the graph tensors, or staging buffers.
+    ArgSpec src_arg = staged_input(i, DNNL_ARG_SRC, x, with_type(tmd[x], cdt), before);
+    const memory::desc src_md = with_type(tmd[x], cdt);
+    ArgSpec dst_arg{DNNL_ARG_DST, y, -1, {}};
+    if (transpose && before.empty() && odt == cdt && add_deconv_as_conv(i, op)) return;
     if (transpose) {
-      auto make = [&](const memory::desc& src_md, const memory::desc& dst_md) {
+      auto make = [&](const memory::desc& s_md, const memory::desc& d_md) {
         dnnl::deconvolution_forward::desc d(dnnl::prop_kind::forward_inference,
-                                            dnnl::algorithm::deconvolution_direct, src_md, w_any, b_md, dst_md,
+                                            dnnl::algorithm::deconvolution_direct, s_md, w_any, b_md, d_md,
                                             strides, pad_l, pad_r);
         return dnnl::deconvolution_forward::primitive_desc(d, attr, eng);
       };
       // With dst `any` oneDNN 2.6 picks a channels-last dst for deconvolution: ask for the
-      // blocked layout the convolutions use, so the following concat stays free.
-      auto pd = make(tmd[x], preferred_md(out_shape));
+      // engine's layout, so the following concat stays free where the format allows it.
+      auto pd = make(src_md, preferred_md(out_shape, odt));
       tmd[y] = pd.dst_desc();
-      if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) {
+      if (is_slow_convolution(pd.impl_info_str()) && format != ActivationFormat::kChannelsLast &&
+          before.empty()) {
         // oneDNN 2.6 has no optimized deconvolution for blocked layouts on AVX2 (its reference
         // one is ~100x slower than gemm on plain layouts): stage through plain buffers.
-        const memory::desc src_plain(to_dims(graph.tensors[x].shape), dt, plain_tag(rank));
+        const memory::desc src_plain(to_dims(graph.tensors[x].shape), cdt, plain_tag(rank));
         pd = make(src_plain, dst_plain);
         if (tmd[x] != src_plain) {
-          extras.push_back({src_plain, i + 1, i + 1, "deconv #" + std::to_string(i) + " plain input", {}});
-          src_arg = {DNNL_ARG_SRC, -1, static_cast<int>(extras.size()) - 1, {}};
-          before.push_back(make_reorder(i, "to_plain", tmd[x], src_plain, {DNNL_ARG_FROM, x, -1, {}},
-                                        {DNNL_ARG_TO, -1, src_arg.buffer, {}}));
+          src_arg = staged_input(i, DNNL_ARG_SRC, x, src_plain, before);
         }
         if (tmd[y] != dst_plain) {
           extras.push_back({dst_plain, i + 1, i + 1, "deconv #" + std::to_string(i) + " plain output", {}});
@@ -364,20 +420,28 @@ struct CpuEngine::Impl {
       scratch_md = pd.scratchpad_desc();
       s.impl = pd.impl_info_str();
       s.prim = dnnl::deconvolution_forward(pd);
+      check_implementation(i, "deconv", s.impl, pd.src_desc(), pd.dst_desc(), kernel_equals_stride);
     } else {
-      auto make = [&](const memory::desc& dst_md) {
-        dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                                          tmd[x], w_any, b_md, dst_md, strides, pad_l, pad_r);
-        return dnnl::convolution_forward::primitive_desc(d, attr, eng);
-      };
-      // Padded channel blocks (e.g. 2 logits in an 8-channel block) are fine: oneDNN
-      // primitives write zeros into the padding of their outputs.
-      auto pd = make(dst_any);
+      // Blocked formats let oneDNN pick the output block (padded channel blocks, e.g. 2 logits
+      // in an 8-channel block, are fine: primitives write zeros into the padding); the other
+      // formats are asked for explicitly.
+      const memory::desc dst_md = format == ActivationFormat::kBlocked8 || format == ActivationFormat::kBlocked16
+                                      ? memory::desc(to_dims(out_shape), odt, tag::any)
+                                      : preferred_md(out_shape, odt);
+      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                        src_md, w_any, b_md, dst_md, strides, pad_l, pad_r);
+      dnnl::convolution_forward::primitive_desc pd(d, attr, eng);
       tmd[y] = pd.dst_desc();
+      if (norm_from_fp32) {
+        tmd[y] = with_type(pd.dst_desc(), dt);
+        extras.push_back({pd.dst_desc(), i + 1, i + 1, "conv #" + std::to_string(i) + " fp32 output", {}});
+        dst_arg = {DNNL_ARG_DST, -1, static_cast<int>(extras.size()) - 1, {}};
+      }
       weights_md = pd.weights_desc();
       scratch_md = pd.scratchpad_desc();
       s.impl = pd.impl_info_str();
       s.prim = dnnl::convolution_forward(pd);
+      check_implementation(i, "conv", s.impl, pd.src_desc(), pd.dst_desc(), false);
     }
     memory w = reorder_weights(op.conv.weights, wdims, user_wtag, weights_md);
     s.specs.push_back(src_arg);
@@ -389,7 +453,12 @@ struct CpuEngine::Impl {
     steps.push_back(std::move(s));
     for (Step& a : after) steps.push_back(std::move(a));
     if (op.has_norm) {
-      if (!add_fused_norm(i, op, y)) {
+      if (dst_arg.buffer >= 0 && norm_from_fp32) {
+        if (!add_fused_norm(i, op, y, dst_arg.buffer)) {
+          build_error = base::internal_error("layer #" + std::to_string(i) + " '" + op.name +
+                                             "': no fused instance norm for layout " + layout_str(tmd[y]));
+        }
+      } else if (!add_fused_norm(i, op, y)) {
         add_instance_norm(i, op, y, y);
         if (op.activation != Activation::kNone) add_eltwise(i, op.activation, eltwise_alpha(op), y, y);
       }
@@ -474,12 +543,29 @@ struct CpuEngine::Impl {
     return true;
   }
 
-  /// Instance norm + activation of tensor `t` in place by one pass of our vectorized kernel;
-  /// false (nothing added) when `t` is not fp32 in a channel-outer layout without padding.
-  bool add_fused_norm(int op_index, const GraphOp& op, int t) {
-    if (dt != memory::data_type::f32) return false;
-    const int li = channel_outer_index(t);
-    if (li < 0) return false;
+  /// Channel block of tensor `t` when it is stored channel-outer (plain, channel-blocked with
+  /// or without padding, or channels-last = one block of all channels) in fp32 or bf16, the
+  /// layouts instance_norm_activation() takes; 0 otherwise.
+  int norm_block(int t) const {
+    const auto& shape = graph.tensors[t].shape;
+    const memory::data_type type = tmd[t].data_type();
+    if (type != memory::data_type::f32 && type != memory::data_type::bf16) return 0;
+    const memory::dims dims = to_dims(shape);
+    if (tmd[t] == memory::desc(dims, type, channels_last_tag(shape.size()))) return static_cast<int>(shape[1]);
+    for (const auto& l : channel_outer_layouts(shape.size())) {
+      if (tmd[t] == memory::desc(dims, type, l.t)) return l.block;
+    }
+    return 0;
+  }
+
+  /// Instance norm + activation of tensor `t` in place by one pass of our vectorized kernel
+  /// (fp32 arithmetic, also for bf16 storage); false (nothing added) when `t` is not in a
+  /// layout the kernel takes (norm_block()).
+  /// `src_buffer` >= 0: read the conv output from that fp32 extra buffer (same layout as t)
+  /// instead of normalizing t in place.
+  bool add_fused_norm(int op_index, const GraphOp& op, int t, int src_buffer = -1) {
+    const int blk = norm_block(t);
+    if (blk <= 0) return false;
     const auto& shape = graph.tensors[t].shape;
     Step s;
     s.op = op_index;
@@ -489,18 +575,29 @@ struct CpuEngine::Impl {
     n.channels = shape[1];
     n.spatial = 1;
     for (size_t d = 2; d < shape.size(); ++d) n.spatial *= shape[d];
-    n.block = channel_outer_layouts(shape.size())[li].block;
-    n.scale = static_cast<const float*>(vector_memory(op.norm.scale).get_data_handle());
-    n.shift = static_cast<const float*>(vector_memory(op.norm.shift).get_data_handle());
+    n.block = blk;
+    n.storage = tmd[t].data_type() == memory::data_type::bf16 ? NormStorage::kBf16 : NormStorage::kF32;
+    n.src_buffer = src_buffer;
+    n.src_storage = src_buffer >= 0 ? NormStorage::kF32 : n.storage;
+    // Scale and shift padded with zeros to whole blocks: the padding channels stay zero.
+    const size_t padded = static_cast<size_t>((n.channels + blk - 1) / blk * blk);
+    std::vector<float> scale(op.norm.scale), shift(op.norm.shift);
+    scale.resize(padded, 0.0f);
+    shift.resize(padded, 0.0f);
+    n.scale = static_cast<const float*>(vector_memory(scale).get_data_handle());
+    n.shift = static_cast<const float*>(vector_memory(shift).get_data_handle());
     n.epsilon = op.norm.epsilon;
     n.activation = op.activation == Activation::kRelu        ? NormActivation::kRelu
                    : op.activation == Activation::kLeakyRelu ? NormActivation::kLeakyRelu
                    : op.activation == Activation::kSigmoid   ? NormActivation::kSigmoid
                                                              : NormActivation::kNone;
     n.alpha = op.alpha;
+    n.kernel = kernel;
     s.label = op.activation == Activation::kNone ? "instance_norm"
                                                  : "instance_norm+" + std::string(activation_name(op.activation));
-    s.impl = std::string("strokebox:") + (instance_norm_is_vectorized(n.block) ? "avx2" : "generic") + ":blk" +
+    auto type_name = [](NormStorage st) { return st == NormStorage::kBf16 ? "bf16" : "f32"; };
+    s.impl = std::string("strokebox:") + kernel_isa_name(kernel) + ":" + type_name(n.src_storage) +
+             (n.src_storage != n.storage ? std::string("->") + type_name(n.storage) : std::string()) + ":blk" +
              std::to_string(n.block);
     steps.push_back(std::move(s));
     return true;
@@ -748,7 +845,10 @@ struct CpuEngine::Impl {
       tmem[t] = memory(tmd[t], eng, base_ptr + root_offset[root[t]] + offset[t]);
     }
     auto resolve = [&](Step& s) {
-      if (s.custom_norm) s.norm.data = static_cast<float*>(tmem[s.norm.tensor].get_data_handle());
+      if (s.custom_norm) {
+        s.norm.data = tmem[s.norm.tensor].get_data_handle();
+        s.norm.src = s.norm.src_buffer >= 0 ? extras[s.norm.src_buffer].mem.get_data_handle() : s.norm.data;
+      }
       if (s.custom_shuffle) {
         s.shuffle_src = static_cast<const float*>(extras[s.shuffle_src_buffer].mem.get_data_handle());
         s.shuffle_dst = static_cast<float*>(tmem[s.shuffle_dst_tensor].get_data_handle());
@@ -777,10 +877,20 @@ struct CpuEngine::Impl {
     try {
       eng = dnnl::engine(dnnl::engine::kind::cpu, 0);
       strm = dnnl::stream(eng);
-      block = probe_block();
-      tmd[graph.input] = memory::desc(to_dims(in_shape), dt, plain_tag(in_shape.size()));
+      isa = isa_traits(cpu_isa_name());
+      format = inference::activation_format(isa, dt == memory::data_type::bf16);
+      kernel = kernel_isa(isa);
+      block = format == ActivationFormat::kBlocked8 ? 8 : format == ActivationFormat::kBlocked16 ? 16 : 1;
+      // The input as the first convolutions read it: channels-last in that format (the input
+      // copy converts), else plain (blocked convolutions read a plain input with few channels).
+      const bool input_fp32 = dt == memory::data_type::f32 || options.bf16_policy.first_conv_fp32;
+      const memory::data_type in_type = input_fp32 ? memory::data_type::f32 : dt;
+      tmd[graph.input] = format == ActivationFormat::kChannelsLast
+                             ? memory::desc(to_dims(in_shape), in_type, channels_last_tag(in_shape.size()))
+                             : memory::desc(to_dims(in_shape), in_type, plain_tag(in_shape.size()));
       for (int i = 0; i < static_cast<int>(graph.ops.size()); ++i) {
         add_op(i);
+        if (!build_error.ok()) return build_error;
         // The primitive holds its reordered copy: drop the imported weights now, so that the
         // peak during compilation is one copy of the weights plus one layer, not two copies.
         std::vector<float>().swap(graph.ops[i].conv.weights);
@@ -835,8 +945,8 @@ struct CpuEngine::Impl {
   base::Status execute(const Step& s) {
     if (s.custom_norm) {
       const NormStep& n = s.norm;
-      instance_norm_activation(n.data, n.channels, n.spatial, n.block, n.scale, n.shift, n.epsilon, n.activation,
-                               n.alpha);
+      instance_norm_activation(n.src, n.src_storage, n.data, n.storage, n.channels, n.spatial, n.block, n.scale,
+                               n.shift, n.epsilon, n.activation, n.alpha, n.kernel);
       return base::ok_status();
     }
     if (s.custom_shuffle) {
@@ -959,6 +1069,7 @@ std::string CpuEngine::storage_precision() const { return impl_->storage; }
 std::string CpuEngine::compute_precision() const {
   return impl_->dt == dnnl::memory::data_type::bf16 ? "bf16" : "fp32";
 }
+ActivationFormat CpuEngine::activation_format() const { return impl_->format; }
 const std::vector<BufferRequest>& CpuEngine::plan_requests() const { return impl_->requests; }
 const MemoryPlan& CpuEngine::memory_plan() const { return impl_->plan; }
 
@@ -1073,7 +1184,14 @@ std::string CpuEngine::describe() const {
   char line[256];
   const auto& g = m.graph;
   os << "engine: cpu (oneDNN " << dnnl_version()->major << "." << dnnl_version()->minor << "."
-     << dnnl_version()->patch << "), precision " << precision() << " (ISA " << cpu_isa_name() << "), " << m.n_threads << " threads\n";
+     << dnnl_version()->patch << "), precision " << precision() << " (ISA " << m.isa.onednn_isa << "), "
+     << m.n_threads << " threads\n";
+  os << "activations " << activation_format_name(m.format) << ", hand-written kernels " << kernel_isa_name(m.kernel);
+  if (m.dt == dnnl::memory::data_type::bf16) {
+    os << ", bf16 policy: first convolutions " << (m.options.bf16_policy.first_conv_fp32 ? "fp32" : "bf16")
+       << ", head output " << (m.options.bf16_policy.head_fp32_output ? "fp32" : "bf16");
+  }
+  os << "\n";
   os << "input " << shape_str(g.tensors[g.input].shape) << " '" << g.tensors[g.input].name << "', output "
      << shape_str(g.tensors[g.output].shape) << " '" << g.tensors[g.output].name << "'\n";
   std::snprintf(line, sizeof(line), "%.3f GFLOP per run (conv + deconv, 2 x MACs), weights %.2f MiB\n",

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "inference/layout_policy.h"
 #include "inference/memory_planner.h"
 #include "inference/patch_model.h"
 
@@ -33,6 +34,9 @@ struct EngineOptions {
   /// Reuse memory between tensors (greedy plan, in-place norm/activation, concat by slices);
   /// false gives the linear never-reuse plan, for debugging.
   bool reuse_memory = true;
+  /// Which layers of a bf16-computing engine keep fp32 (layout_policy.h; defaults measured in
+  /// docs/engine.md, "bf16 precision policy").
+  Bf16Policy bf16_policy;
 };
 
 /// A network compiled for the CPU with oneDNN. Not thread-safe: one run() at a time.
@@ -66,6 +70,8 @@ class CpuEngine final : public PatchModel {
   std::string storage_precision() const;
   /// What the primitives compute in: "fp32" or "bf16".
   std::string compute_precision() const;
+  /// The layout of the activations (layout_policy.h), chosen from the oneDNN ISA in use.
+  ActivationFormat activation_format() const;
   /// The buffers of the static memory plan (tensor groups, scratchpads) and their placement.
   const std::vector<BufferRequest>& plan_requests() const;
   const MemoryPlan& memory_plan() const;
