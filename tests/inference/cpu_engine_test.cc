@@ -10,6 +10,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <atomic>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -71,6 +72,26 @@ void operator delete[](void* p, size_t, std::align_val_t) noexcept { std::free(p
 
 namespace inference {
 namespace {
+
+/// With STROKEBOX_TEST_ISA set (the per-ISA ctest entries inference.isa.*, which also cap
+/// oneDNN with ONEDNN_MAX_CPU_ISA), every test is skipped when oneDNN does not run that ISA
+/// here, saying so: the CPU lacks it.
+class IsaCapEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    const char* want = std::getenv("STROKEBOX_TEST_ISA");
+    if (want == nullptr || *want == '\0') return;
+    std::string lower(want);
+    for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    const std::string effective = cpu_isa_name();
+    if (lower != effective) {
+      GTEST_SKIP() << "this CPU lacks oneDNN ISA " << want << " (with ONEDNN_MAX_CPU_ISA=" << want
+                   << " oneDNN runs " << effective << ")";
+    }
+    std::printf("[ info ] running with oneDNN ISA %s\n", effective.c_str());
+  }
+};
+::testing::Environment* const kIsaCap = ::testing::AddGlobalTestEnvironment(new IsaCapEnvironment);
 
 const std::string kGolden = std::string(STROKEBOX_SHARED_DIR) + "/golden/model/";
 const std::string kGoldenOnnx =
