@@ -138,8 +138,10 @@ struct CpuEngine::Impl {
     int shuffle_src_buffer = -1, shuffle_dst_tensor = -1;
     int64_t shuffle_c_out = 0, shuffle_in[3] = {1, 1, 1}, shuffle_kernel[3] = {1, 1, 1};
     int shuffle_block = 1;
-    const float* shuffle_src = nullptr;
-    float* shuffle_dst = nullptr;
+    bool shuffle_channels_last = false;  // channels-last tensors of shuffle_elem_bytes elements
+    size_t shuffle_elem_bytes = 4;
+    const void* shuffle_src = nullptr;
+    void* shuffle_dst = nullptr;
     std::vector<ArgSpec> specs;
     std::vector<dnnl_exec_arg_t> args;  // resolved once the arena exists
   };
@@ -477,13 +479,15 @@ struct CpuEngine::Impl {
     const auto& in_shape = graph.tensors[x].shape;
     const auto& out_shape = graph.tensors[y].shape;
     const size_t rank = out_shape.size();
-    if (dt != memory::data_type::f32 || block <= 1 || op.has_norm || op.activation != Activation::kNone) return false;
+    const bool channels_last = format == ActivationFormat::kChannelsLast;
+    if (!channels_last && (dt != memory::data_type::f32 || block <= 1)) return false;
+    if (op.has_norm || op.activation != Activation::kNone || tmd[x].data_type() != dt) return false;
     if (op.conv.kernel != op.conv.strides) return false;
     for (size_t k = 0; k < op.conv.pads_begin.size(); ++k) {
       if (op.conv.pads_begin[k] != 0 || op.conv.pads_end[k] != 0) return false;
     }
     const int64_t c_in = in_shape[1], c_out = out_shape[1];
-    if (c_out % block != 0) return false;
+    if (!channels_last && c_out % block != 0) return false;
     int64_t taps = 1;
     for (int64_t k : op.conv.kernel) taps *= k;
     // W1[(t * C_out + co)][ci] = W[ci][co][t] (ONNX ConvTranspose weights are [C_in, C_out, k...]).
@@ -529,8 +533,10 @@ struct CpuEngine::Impl {
     Step sh;
     sh.op = i;
     sh.label = "depth_to_space";
-    sh.impl = "strokebox:blk" + std::to_string(block);
+    sh.impl = channels_last ? "strokebox:channels_last" : "strokebox:blk" + std::to_string(block);
     sh.custom_shuffle = true;
+    sh.shuffle_channels_last = channels_last;
+    sh.shuffle_elem_bytes = dt == memory::data_type::bf16 ? 2 : 4;
     sh.shuffle_src_buffer = mid;
     sh.shuffle_dst_tensor = y;
     sh.shuffle_c_out = c_out;
@@ -850,8 +856,8 @@ struct CpuEngine::Impl {
         s.norm.src = s.norm.src_buffer >= 0 ? extras[s.norm.src_buffer].mem.get_data_handle() : s.norm.data;
       }
       if (s.custom_shuffle) {
-        s.shuffle_src = static_cast<const float*>(extras[s.shuffle_src_buffer].mem.get_data_handle());
-        s.shuffle_dst = static_cast<float*>(tmem[s.shuffle_dst_tensor].get_data_handle());
+        s.shuffle_src = extras[s.shuffle_src_buffer].mem.get_data_handle();
+        s.shuffle_dst = tmem[s.shuffle_dst_tensor].get_data_handle();
       }
       s.args.clear();
       for (const ArgSpec& a : s.specs) {
@@ -950,7 +956,13 @@ struct CpuEngine::Impl {
       return base::ok_status();
     }
     if (s.custom_shuffle) {
-      depth_to_space(s.shuffle_src, s.shuffle_dst, s.shuffle_c_out, s.shuffle_block, s.shuffle_in, s.shuffle_kernel);
+      if (s.shuffle_channels_last) {
+        depth_to_space_channels_last(s.shuffle_src, s.shuffle_dst, s.shuffle_c_out, s.shuffle_elem_bytes, s.shuffle_in,
+                                     s.shuffle_kernel);
+      } else {
+        depth_to_space(static_cast<const float*>(s.shuffle_src), static_cast<float*>(s.shuffle_dst), s.shuffle_c_out,
+                       s.shuffle_block, s.shuffle_in, s.shuffle_kernel);
+      }
       return base::ok_status();
     }
     const dnnl_status_t st = dnnl_primitive_execute(s.prim.get(), strm.get(), static_cast<int>(s.args.size()),

@@ -286,3 +286,32 @@ void depth_to_space(const float* src, float* dst, int64_t c_out, int block, cons
 }
 
 }  // namespace inference
+
+namespace inference {
+
+void depth_to_space_channels_last(const void* src, void* dst, int64_t c_out, size_t elem_bytes, const int64_t in[3],
+                                  const int64_t kernel[3]) {
+  const int64_t D = in[0], H = in[1], W = in[2];
+  const int64_t kd = kernel[0], kh = kernel[1], kw = kernel[2];
+  const int64_t OD = D * kd, OH = H * kh, OW = W * kw;
+  const int64_t taps = kd * kh * kw;
+  const size_t run = static_cast<size_t>(c_out) * elem_bytes;  // bytes of one voxel's channels
+  const auto* s = static_cast<const char*>(src);
+  auto* d = static_cast<char*>(dst);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t oz = 0; oz < OD; ++oz) {
+    for (int64_t oy = 0; oy < OH; ++oy) {
+      const int64_t z = oz / kd, a = oz % kd, y = oy / kh, b = oy % kh;
+      char* drow = d + static_cast<size_t>((oz * OH + oy) * OW) * run;
+      const char* srow = s + static_cast<size_t>((z * H + y) * W * taps) * run;
+      for (int64_t x = 0; x < W; ++x) {
+        for (int64_t e = 0; e < kw; ++e) {
+          const int64_t t = (a * kh + b) * kw + e;
+          std::memcpy(drow + static_cast<size_t>(x * kw + e) * run, srow + static_cast<size_t>(x * taps + t) * run, run);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace inference

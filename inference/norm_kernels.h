@@ -7,6 +7,7 @@
 // for AVX2 + FMA and for AVX-512 and picked at run time (KernelIsa).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace inference {
@@ -53,5 +54,11 @@ void instance_norm_activation(const void* src, NormStorage src_storage, void* ds
 /// For 2D pass d = kd = 1. OpenMP over channel blocks and rows; no allocation.
 void depth_to_space(const float* src, float* dst, int64_t c_out, int block, const int64_t in[3],
                     const int64_t kernel[3]);
+
+/// The same copy for channels-last tensors of `elem_bytes`-byte elements (fp32: 4, bf16: 2):
+/// src is (d, h, w, T * C_out) and dst (d * kd, h * kh, w * kw, C_out), so each tap of each
+/// input voxel moves one contiguous run of C_out elements. OpenMP over output rows; no allocation.
+void depth_to_space_channels_last(const void* src, void* dst, int64_t c_out, size_t elem_bytes, const int64_t in[3],
+                                  const int64_t kernel[3]);
 
 }  // namespace inference
