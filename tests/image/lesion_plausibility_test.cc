@@ -1,0 +1,108 @@
+// The lesion plausibility check: ADC unit recognition and restricted diffusion per lesion.
+#include "image/lesion_plausibility.h"
+
+#include <gtest/gtest.h>
+
+namespace image {
+namespace {
+
+Grid grid_2mm(int64_t n) {
+  Grid g;
+  g.dims = {n, n, n};
+  g.affine.diagonal() << 2.0, 2.0, 2.0, 1.0;
+  return g;
+}
+
+/// A "brain": tissue ADC 800, a CSF ball of 3000, background 0 at the border.
+VolumeF brain(int64_t n) {
+  VolumeF adc(grid_2mm(n), 0.0f);
+  for (int64_t k = 2; k < n - 2; ++k)
+    for (int64_t j = 2; j < n - 2; ++j)
+      for (int64_t i = 2; i < n - 2; ++i) adc.at(i, j, k) = 800.0f;
+  for (int64_t k = 20; k < 24; ++k)
+    for (int64_t j = 20; j < 24; ++j)
+      for (int64_t i = 20; i < 24; ++i) adc.at(i, j, k) = 3000.0f;
+  return adc;
+}
+
+void cube(VolumeU8* mask, VolumeF* adc, int64_t at, int64_t size, float value) {
+  for (int64_t k = at; k < at + size; ++k)
+    for (int64_t j = at; j < at + size; ++j)
+      for (int64_t i = at; i < at + size; ++i) {
+        mask->at(i, j, k) = 1;
+        if (adc != nullptr) adc->at(i, j, k) = value;
+      }
+}
+
+TEST(LesionPlausibility, AdcUnitIsRecognisedFromTissueValues) {
+  VolumeF adc = brain(16);
+  auto u = infer_adc_unit(adc);
+  ASSERT_TRUE(u.ok()) << u.status().to_string();
+  EXPECT_EQ(*u, AdcUnit::kMicroMm2PerS);
+  for (float& v : adc.data) v *= 1e-3f;
+  EXPECT_EQ(*infer_adc_unit(adc), AdcUnit::kMilliMm2PerS);
+  EXPECT_NEAR(adc_to_micro(adc, AdcUnit::kMilliMm2PerS).at(8, 8, 8), 800.0f, 1e-3);
+  for (float& v : adc.data) v *= 1e-3f;
+  EXPECT_EQ(*infer_adc_unit(adc), AdcUnit::kMm2PerS);
+  EXPECT_NEAR(adc_to_micro(adc, AdcUnit::kMm2PerS).at(8, 8, 8), 800.0f, 1e-2);
+  // Not an ADC map: a DWI in arbitrary units, or nothing at all.
+  for (float& v : adc.data) v = v > 0 ? 40000.0f : 0.0f;
+  auto bad = infer_adc_unit(adc);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("fits no known unit"), std::string::npos);
+  EXPECT_FALSE(infer_adc_unit(VolumeF(grid_2mm(4), 0.0f)).ok());
+}
+
+TEST(LesionPlausibility, AcuteInfarctIsPlausibleAndShineThroughIsFlagged) {
+  VolumeF adc = brain(32);
+  VolumeU8 mask(adc.grid, 0);
+  cube(&mask, &adc, 5, 4, 450.0f);   // acute: restricted
+  cube(&mask, &adc, 12, 3, 1100.0f);  // bright DWI, high ADC: T2 shine-through / chronic
+  auto r = assess_lesions(mask, adc);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  ASSERT_EQ(r->size(), 2u);
+  const LesionAssessment& acute = (*r)[0];
+  EXPECT_EQ(acute.voxels, 64);
+  EXPECT_NEAR(acute.volume_ml, 64 * 0.008, 1e-9);
+  EXPECT_NEAR(acute.median_adc, 450.0, 1e-6);
+  EXPECT_NEAR(acute.core_volume_ml, acute.volume_ml, 1e-9);
+  EXPECT_NEAR(acute.surrounding_median_adc, 800.0, 1e-6);  // tissue only: no CSF, no background
+  EXPECT_NEAR(acute.adc_ratio, 450.0 / 800.0, 1e-6);
+  EXPECT_TRUE(acute.plausible);
+  EXPECT_TRUE(acute.reason.empty());
+  EXPECT_NEAR(acute.centroid_lps_mm[0], 2.0 * 6.5, 1e-9);
+  const LesionAssessment& chronic = (*r)[1];
+  EXPECT_FALSE(chronic.plausible);
+  EXPECT_EQ(chronic.core_volume_ml, 0.0);
+  EXPECT_NE(chronic.reason.find("no restricted diffusion"), std::string::npos) << chronic.reason;
+  EXPECT_NE(chronic.reason.find("1100"), std::string::npos) << chronic.reason;
+}
+
+TEST(LesionPlausibility, PartlyRestrictedLesionCountsItsCore) {
+  VolumeF adc = brain(32);
+  VolumeU8 mask(adc.grid, 0);
+  cube(&mask, &adc, 5, 5, 900.0f);  // 125 voxels, median 900
+  for (int64_t i = 5; i < 10; ++i)
+    for (int64_t j = 5; j < 10; ++j)
+      for (int64_t k = 5; k < 7; ++k) adc.at(i, j, k) = 500.0f;  // 50 voxels (40 %) restricted
+  auto r = assess_lesions(mask, adc);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_NEAR((*r)[0].core_volume_ml, 50 * 0.008, 1e-9);
+  EXPECT_TRUE((*r)[0].plausible);
+  PlausibilityOptions strict;
+  strict.min_core_fraction = 0.5;
+  EXPECT_FALSE((*assess_lesions(mask, adc, strict))[0].plausible);
+}
+
+TEST(LesionPlausibility, EmptyMaskAndMismatchedGrids) {
+  VolumeF adc = brain(8);
+  auto none = assess_lesions(VolumeU8(adc.grid, 0), adc);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+  VolumeU8 other(grid_2mm(9), 0);
+  EXPECT_FALSE(assess_lesions(other, adc).ok());
+}
+
+}  // namespace
+}  // namespace image
