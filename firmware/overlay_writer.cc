@@ -189,6 +189,8 @@ RgbImage render(const image::VolumeF& dwi, const image::VolumeU8& mask, int k, f
       "MODEL " + (text.model_id.empty() ? std::string("UNKNOWN") : text.model_id) + "  STROKEBOX " +
           (text.software_version.empty() ? std::string("?") : text.software_version),
   };
+  const bool has_warning = !text.warning.empty();
+  if (has_warning) lines.push_back(text.warning);
   size_t longest = 0;
   for (const auto& l : lines) longest = std::max(longest, l.size());
   int scale = 3;
@@ -212,6 +214,7 @@ RgbImage render(const image::VolumeF& dwi, const image::VolumeU8& mask, int k, f
     if (x < 0 || y < 0 || x >= w || y >= h_image) return false;
     return mask.at(x / zoom, y / zoom, k) != 0;
   };
+  auto flagged = [&](int x, int y) { return mask.at(x / zoom, y / zoom, k) == kOverlayFlaggedLesion; };
   for (int y = 0; y < h_image; ++y) {
     const double sy = (y + 0.5) / zoom - 0.5;
     const int j0 = static_cast<int>(std::floor(sy));
@@ -226,7 +229,13 @@ RgbImage render(const image::VolumeF& dwi, const image::VolumeU8& mask, int k, f
       double r = g, gr = g, b = g;
       if (lesion(x, y)) {
         const bool edge = !lesion(x - 1, y) || !lesion(x + 1, y) || !lesion(x, y - 1) || !lesion(x, y + 1);
-        if (edge) {
+        if (flagged(x, y)) {  // implausible lesion: cyan outline, blue tint
+          if (edge) {
+            r = 0, gr = 230, b = 255;
+          } else {
+            r = 0.55 * g + 0.45 * 30, gr = 0.55 * g + 0.45 * 90, b = 0.55 * g + 0.45 * 255;
+          }
+        } else if (edge) {
           r = 255, gr = 230, b = 0;  // yellow outline
         } else {
           r = 0.55 * g + 0.45 * 255, gr = 0.55 * g + 0.45 * 40, b = 0.55 * g + 0.45 * 20;  // red tint
@@ -239,8 +248,10 @@ RgbImage render(const image::VolumeF& dwi, const image::VolumeU8& mask, int k, f
     }
   }
   for (size_t n = 0; n < lines.size(); ++n) {
-    const std::array<uint8_t, 3> colour = n == 0 ? std::array<uint8_t, 3>{255, 200, 0}
-                                                 : std::array<uint8_t, 3>{255, 255, 255};
+    const bool warning_line = has_warning && n + 1 == lines.size();
+    const std::array<uint8_t, 3> colour = n == 0          ? std::array<uint8_t, 3>{255, 200, 0}
+                                          : warning_line ? std::array<uint8_t, 3>{0, 230, 255}
+                                                         : std::array<uint8_t, 3>{255, 255, 255};
     draw_text(img, margin, h_image + margin + static_cast<int>(n) * kCellH * scale, scale, lines[n], colour);
   }
   return img;

@@ -22,7 +22,13 @@ struct OverlayText {
   std::string model_id;           // model package id
   std::string software_version;   // e.g. STROKEBOX_VERSION
   std::string disclaimer = "AUTOMATED RESULT - NOT FOR DIAGNOSIS ALONE";
+  /// Drawn in cyan as the last line when not empty, e.g. lesions without restricted diffusion.
+  std::string warning;
 };
+
+/// Mask value of a lesion voxel flagged implausible (image/lesion_plausibility.h): drawn with a
+/// cyan outline and a blue tint instead of yellow and red. Any other non-zero value is a lesion.
+inline constexpr uint8_t kOverlayFlaggedLesion = 2;
 
 /// Settings of the new series.
 struct OverlayOptions {
@@ -58,7 +64,7 @@ struct WrittenInstance {
 /// median of the foreground of the whole volume (the same window on every slice; normal brain
 /// mid-grey, restricted diffusion near white),
 /// enlarged by zoom = clamp(ceil(min_width / columns), 1, kMaxOverlayZoom), lesion voxels
-/// (mask != 0) tinted red and outlined in yellow, and a black text band below the image with
+/// (mask != 0) tinted red and outlined in yellow (kOverlayFlaggedLesion: blue and cyan), and a black text band below the image with
 /// the disclaimer, study lesion volume and count, this slice's lesion volume, slice number
 /// and model. Errors: kInvalidArgument when the mask grid differs from the volume's or `k`
 /// is out of range.

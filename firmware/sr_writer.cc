@@ -95,6 +95,11 @@ base::Status build_and_save(const image::DicomSeries& dwi, const SrFacts& facts,
     SB_DCMTK(roi.getMeasurement().getAlgorithmIdentification().addParameter("model_id=" + facts.model_id),
              "algorithm parameter");
   }
+  if (!facts.plausibility_comment.empty()) {
+    SB_DCMTK(roi.addQualitativeEvaluation(DSRCodedEntryValue("121106", "DCM", "Comment"),
+                                          OFString(facts.plausibility_comment.c_str())),
+             "plausibility comment");
+  }
   if (!report.isValid()) return base::internal_error("DICOM SR: DCMTK reports the TID 1500 tree as incomplete");
 
   DSRDocument doc;

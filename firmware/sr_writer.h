@@ -21,6 +21,9 @@ struct SrFacts {
   /// The SEG the volume was measured on (write_seg's output): SOP Instance UID; segment 1.
   std::string seg_sop_instance_uid;
   std::string seg_series_instance_uid;  // the SEG's series (for the evidence sequence)
+  /// Plausibility against the ADC (image/lesion_plausibility.h), written as a qualitative
+  /// evaluation (DCM 121106 "Comment") of the measurement group when not empty.
+  std::string plausibility_comment;
 };
 
 /// Settings of the new SR series.

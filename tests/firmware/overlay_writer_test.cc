@@ -101,6 +101,30 @@ TEST_F(OverlayWriterTest, RendersEnlargedSliceWithColouredLesionAndTextBand) {
   }
 }
 
+// A lesion flagged implausible (mask value kOverlayFlaggedLesion) is drawn in blue and cyan,
+// and the warning is an extra cyan line of the text band.
+TEST_F(OverlayWriterTest, FlaggedLesionAndWarningLineAreDrawnInCyan) {
+  for (uint8_t& v : mask_.data) v = v ? kOverlayFlaggedLesion : 0;
+  auto plain = render_overlay_slice(volume_, mask_, 1, text_);
+  OverlayText warned = text_;
+  warned.warning = "1 LESION WITHOUT RESTRICTED DIFFUSION - CHECK";
+  auto img = render_overlay_slice(volume_, mask_, 1, warned);
+  ASSERT_TRUE(img.ok() && plain.ok());
+  auto px = [&](int x, int y) { return &img->rgb[(static_cast<size_t>(y) * img->width + x) * 3]; };
+  const uint8_t* in = px(36 * 8 + 4, 15 * 8 + 4);
+  EXPECT_GT(in[2], in[0] + 50);  // blue tint
+  const uint8_t* edge = px(30 * 8, 15 * 8 + 4);
+  EXPECT_EQ(edge[0], 0);
+  EXPECT_EQ(edge[1], 230);
+  EXPECT_EQ(edge[2], 255);
+  EXPECT_GT(img->height, plain->height);  // one more text line
+  int cyan = 0;
+  for (int y = kRows * 8; y < img->height; ++y) {
+    for (int x = 0; x < img->width; ++x) cyan += px(x, y)[0] == 0 && px(x, y)[1] == 230 && px(x, y)[2] == 255;
+  }
+  EXPECT_GT(cyan, 100);
+}
+
 TEST_F(OverlayWriterTest, RejectsMaskOnAnotherGridAndBadSlice) {
   image::Grid g = volume_.grid;
   g.dims[2] = 2;

@@ -137,6 +137,31 @@ TEST_F(SrWriterTest, ReadsBackVolumeCountAlgorithmAndReferences) {
                   .good());
 }
 
+TEST_F(SrWriterTest, PlausibilityCommentIsAQualitativeEvaluation) {
+  SrFacts f = facts_;
+  f.plausibility_comment = "1 of 3 lesions without restricted diffusion; ADC core 2.1 ml";
+  ASSERT_TRUE(write_sr(series_, f, sr_path()).ok());
+  DcmFileFormat ff;
+  ASSERT_TRUE(ff.loadFile(sr_path().c_str()).good());
+  DSRDocument doc;
+  ASSERT_TRUE(doc.read(*ff.getDataset()).good());
+  DSRDocumentTree& tree = doc.getTree();
+  bool found = false;
+  ASSERT_GT(tree.gotoRoot(), 0u);
+  do {
+    const DSRContentItem& item = tree.getCurrentContentItem();
+    found = found || (item.getValueType() == DSRTypes::VT_Text &&
+                      item.getConceptName().getCodeValue() == "121106" &&
+                      item.getStringValue() == f.plausibility_comment.c_str());
+  } while (tree.iterate() != 0);
+  EXPECT_TRUE(found);
+  if (testing::have_dciodvfy()) {
+    std::string errors;
+    const std::string output = testing::run_dciodvfy(sr_path(), errors);
+    EXPECT_TRUE(errors.empty()) << errors << "\nfull output:\n" << output;
+  }
+}
+
 TEST_F(SrWriterTest, RejectsMissingSegReferenceAndNegativeValues) {
   SrFacts f = facts_;
   f.seg_sop_instance_uid.clear();
