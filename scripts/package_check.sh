@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Install check of the amd64 package (not part of CI; needs root and the Debian mirror):
+# mmdebstrap makes a clean, minimal Debian 12 root (variant apt: Essential packages and apt
+# only) from this machine's apt sources, `apt-get install ./strokebox_*.deb` resolves the
+# Depends there and runs the maintainer scripts, then, inside the root (chroot, own network
+# namespace): `strokebox --help`, the system user, the unit's enablement, `strokebox status`, a
+# first start of the daemon as the service user (the engine is built into
+# /var/lib/strokebox/engines/: the packaged model's folder is read-only to that user), and
+# `strokebox status` again. Prints each step's output and "package check ok" at the end.
+#   scripts/package_check.sh [DEB]       (default: the newest dist/strokebox_*_amd64.deb)
+# Environment: WORK (default /tmp/strokebox-package-check, removed first), KEEP=1 keeps the root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "package_check: needs root (mmdebstrap, chroot)" >&2; exit 1; }
+DEB=${1:-$(ls -t dist/strokebox_*_amd64.deb 2>/dev/null | head -n 1 || true)}
+[ -n "$DEB" ] && [ -f "$DEB" ] || { echo "package_check: no package; run scripts/package.sh amd64 first" >&2; exit 1; }
+DEB=$(cd "$(dirname "$DEB")" && pwd)/$(basename "$DEB")
+for tool in mmdebstrap unshare ip; do
+  command -v "$tool" >/dev/null || { echo "package_check: $tool is missing (apt-get install mmdebstrap iproute2)" >&2; exit 1; }
+done
+WORK=${WORK:-/tmp/strokebox-package-check}
+rm -rf "$WORK"
+mkdir -p "$WORK"
+ROOTFS=$WORK/root
+
+# This machine's apt sources (one-line .list or deb822 .sources files) are the mirror.
+MIRRORS=()
+for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+  [ -s "$f" ] && grep -qE '^(deb |Types:.*\bdeb\b)' "$f" && MIRRORS+=("$f")
+done
+[ ${#MIRRORS[@]} -gt 0 ] || { echo "package_check: no apt sources under /etc/apt" >&2; exit 1; }
+
+cat >"$WORK/inside.sh" <<'INSIDE'
+#!/bin/sh
+# Runs inside the new root, as root, in a network namespace with only loopback.
+set -u
+step() { echo; echo "== $*"; }
+rc=0
+step "strokebox --help"
+strokebox --help || rc=1
+step "dpkg-query: the installed package"
+dpkg-query -W -f='${Package} ${Version} ${Architecture} ${Status}\n' strokebox
+step "system user (systemd-sysusers in postinst)"
+id strokebox || rc=1
+step "unit (deb-systemd-helper in postinst)"
+ls -l /etc/systemd/system/multi-user.target.wants/strokebox.service || rc=1
+step "conffile"
+dpkg-query -W -f='${Conffiles}\n' strokebox
+step "strokebox status --config /etc/strokebox/strokebox.toml (before the first start)"
+strokebox status --config /etc/strokebox/strokebox.toml; echo "(exit $?)"
+step "first start: strokebox run as user strokebox, as the unit does"
+# What StateDirectory=strokebox does before ExecStart (systemd is not running in a chroot).
+install -d -o strokebox -g strokebox -m 0700 /var/lib/strokebox
+start=$(date +%s)
+setpriv --reuid=strokebox --regid=strokebox --init-groups \
+  strokebox run --config /etc/strokebox/strokebox.toml --data-dir /var/lib/strokebox >/tmp/daemon.log 2>&1 &
+pid=$!
+ready=0
+for _ in $(seq 1 600); do
+  grep -q "listening on" /tmp/daemon.log && { ready=1; break; }
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.5
+done
+if [ $ready -eq 1 ]; then echo "daemon ready after $(( $(date +%s) - start )) s"; else echo "daemon did not start"; rc=1; fi
+sed 's/^/  daemon: /' /tmp/daemon.log | head -40
+step "engine file (built on first start, read-only model folder)"
+ls -l /usr/share/strokebox/models/default /var/lib/strokebox/engines/* || rc=1
+step "strokebox status --config /etc/strokebox/strokebox.toml"
+strokebox status --config /etc/strokebox/strokebox.toml || rc=1
+kill -TERM $pid 2>/dev/null; wait $pid; echo "daemon exit code after SIGTERM: $?"
+exit $rc
+INSIDE
+chmod +x "$WORK/inside.sh"
+
+start=$(date +%s)
+echo "== mmdebstrap bookworm (variant apt) into $ROOTFS, mirror: ${MIRRORS[*]}"
+mmdebstrap --variant=apt --quiet \
+  --customize-hook="copy-in $DEB $WORK/inside.sh /tmp" \
+  --customize-hook='chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /tmp/'"$(basename "$DEB")"' >"$1/tmp/apt.log" 2>&1 || { cat "$1/tmp/apt.log"; exit 1; }' \
+  --customize-hook='tail -n 25 "$1/tmp/apt.log"' \
+  --customize-hook='unshare --net sh -c "ip link set lo up && chroot \"$1\" /tmp/inside.sh"' \
+  bookworm "$ROOTFS" "${MIRRORS[@]}" || { echo "package_check: FAILED ($(( $(date +%s) - start )) s)"; exit 1; }
+echo
+echo "root size $(du -sh "$ROOTFS" | cut -f1), $(chroot "$ROOTFS" dpkg-query -W | wc -l) packages"
+[ "${KEEP:-0}" = 1 ] || rm -rf "$ROOTFS"
+echo "package check ok: $(basename "$DEB") installed into a clean Debian 12 root in $(( $(date +%s) - start )) s"
