@@ -27,14 +27,16 @@ for tool in dpkg-buildpackage dh dpkg-shlibdeps; do
 done
 
 # Debian's build flags (hardening: stack protector, _FORTIFY_SOURCE, RELRO) on top of Release's -O3.
+# Given as cache entries (not only the environment) so that a changed flag reaches an existing tree.
 cppflags=$(dpkg-buildflags --get CPPFLAGS)
-export CFLAGS="$(dpkg-buildflags --get CFLAGS) $cppflags"
-export CXXFLAGS="$(dpkg-buildflags --get CXXFLAGS) $cppflags"
-export LDFLAGS="$(dpkg-buildflags --get LDFLAGS)"
+cflags="$(dpkg-buildflags --get CFLAGS) $cppflags"
+cxxflags="$(dpkg-buildflags --get CXXFLAGS) $cppflags"
+ldflags=$(dpkg-buildflags --get LDFLAGS)
 echo "== configure and build $BUILD_DIR (Release, -j$JOBS)"
 mkdir -p "$BUILD_DIR"
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr \
-  -DSTROKEBOX_BUILD_TESTS=OFF -DSTROKEBOX_BUILD_BENCH=OFF >"$BUILD_DIR/package-configure.log" 2>&1 ||
+  -DSTROKEBOX_BUILD_TESTS=OFF -DSTROKEBOX_BUILD_BENCH=OFF -DCMAKE_C_FLAGS="$cflags" -DCMAKE_CXX_FLAGS="$cxxflags" \
+  -DCMAKE_EXE_LINKER_FLAGS="$ldflags" -DCMAKE_SHARED_LINKER_FLAGS="$ldflags" >"$BUILD_DIR/package-configure.log" 2>&1 ||
   { cat "$BUILD_DIR/package-configure.log"; exit 1; }
 cmake --build "$BUILD_DIR" --target strokebox -j "$JOBS" >"$BUILD_DIR/package-build.log" 2>&1 ||
   { tail -50 "$BUILD_DIR/package-build.log"; echo "package: build failed (log: $BUILD_DIR/package-build.log)" >&2; exit 1; }
