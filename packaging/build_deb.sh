@@ -4,7 +4,7 @@
 # and runs dpkg-buildpackage (debhelper compat 13) there; debian/rules fills the package root with
 # `cmake --install BUILD_DIR`. Used by scripts/package.sh and by the packaging.deb test.
 #   packaging/build_deb.sh BUILD_DIR OUT_DIR [ARCH]      (ARCH: default the host's)
-# Writes OUT_DIR/strokebox_<version>_<arch>.deb (and the -dbgsym .ddeb unless
+# Writes OUT_DIR/strokebox_<version>_<arch>.deb (and strokebox-dbgsym_<version>_<arch>.deb unless
 # DEB_BUILD_OPTIONS has noddebs); prints the .deb's path last.
 set -eu
 [ $# -ge 2 ] || { echo "usage: $0 BUILD_DIR OUT_DIR [ARCH]" >&2; exit 2; }
@@ -47,7 +47,7 @@ fi
 deb=strokebox_${version}_${arch}.deb
 [ -f "$stage/$deb" ] || { cat "$log" >&2; echo "build_deb: no $deb" >&2; exit 1; }
 cp "$stage/$deb" "$out/"
-for ddeb in "$stage"/strokebox-dbgsym_*.ddeb; do
+for ddeb in "$stage"/strokebox-dbgsym_*deb; do
   [ -f "$ddeb" ] && cp "$ddeb" "$out/"
 done
 echo "$out/$deb"
