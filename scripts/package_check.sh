@@ -5,8 +5,8 @@
 # Depends there and runs the maintainer scripts, then, inside the root (chroot, own network
 # namespace): `strokebox --help`, the system user, the unit's enablement, `strokebox status`, a
 # first start of the daemon as the service user (the engine is built into
-# /var/lib/strokebox/engines/: the packaged model's folder is read-only to that user), and
-# `strokebox status` again. Prints each step's output and "package check ok" at the end.
+# /var/lib/strokebox/engines/: the packaged model's folder is read-only to that user),
+# `strokebox status` again, and a second start that reuses the engine file. Prints each step's output and "package check ok" at the end.
 #   scripts/package_check.sh [DEB]       (default: the newest dist/strokebox_*_amd64.deb)
 # Environment: WORK (default /tmp/strokebox-package-check, removed first), KEEP=1 keeps the root.
 set -euo pipefail
@@ -37,7 +37,7 @@ set -u
 step() { echo; echo "== $*"; }
 rc=0
 step "strokebox --help"
-strokebox --help || rc=1
+strokebox --help; echo "(exit $?)"
 step "dpkg-query: the installed package"
 dpkg-query -W -f='${Package} ${Version} ${Architecture} ${Status}\n' strokebox
 step "system user (systemd-sysusers in postinst)"
@@ -67,6 +67,18 @@ step "engine file (built on first start, read-only model folder)"
 ls -l /usr/share/strokebox/models/default /var/lib/strokebox/engines/* || rc=1
 step "strokebox status --config /etc/strokebox/strokebox.toml"
 strokebox status --config /etc/strokebox/strokebox.toml || rc=1
+kill -TERM $pid 2>/dev/null; wait $pid; echo "daemon exit code after SIGTERM: $?"
+step "second start: the engine file is reused"
+setpriv --reuid=strokebox --regid=strokebox --init-groups \
+  strokebox run --config /etc/strokebox/strokebox.toml --data-dir /var/lib/strokebox >/tmp/daemon2.log 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  grep -q "listening on" /tmp/daemon2.log && break
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.5
+done
+grep "engine" /tmp/daemon2.log | sed 's/^/  daemon: /'
+grep -q "engine loaded from /var/lib/strokebox/engines/" /tmp/daemon2.log || { echo "the engine was not reused"; rc=1; }
 kill -TERM $pid 2>/dev/null; wait $pid; echo "daemon exit code after SIGTERM: $?"
 exit $rc
 INSIDE
