@@ -6,7 +6,8 @@
 # namespace): `strokebox --help`, the system user, the unit's enablement, `strokebox status`, a
 # first start of the daemon as the service user (the engine is built into
 # /var/lib/strokebox/engines/: the packaged model's folder is read-only to that user),
-# `strokebox status` again, and a second start that reuses the engine file. Prints each step's output and "package check ok" at the end.
+# `strokebox status` again, and a second start that reuses the engine file. Prints each step's
+# output and "package check ok" at the end (about 1.5 minutes with a nearby mirror).
 #   scripts/package_check.sh [DEB]       (default: the newest dist/strokebox_*_amd64.deb)
 # Environment: WORK (default /tmp/strokebox-package-check, removed first), KEEP=1 keeps the root.
 set -euo pipefail
