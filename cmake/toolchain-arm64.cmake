@@ -32,5 +32,12 @@ set(ENV{PKG_CONFIG_LIBDIR}
     "${CMAKE_SYSROOT}/usr/lib/aarch64-linux-gnu/pkgconfig:${CMAKE_SYSROOT}/usr/lib/pkgconfig:${CMAKE_SYSROOT}/usr/share/pkgconfig")
 set(ENV{PKG_CONFIG_PATH} "")
 
+# GCC's note that C++17 changed how some structs are passed on aarch64 concerns only code
+# mixing pre-GCC-10 objects; everything here is built by one compiler.
+set(CMAKE_CXX_FLAGS_INIT "-Wno-psabi")
+
+# qemu's default CPU ("max") has SVE, which oneDNN would use and the Xavier NX's Carmel cores
+# (ARMv8.2-A) lack: emulate an ARMv8.2-A core without SVE instead.
+set(STROKEBOX_QEMU_CPU cortex-a76 CACHE STRING "CPU that qemu-user emulates for the tests")
 find_program(STROKEBOX_QEMU_AARCH64 NAMES qemu-aarch64-static qemu-aarch64 REQUIRED)
-set(CMAKE_CROSSCOMPILING_EMULATOR "${STROKEBOX_QEMU_AARCH64};-L;${CMAKE_SYSROOT}")
+set(CMAKE_CROSSCOMPILING_EMULATOR "${STROKEBOX_QEMU_AARCH64};-cpu;${STROKEBOX_QEMU_CPU};-L;${CMAKE_SYSROOT}")

@@ -75,15 +75,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# 2. The arm64 sysroot, rebuilt when the package list changes (rm -rf build-arm64/sysroot to refresh).
+# 2. The arm64 sysroot, remade when the package list or its place changes (rm -rf it to refresh).
 stamp="$SYSROOT/.strokebox-packages"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "${SYSROOT_PACKAGES[*]}" ]; then
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$SYSROOT ${SYSROOT_PACKAGES[*]}" ]; then
   echo "cross_check: making the arm64 sysroot in $BUILD/sysroot" >&2
   mkdir -p "$BUILD"
   rm -rf "$SYSROOT" "$SYSROOT.tmp"
   sources=()
   for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-    [ -s "$f" ] && grep -q 'debian' "$f" && sources+=("$f")
+    if [ -s "$f" ] && grep -q 'debian' "$f"; then sources+=("$f"); fi
   done
   include=$(IFS=,; echo "${SYSROOT_PACKAGES[*]}")
   $SUDO mmdebstrap --quiet --variant=extract --architectures=arm64 --include="$include" \
@@ -93,12 +93,16 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "${SYSROOT_PACKAGES[*]}" ]; then
   (cd "$SYSROOT.tmp" && find usr lib -type l -lname '/*' | while read -r link; do
     ln -sfn "$(realpath -m --relative-to="$(dirname "$link")" ".$(readlink "$link")")" "$link"
   done)
-  echo "${SYSROOT_PACKAGES[*]}" >"$SYSROOT.tmp/.strokebox-packages"
+  # DCMTK's exported targets name their dependencies by absolute path
+  # (/usr/lib/aarch64-linux-gnu/libtiff.so): point those into the sysroot.
+  find "$SYSROOT.tmp/usr/lib/aarch64-linux-gnu/cmake" "$SYSROOT.tmp/usr/share/cmake" -name '*.cmake' \
+    -exec sed -i "/INTERFACE_LINK_LIBRARIES/ s#\\([\";]\\)/usr/lib/aarch64-linux-gnu/#\\1$SYSROOT/usr/lib/aarch64-linux-gnu/#g" {} +
+  echo "$SYSROOT ${SYSROOT_PACKAGES[*]}" >"$SYSROOT.tmp/.strokebox-packages"
   mv "$SYSROOT.tmp" "$SYSROOT"
 fi
 
 # 3. Build everything (library, binary, tests, benchmarks) for arm64.
-cmake -S . -B "$BUILD" -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-arm64.cmake -DCMAKE_SYSROOT="$SYSROOT" \
+cmake --no-warn-unused-cli -S . -B "$BUILD" -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-arm64.cmake -DCMAKE_SYSROOT="$SYSROOT" \
   -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} >/dev/null
 cmake --build "$BUILD" -j "$JOBS"
 file "$BUILD/strokebox" 2>/dev/null || true
