@@ -137,6 +137,9 @@ int cmd_run(int argc, char** argv) {
   pipeline_options.model_dir = config.model.dir;
   pipeline_options.precision = config.model.precision;
   pipeline_options.max_preprocessed_voxels = config.model.max_preprocessed_voxels;
+  // A packaged model (/usr/share/strokebox/models/default) is read-only to the service: its
+  // engine file goes to <data_dir>/engines/ (the unit's StateDirectory).
+  pipeline_options.engine_cache_dir = config.storage.data_dir;
   auto pipeline = Pipeline::create(pipeline_options);
   if (!pipeline.ok()) {
     std::fprintf(stderr, "strokebox run: cannot load the model from %s: %s\n", config.model.dir.c_str(),

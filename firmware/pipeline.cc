@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include <dcmtk/dcmdata/dctk.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "firmware/overlay_writer.h"
@@ -35,6 +36,34 @@ double ms_since(Clock::time_point t0) {
 std::string lower(std::string s) {
   for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
+}
+
+/// The ONNX path to hand to load_or_build_engine, which reads and writes the engine file beside
+/// the path it is given: the model's own file when its folder is writable (or no cache folder is
+/// set), else a symbolic link to it in `<cache_dir>/engines/<model folder>/`, so the engine file
+/// lands in the (writable) cache. The engine file holds the model's hash: a changed model is
+/// rebuilt, never run with a stale engine. Falls back to the model's file (engine rebuilt at
+/// every start, as before) when the cache cannot be made.
+std::string onnx_path_for_engine(const fs::path& onnx, const std::string& cache_dir) {
+  std::error_code ec;
+  const fs::path target = fs::absolute(onnx, ec).lexically_normal();
+  if (cache_dir.empty() || ec || ::access(target.parent_path().c_str(), W_OK) == 0) return onnx.string();
+  std::string key = target.parent_path().relative_path().string();
+  for (char& c : key)
+    if (c == '/') c = '_';
+  const fs::path dir = fs::path(cache_dir) / "engines" / key;
+  const fs::path link = dir / target.filename();
+  fs::create_directories(dir, ec);
+  if (!ec && fs::read_symlink(link, ec) != target) {
+    fs::remove(link, ec);
+    fs::create_symlink(target, link, ec);
+  }
+  if (ec) {
+    SB_LOG(kWarning) << "model folder " << target.parent_path().string() << " is read-only and the engine cache "
+                     << dir.string() << " cannot be made (" << ec.message() << "): the engine is built at every start";
+    return onnx.string();
+  }
+  return link.string();
 }
 
 /// Writes `text` to `path` atomically (temp file + rename) so a reader never sees half a report.
@@ -311,8 +340,9 @@ base::Result<std::unique_ptr<Pipeline>> Pipeline::create(const PipelineOptions& 
   engine_options.precision = options.precision;
   std::vector<inference::PatchModel*> networks;
   for (const auto& network : impl->spec.networks) {
-    const std::string path = (fs::path(options.model_dir) / network).string();
-    // The compiled engine file beside the ONNX is reused when valid, else built and saved.
+    // The compiled engine file beside the ONNX (or in the engine cache when the model folder is
+    // read-only) is reused when valid, else built and saved.
+    const std::string path = onnx_path_for_engine(fs::path(options.model_dir) / network, options.engine_cache_dir);
     bool built = false;
     SB_ASSIGN_OR_RETURN(auto engine, inference::load_or_build_engine(path, engine_options, &built));
     SB_LOG(kInfo) << (built ? "built engine for " : "loaded engine file for ") << path;

@@ -30,6 +30,11 @@ struct PipelineOptions {
   /// patch), so a study allocates none and a larger one fails with a reason naming the limit.
   /// 0: buffers are allocated per study. The daemon's `model.max_preprocessed_voxels`.
   int64_t max_preprocessed_voxels = 0;
+  /// Not empty: where engine files go when the model folder is not writable (a packaged model
+  /// under /usr/share, a read-only root, ProtectSystem=strict): `<dir>/engines/<model folder,
+  /// '/' as '_'>/`, next to a symbolic link to the ONNX. Empty or a writable model folder: beside
+  /// the ONNX, as before. The daemon passes its data directory (the unit's StateDirectory).
+  std::string engine_cache_dir;
 };
 
 /// What happened to one study; serialized as report.json (DESIGN.md "Outputs").

@@ -364,9 +364,13 @@ std::string to_text(const StatusReport& r) {
   const json a = to_json(r);
   std::string out;
   auto line = [&](const char* format, auto... args) {
-    char buf[1024];
-    std::snprintf(buf, sizeof buf, format, args...);
-    out += buf;
+    if constexpr (sizeof...(args) == 0) {  // no arguments: no format string (-Wformat-security)
+      out += format;
+    } else {
+      char buf[1024];
+      std::snprintf(buf, sizeof buf, format, args...);
+      out += buf;
+    }
   };
   const auto& d = a["daemon"];
   line("strokebox %s\n", r.version.c_str());

@@ -22,6 +22,7 @@ PACKAGES=(
   clang libclang-rt-14-dev                 # fuzzing (libFuzzer) and sanitizers
   python3-pydicom                          # tests: pydicom's test files sent to the node
   python3-torch python3-onnx python3-numpy python3-scipy python3-nibabel   # tools/ (training, checks)
+  debhelper dpkg-dev fakeroot lintian      # scripts/package.sh and the packaging.deb test
 )
 
 missing=()
