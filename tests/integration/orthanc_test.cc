@@ -103,9 +103,13 @@ TEST(OrthancRoundTrip, StudyComesInAndSegOverlayAndSrGoBackIntoTheStudy) {
   fs::create_directories(dir / "out");
   ASSERT_TRUE(firmware::write_seg(dwi, mask, {"strokebox", "0.1.0", "demo"}, seg).ok());
   std::vector<firmware::WrittenInstance> overlay;
-  ASSERT_TRUE(firmware::write_overlay_series(dwi, *volume, mask, {0.1, 1, "demo", "0.1.0"}, (dir / "out" / "overlay").string(),
-                                             {}, &overlay)
-                  .ok());
+  firmware::OverlayText text;
+  text.lesion_volume_ml = 0.1;
+  text.lesion_count = 1;
+  text.model_id = "demo";
+  text.software_version = "0.1.0";
+  ASSERT_TRUE(
+      firmware::write_overlay_series(dwi, *volume, mask, text, (dir / "out" / "overlay").string(), {}, &overlay).ok());
   firmware::SrFacts facts;
   facts.lesion_volume_ml = 0.1;
   facts.lesion_count = 1;
