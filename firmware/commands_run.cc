@@ -137,6 +137,7 @@ int cmd_run(int argc, char** argv) {
   pipeline_options.model_dir = config.model.dir;
   pipeline_options.precision = config.model.precision;
   pipeline_options.max_preprocessed_voxels = config.model.max_preprocessed_voxels;
+  pipeline_options.allow_b_outside_range = config.model.allow_b_outside_range;
   auto pipeline = Pipeline::create(pipeline_options);
   if (!pipeline.ok()) {
     std::fprintf(stderr, "strokebox run: cannot load the model from %s: %s\n", config.model.dir.c_str(),
