@@ -387,8 +387,8 @@ base::Result<DiffusionSelection> select_diffusion_series(const std::vector<Dicom
     out.adc_derived = true;
     out.b0 = out.b0_volumes.front();
     out.b0_value = *lowest;
-    reason << "; no ADC series: ADC derived from " << out.b0_volumes.size() << " b=" << format_b(*lowest)
-           << " volume(s) of " << describe_series(series[idx]);
+    reason << "; no ADC series: ADC derived from b=" << format_b(*lowest) << " images (" << out.b0_volumes.size()
+           << (out.b0_volumes.size() == 1 ? " volume" : " volumes, averaged") << ") of " << describe_series(series[idx]);
     if (out.b0_untagged) {
       reason << " (images without a b-value, taken as b=0 because the other images of the series carry one)";
       out.warnings.push_back("images without a b-value in series " + describe_series(series[idx]) +
