@@ -134,6 +134,16 @@ SeriesClassification classify_series(const DicomSeries& series) {
     out.why = "derived diffusion map that is neither ADC nor DWI (exponential ADC, FA or tensor)";
     return out;
   }
+  const bool all_adc = std::all_of(series.instances.begin(), series.instances.end(), [](const DicomInstance& i) {
+    return std::find(i.image_type.begin(), i.image_type.end(), "ADC") != i.image_type.end();
+  });
+  if (has_image_type(series, "ADC") && !all_adc && !out.b_values.empty()) {
+    // The scanner's ADC in the same series as the diffusion images (one Enhanced MR file,
+    // or a series holding every image): a DWI series whose ADC volume is taken from within.
+    out.kind = SeriesKind::kDwi;
+    out.why = "diffusion images and ADC images in one series";
+    return out;
+  }
   if (has_image_type(series, "ADC")) {
     out.kind = SeriesKind::kAdc;
     out.why = "ImageType has ADC";
