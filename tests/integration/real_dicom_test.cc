@@ -62,11 +62,15 @@ class RealDicom : public ::testing::Test {
     return report;
   }
 
-  /// A study folder made of several real series (symbolic links).
+  /// A study folder made of several real series (symbolic links to their files).
   std::string combine(const std::vector<std::string>& folders) {
     const fs::path study = tmp_ / "study";
-    fs::create_directories(study);
-    for (const std::string& f : folders) fs::create_directory_symlink(real_dir(f), study / f);
+    for (const std::string& f : folders) {
+      fs::create_directories(study / f);
+      for (const auto& e : fs::directory_iterator(real_dir(f))) {
+        fs::create_symlink(e.path(), study / f / e.path().filename());
+      }
+    }
     return study.string();
   }
 
