@@ -199,9 +199,12 @@ std::string read_text(DcmElement* e) {
 /// Element NN of any private block of `group` (whatever its creator), for vendors whose creator
 /// string varies between software versions.
 DcmElement* find_private_any_creator(DcmItem& item, Uint16 group, Uint8 low) {
-  for (Uint16 block = 0x10; block <= 0xFF; ++block) {
-    DcmElement* creator = nullptr;
-    if (item.findAndGetElement(DcmTagKey(group, block), creator).bad()) continue;
+  for (DcmObject* obj = item.nextInContainer(nullptr); obj != nullptr; obj = item.nextInContainer(obj)) {
+    const DcmTag& tag = obj->getTag();
+    if (tag.getGroup() < group) continue;
+    if (tag.getGroup() > group) break;  // a dataset is in ascending tag order
+    const Uint16 block = tag.getElement();
+    if (block < 0x0010 || block > 0x00FF) continue;
     DcmElement* found = nullptr;
     if (item.findAndGetElement(DcmTagKey(group, static_cast<Uint16>((block << 8) | low)), found).good()) return found;
   }
