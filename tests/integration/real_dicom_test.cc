@@ -1,18 +1,23 @@
 // Regression tests of `strokebox segment --study` on real scanner diffusion series
 // (../shared/realdicom, README there: what each is and what the box should do with it), and on
-// a real series stripped of its FrameOfReferenceUID. Each case checks the outcome and what
+// a real series stripped of its FrameOfReferenceUID; one real series also goes through the
+// daemon (`strokebox run`) over DICOM with DCMTK's storescu. Each case checks the outcome and what
 // report.json says the box found (b-values, trace given/computed, ADC given/derived), never
 // timings. Skipped with a message when the folder is absent. The sliding window runs with step
 // 1.0 to keep the suite short; selection and assembly are what is under test.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <unistd.h>
 
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dctk.h>
 #include <nlohmann/json.hpp>
 
 #include "tests/integration/process.h"
@@ -211,6 +216,46 @@ TEST_F(RealDicom, StudyWithoutFrameOfReferenceIsSegmentedWithoutSegAndSr) {
   for (const json& w : r["warnings"]) named = named || w.get<std::string>().find("FrameOfReferenceUID") != std::string::npos;
   EXPECT_TRUE(named) << r["warnings"].dump();
   EXPECT_EQ(r["outputs"], json({"lesion_mask.nii.gz", "overlay/"}));
+}
+
+TEST_F(RealDicom, GeSeriesSentOverDicomToTheDaemonIsSegmented) {
+  REQUIRE_REAL("dcm_qa_ge__4_Ax_DWI_TENSOR_R2MB2");
+  const std::string folder = real_dir("dcm_qa_ge__4_Ax_DWI_TENSOR_R2MB2");
+  DcmFileFormat ff;
+  ASSERT_TRUE(ff.loadFile((*fs::directory_iterator(folder)).path().c_str()).good());
+  OFString study_uid;
+  ff.getDataset()->findAndGetOFString(DCM_StudyInstanceUID, study_uid);
+
+  const int port = itest::free_port();
+  const std::string log = (tmp_ / "daemon.log").string();
+  itest::Child daemon({STROKEBOX_BINARY, "run", "--port", std::to_string(port), "--bind", "127.0.0.1", "--ae-title",
+                       "STROKEBOX", "--data-dir", (tmp_ / "data").string(), "--model",
+                       std::string(STROKEBOX_SOURCE_DIR) + "/models/demo", "--quiet-s", "1"},
+                      log);
+  bool up = false;
+  for (int i = 0; i < 300 && !up; ++i) {
+    up = itest::run_command("echoscu -aec STROKEBOX 127.0.0.1 " + std::to_string(port) + " 2>/dev/null").exit_code == 0;
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_TRUE(up) << "daemon did not answer C-ECHO:\n" << itest::read_file(log);
+  const itest::CommandResult sent =
+      itest::run_command("storescu -aec STROKEBOX +sd +r 127.0.0.1 " + std::to_string(port) + " '" + folder + "' 2>&1");
+  ASSERT_EQ(sent.exit_code, 0) << sent.output;
+  // The daemon processes the study once it is quiet; no timing is asserted, only a generous
+  // bound so a broken daemon cannot hang the suite.
+  const fs::path report = tmp_ / "data" / "results" / study_uid.c_str() / "report.json";
+  for (int i = 0; i < 4800 && !fs::exists(report); ++i) {
+    ASSERT_TRUE(daemon.running()) << "daemon died:\n" << itest::read_file(log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  ASSERT_TRUE(fs::exists(report)) << itest::read_file(log);
+  const json r = json::parse(itest::read_file(report.string()), nullptr, false);
+  ASSERT_EQ(r.value("status", ""), "done") << r.dump(2);
+  EXPECT_EQ(r["diffusion"]["trace"], "computed");
+  EXPECT_EQ(r["diffusion"]["trace_directions"], 6);
+  EXPECT_EQ(r["diffusion"]["adc"], "derived");
+  EXPECT_TRUE(fs::exists(report.parent_path() / "seg.dcm"));
+  EXPECT_EQ(WEXITSTATUS(daemon.stop()), 0);
 }
 
 }  // namespace
