@@ -116,10 +116,15 @@ std::string format_b_list(const std::vector<double>& bs) {
 SeriesClassification classify_series(const DicomSeries& series) {
   SeriesClassification out;
   std::set<double> bs;
+  bool only_ge_zero = true;  // GE writes (0043,xx39) on every image, diffusion or not
   for (const DicomInstance& inst : series.instances) {
-    if (inst.b_value) bs.insert(static_cast<double>(std::lround(*inst.b_value)));
+    if (!inst.b_value) continue;
+    bs.insert(static_cast<double>(std::lround(*inst.b_value)));
+    if (inst.b_value_source != "GE (0043,xx39)" || *inst.b_value > 50.0) only_ge_zero = false;
   }
-  out.b_values.assign(bs.begin(), bs.end());
+  // A GE series whose only "b-value" is 0 from that private element is not evidence of
+  // diffusion (a T1 or T2 series carries it too); its images are then not b0 candidates.
+  if (!only_ge_zero) out.b_values.assign(bs.begin(), bs.end());
   if (!is_image_series(series)) {
     out.why = series.modality.empty() || series.modality == "MR" ? "not an image series" : "modality " + series.modality;
     return out;

@@ -466,6 +466,21 @@ TEST(DiffusionVolumes, StudyWithoutFrameOfReferenceStillFindsItsB0) {
   EXPECT_EQ(sel->b0.series_number, 12);
 }
 
+TEST(DiffusionVolumes, GeSeriesWithOnlyAZeroPrivateBIsNotADiffusionSeries) {
+  // GE writes (0043,xx39) on every image: a T2 series reads as b = 0 and must not become the
+  // b0 of another series' ADC.
+  DicomSeries t2 = make_diffusion_series(13, {b0()}, 5);
+  t2.series_description = "Ax T2 FSE";
+  for (DicomInstance& i : t2.instances) {
+    i.image_type = {"ORIGINAL", "PRIMARY", "OTHER"};
+    i.b_value_source = "GE (0043,xx39)";
+  }
+  EXPECT_EQ(classify_series(t2).kind, SeriesKind::kOther);
+  const DicomSeries trace = make_diffusion_series(14, {iso()}, 6);
+  auto sel = select_diffusion_series({t2, trace});
+  EXPECT_EQ(sel.status().code(), base::Code::kNotFound) << (sel.ok() ? sel->reason : "");
+}
+
 // ---- trace arithmetic ---------------------------------------------------------------------
 
 TEST(DiffusionVolumes, GeometricMeanOfDirectionsIsTheTrace) {
