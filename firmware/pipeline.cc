@@ -267,14 +267,14 @@ struct Pipeline::Impl {
     // The DWI: the scanner's trace image, or the geometric mean of the directions.
     base::Result<image::VolumeF> dwi = base::internal_error("no DWI");
     if (choice.trace_computed) {
-      std::vector<image::VolumeF> parts;
-      parts.reserve(choice.dwi_directions.size());
+      // One direction in memory at a time (a DTI series may hold 64 or more).
+      image::GeometricMeanAccumulator trace;
       for (const image::DicomSeries& part : choice.dwi_directions) {
         auto v = image::assemble_volume(part);
         if (!v.ok()) return v.status().with_context("DWI direction volume of series " + part.series_instance_uid);
-        parts.push_back(std::move(*v));
+        SB_RETURN_IF_ERROR(trace.add(*v).with_context("computing the trace of series " + dwi_series.series_instance_uid));
       }
-      dwi = image::geometric_mean(parts);
+      dwi = trace.result();
       if (!dwi.ok()) return dwi.status().with_context("computing the trace of series " + dwi_series.series_instance_uid);
     } else {
       dwi = image::assemble_volume(dwi_series);

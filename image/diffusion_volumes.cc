@@ -164,24 +164,41 @@ base::Result<std::vector<DiffusionVolume>> split_diffusion_volumes(const DicomSe
   return out;
 }
 
-base::Result<VolumeF> geometric_mean(const std::vector<VolumeF>& volumes) {
-  SB_RETURN_IF_ERROR(check_same_grids(volumes, "geometric mean of the diffusion directions"));
-  VolumeF out(volumes[0].grid, 0.0f);
-  const double n = static_cast<double>(volumes.size());
-  for (size_t v = 0; v < out.data.size(); ++v) {
-    double log_sum = 0.0;
-    bool positive = true;
-    for (const VolumeF& vol : volumes) {
-      const double s = vol.data[v];
-      if (!(s > 0) || !std::isfinite(s)) {
-        positive = false;
-        break;
-      }
-      log_sum += std::log(s);
+base::Status GeometricMeanAccumulator::add(const VolumeF& volume) {
+  if (count_ == 0) {
+    grid_ = volume.grid;
+    log_sum_.assign(volume.data.size(), 0.0);
+    positive_.assign(volume.data.size(), true);
+  } else if (!volume.grid.same_as(grid_) || volume.data.size() != log_sum_.size()) {
+    return base::invalid_argument("geometric mean of the diffusion directions: volume " + std::to_string(count_ + 1) +
+                                  " is on a different grid than volume 1 (the images of one series must cover "
+                                  "the same slices)");
+  }
+  for (size_t v = 0; v < volume.data.size(); ++v) {
+    const double s = volume.data[v];
+    if (!(s > 0) || !std::isfinite(s)) {
+      positive_[v] = false;
+    } else {
+      log_sum_[v] += std::log(s);
     }
-    if (positive) out.data[v] = static_cast<float>(std::exp(log_sum / n));
+  }
+  ++count_;
+  return base::ok_status();
+}
+
+base::Result<VolumeF> GeometricMeanAccumulator::result() const {
+  if (count_ == 0) return base::invalid_argument("geometric mean of the diffusion directions: no volumes");
+  VolumeF out(grid_, 0.0f);
+  for (size_t v = 0; v < out.data.size(); ++v) {
+    if (positive_[v]) out.data[v] = static_cast<float>(std::exp(log_sum_[v] / count_));
   }
   return out;
+}
+
+base::Result<VolumeF> geometric_mean(const std::vector<VolumeF>& volumes) {
+  GeometricMeanAccumulator acc;
+  for (const VolumeF& v : volumes) SB_RETURN_IF_ERROR(acc.add(v));
+  return acc.result();
 }
 
 base::Result<VolumeF> arithmetic_mean(const std::vector<VolumeF>& volumes) {

@@ -70,6 +70,23 @@ base::Result<std::vector<DiffusionVolume>> split_diffusion_volumes(const DicomSe
 /// different grids.
 base::Result<VolumeF> geometric_mean(const std::vector<VolumeF>& volumes);
 
+/// geometric_mean() one volume at a time, so that a 64-direction series never holds more than
+/// one direction in memory besides the running sum: add() each volume, then result().
+class GeometricMeanAccumulator {
+ public:
+  /// Adds one volume. Errors: kInvalidArgument when its grid differs from the first volume's.
+  base::Status add(const VolumeF& volume);
+  /// The geometric mean of the volumes added so far. Errors: kInvalidArgument when none was.
+  base::Result<VolumeF> result() const;
+  int count() const { return count_; }
+
+ private:
+  Grid grid_;
+  std::vector<double> log_sum_;
+  std::vector<bool> positive_;
+  int count_ = 0;
+};
+
 /// The voxelwise arithmetic mean of repeated volumes on one grid (repeated b0 images).
 /// Errors: kInvalidArgument for no volumes or different grids.
 base::Result<VolumeF> arithmetic_mean(const std::vector<VolumeF>& volumes);
