@@ -505,6 +505,16 @@ TEST(DiffusionVolumes, GeometricMeanOfDirectionsIsTheTrace) {
   parts.push_back(VolumeF(other, 1.0f));
   EXPECT_EQ(geometric_mean(parts).status().code(), base::Code::kInvalidArgument);
   EXPECT_EQ(geometric_mean({}).status().code(), base::Code::kInvalidArgument);
+
+  // One volume at a time gives the same trace, and refuses a volume on another grid.
+  GeometricMeanAccumulator acc;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(acc.add(parts[static_cast<size_t>(i)]).ok());
+  EXPECT_EQ(acc.add(parts[3]).code(), base::Code::kInvalidArgument);
+  auto incremental = acc.result();
+  ASSERT_TRUE(incremental.ok());
+  EXPECT_EQ(incremental->data, trace->data);
+  EXPECT_EQ(acc.count(), 3);
+  EXPECT_EQ(GeometricMeanAccumulator().result().status().code(), base::Code::kInvalidArgument);
 }
 
 // ---- Siemens MOSAIC ----------------------------------------------------------------------
