@@ -519,17 +519,17 @@ TEST(DiffusionVolumes, GeometricMeanOfDirectionsIsTheTrace) {
 
 // ---- Siemens MOSAIC ----------------------------------------------------------------------
 
-class MosaicTest : public ::testing::Test {
+class DiffusionFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("sb_mosaic_" + std::to_string(::getpid()));
+    dir_ = fs::temp_directory_path() / ("sb_diffusion_file_" + std::to_string(::getpid()));
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
   fs::path dir_;
 };
 
-TEST_F(MosaicTest, TilesBecomeSlicesWithTheirOwnPositions) {
+TEST_F(DiffusionFileTest, TilesBecomeSlicesWithTheirOwnPositions) {
   // 3 slices of 2 rows x 3 columns tiled 2 x 2 into a 4 x 6 mosaic (the 4th tile empty).
   constexpr int kTileRows = 2, kTileCols = 3, kN = 3;
   SliceSpec s;
@@ -577,7 +577,7 @@ TEST_F(MosaicTest, TilesBecomeSlicesWithTheirOwnPositions) {
   EXPECT_NEAR(volume->grid.affine(2, 2), 5.0, 1e-9);
 }
 
-TEST_F(MosaicTest, MosaicWithoutImageCountIsRefusedWithTheReason) {
+TEST_F(DiffusionFileTest, MosaicWithoutImageCountIsRefusedWithTheReason) {
   SliceSpec s;
   s.series_uid = new_uid();
   s.rows = 4;
@@ -591,6 +591,34 @@ TEST_F(MosaicTest, MosaicWithoutImageCountIsRefusedWithTheReason) {
   ASSERT_EQ(volume.status().code(), base::Code::kUnimplemented);
   EXPECT_NE(volume.status().message().find("NumberOfImagesInMosaic"), std::string::npos) << volume.status().message();
 }
+
+TEST_F(DiffusionFileTest, PrivateTagsOfAnImplicitVrFileAreReadWithoutTheirVr) {
+  // In implicit VR little endian the private elements come back without a VR (UN): the reader
+  // must know each vendor's binary layout (US, FD) or text (IS, CS, DS).
+  SliceSpec s;
+  s.series_uid = new_uid();
+  s.implicit_vr = true;
+  s.extra = [](DcmDataset& ds) {
+    put_private_creator(ds, 0x0019, "SIEMENS MR HEADER");
+    ds.putAndInsertUint16(DcmTag(0x0019, 0x100A, EVR_US), 12);
+    put_private_string(ds, 0x0019, 0x0C, EVR_IS, "1000");
+    put_private_string(ds, 0x0019, 0x0D, EVR_CS, "DIRECTIONAL");
+    put_private_fd(ds, 0x0019, 0x0E, {0.0, -0.6, 0.8});
+  };
+  const std::string path = (dir_ / "implicit.dcm").string();
+  write_slice(path, s);
+  auto series = read_dicom_header(path);
+  ASSERT_TRUE(series.ok()) << series.status().to_string();
+  const DicomInstance& inst = series->instances.front();
+  ASSERT_TRUE(inst.b_value);
+  EXPECT_DOUBLE_EQ(*inst.b_value, 1000.0);
+  EXPECT_EQ(inst.b_value_source, "Siemens (0019,xx0C)");
+  EXPECT_EQ(inst.diffusion_directionality, "DIRECTIONAL");
+  ASSERT_TRUE(inst.diffusion_direction);
+  EXPECT_DOUBLE_EQ((*inst.diffusion_direction)[1], -0.6);
+  EXPECT_EQ(inst.mosaic_images, 12);
+}
+
 
 }  // namespace
 }  // namespace image
