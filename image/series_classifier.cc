@@ -216,17 +216,44 @@ base::Result<DiffusionSelection> select_diffusion_series(const std::vector<Dicom
     }
     volumes[idx] = std::move(*split);
     is_dwi[idx] = true;
+    // Shells: b-values within 5 % of the shell's lowest are one b (scanners report the actual
+    // b per direction, e.g. 995 and 1005 for a nominal 1000); the shell's b is its most common.
+    std::set<long> distinct;
+    for (const DiffusionVolume& v : volumes[idx]) {
+      if (v.kind != DiffusionImageKind::kB0 && v.kind != DiffusionImageKind::kAdc && v.b_value) {
+        distinct.insert(std::lround(*v.b_value));
+      }
+    }
+    std::map<long, long> shell_of;  // b -> lowest b of its shell
+    long shell_start = -1;
+    for (long b : distinct) {
+      if (shell_start < 0 || static_cast<double>(b) > 1.05 * static_cast<double>(shell_start)) shell_start = b;
+      shell_of[b] = shell_start;
+    }
+    std::map<long, std::map<long, int>> shell_counts;  // shell -> b -> volumes
     std::map<long, DwiCandidate> by_b;
     for (const DiffusionVolume& v : volumes[idx]) {
       if (v.kind == DiffusionImageKind::kB0 || v.kind == DiffusionImageKind::kAdc) continue;
-      const long key = v.b_value ? std::lround(*v.b_value) : -1;
+      const long key = v.b_value ? shell_of[std::lround(*v.b_value)] : -1;
+      if (v.b_value) ++shell_counts[key][std::lround(*v.b_value)];
       DwiCandidate& cand = by_b[key];
       cand.series_index = idx;
-      cand.b = v.b_value;
       cand.series_number = s.series_number;
       if (v.kind == DiffusionImageKind::kTrace && cand.trace == nullptr) cand.trace = &v;
       if (v.kind == DiffusionImageKind::kDirectional) cand.directions.push_back(&v);
       if (v.kind == DiffusionImageKind::kUnspecified) cand.unspecified.push_back(&v);
+    }
+    for (auto& [key, cand] : by_b) {
+      if (key < 0) continue;
+      long best = key;
+      int best_count = 0;
+      for (const auto& [b, count] : shell_counts[key]) {
+        if (count > best_count) {
+          best = b;
+          best_count = count;
+        }
+      }
+      cand.b = static_cast<double>(best);
     }
     for (auto& [key, cand] : by_b) {
       if (cand.b && !in_range(*cand.b, options)) outside.insert(*cand.b);

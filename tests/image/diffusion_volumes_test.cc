@@ -397,6 +397,17 @@ TEST(DiffusionVolumes, SiemensStyleThreeScanTracePlusB0PicksTheTraceImage) {
   expect_one_image_per_position(sel->dwi);
 }
 
+TEST(DiffusionVolumes, ActualBValuesOfOneShellAreOneB) {
+  // Actual b-values differ a little per direction; they form one shell at the common b.
+  const DicomSeries s = make_diffusion_series(
+      15, {b0(), dir(1, 0, 0, 995), dir(0, 1, 0, 1000), dir(0, 0, 1, 1000), dir(0.6, 0.8, 0, 1004)});
+  auto sel = select_diffusion_series({s});
+  ASSERT_TRUE(sel.ok()) << sel.status().to_string();
+  EXPECT_DOUBLE_EQ(*sel->dwi_b_value, 1000.0);
+  EXPECT_EQ(sel->trace_direction_count, 4);
+  EXPECT_EQ(sel->dwi_directions.size(), 4u);
+}
+
 TEST(DiffusionVolumes, UntaggedImagesAmongTaggedOnesAreB0AndSaidSo) {
   // Canon/Toshiba: the b0 images carry no b-value at all.
   ImageSpec untagged{std::nullopt, std::nullopt, "", {"ORIGINAL", "PRIMARY"}};
