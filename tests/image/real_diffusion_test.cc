@@ -108,7 +108,9 @@ TEST(RealDiffusion, CanonEnhancedFileSplitsByPerFrameDiffusionMacro) {
   EXPECT_EQ(kinds[DiffusionImageKind::kDirectional], 12);
   for (const DiffusionVolume& v : *volumes) {
     EXPECT_EQ(v.images.instances.size(), 40u) << describe_volume(v);
-    if (v.b_value && *v.b_value > 50) EXPECT_DOUBLE_EQ(*v.b_value, 1500.0);
+    if (v.b_value && *v.b_value > 50) {
+      EXPECT_DOUBLE_EQ(*v.b_value, 1500.0);
+    }
   }
 }
 
