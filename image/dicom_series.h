@@ -48,8 +48,10 @@ struct DicomInstance {
   /// Image Type (0008,0008) values, upper case, e.g. {"DERIVED", "PRIMARY", "DIFFUSION", "ADC"}.
   std::vector<std::string> image_type;
   std::string series_description;
-  /// Diffusion b-value in s/mm^2 from the standard (0018,9087) or a vendor's private tag
-  /// (Siemens (0019,xx0C), GE (0043,xx39) first value, Philips (2001,xx03)); empty if none.
+  /// Diffusion b-value in s/mm^2 from the standard MR Diffusion macro (0018,9087) (top level,
+  /// MR Diffusion Sequence, or the frame's functional groups) or a vendor's documented private
+  /// element (Siemens CSA B_value, then (0019,xx0C); GE (0043,xx39) first value less 1e9 when
+  /// above it; Philips (2001,xx03); UIH/Canon (0065,xx0A), then (0065,xx09)); empty if none.
   std::optional<double> b_value;
   /// Where b_value came from, for reports: "(0018,9087)", "Siemens CSA B_value", "GE (0043,xx39)",
   /// "Philips (2001,xx03)", "Siemens (0019,xx0C)", "UIH/Canon (0065,xx0A)"; empty when none.
