@@ -140,6 +140,7 @@ int cmd_run(int argc, char** argv) {
   // A packaged model (/usr/share/strokebox/models/default) is read-only to the service: its
   // engine file goes to <data_dir>/engines/ (the unit's StateDirectory).
   pipeline_options.engine_cache_dir = config.storage.data_dir;
+  pipeline_options.allow_b_outside_range = config.model.allow_b_outside_range;
   auto pipeline = Pipeline::create(pipeline_options);
   if (!pipeline.ok()) {
     std::fprintf(stderr, "strokebox run: cannot load the model from %s: %s\n", config.model.dir.c_str(),

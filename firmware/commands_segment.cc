@@ -15,8 +15,10 @@ constexpr const char* kHelp = R"(Usage: strokebox segment --study DIR --out DIR 
 
 Segments the acute ischemic lesion of one diffusion study, offline.
 
-  --study DIR      folder of DICOM files (searched recursively): the DWI (b about 1000)
-                   and ADC series are picked automatically
+  --study DIR      folder of DICOM files (searched recursively): the DWI (the scanner's
+                   trace image, else the geometric mean of the gradient directions, at the
+                   b-value nearest the model's) and the ADC (the scanner's, else derived from
+                   b0) are picked automatically; classic, Siemens MOSAIC and Enhanced MR files
   --image FILE     instead of --study: one NIfTI volume per model channel, in the model's
                    channel order (nnU-Net's file convention, research use)
   --out DIR        output folder: report.json, lesion_mask.nii.gz, seg.dcm (DICOM input)
@@ -26,6 +28,9 @@ Segments the acute ischemic lesion of one diffusion study, offline.
   --tile-step S    override model.json: sliding-window step, fraction of the patch in (0, 1]
                    (0.5 = nnU-Net's default; larger is faster, see docs/nnunet_parity.md)
   --probabilities  also write lesion_probability.nii.gz (float32, 0..1; for evaluate --prob)
+  --allow-b-outside-range   segment a study whose diffusion b-values all lie outside the
+                   model's accepted range (model.json "diffusion") at the b closest to the
+                   model's, with a warning in report.json (default: refuse, naming b and range)
   --max-preprocessed-voxels N   preallocate the sliding-window buffers for up to N voxels per
                    channel, as the daemon does with model.max_preprocessed_voxels: a study
                    larger than that after resampling fails with a reason (default: per study)
@@ -39,7 +44,7 @@ Prints report.json to stdout. Exit 0 when the study was segmented, 1 when it cou
 int cmd_segment(int argc, char** argv) {
   auto args = Args::parse(argc, argv, 2, {"study", "image", "out", "model", "precision", "mirroring", "tile-step",
                                                  "max-preprocessed-voxels"},
-                          {"help", "probabilities"});
+                          {"help", "probabilities", "allow-b-outside-range"});
   if (!args.ok()) {
     std::fprintf(stderr, "strokebox segment: %s\n", args.status().message().c_str());
     return 2;
@@ -58,6 +63,7 @@ int cmd_segment(int argc, char** argv) {
   options.model_dir = args->get_or("model", std::string(STROKEBOX_SOURCE_DIR) + "/models/demo");
   options.precision = args->get_or("precision", "fp32");
   options.write_probability = args->has("probabilities");
+  options.allow_b_outside_range = args->has("allow-b-outside-range");
   if (auto m = args->get("mirroring")) {
     if (*m != "on" && *m != "off") {
       std::fprintf(stderr, "strokebox segment: --mirroring takes on or off, got '%s'\n", m->c_str());

@@ -53,6 +53,8 @@ const std::vector<Field>& fields() {
       {"jobs", "max_attempts", Kind::kInt, [](Config& c) -> void* { return &c.jobs.max_attempts; }},
       {"jobs", "retry_delay_s", Kind::kDouble, [](Config& c) -> void* { return &c.jobs.retry_delay_s; }},
       {"model", "max_preprocessed_voxels", Kind::kInt, [](Config& c) -> void* { return &c.model.max_preprocessed_voxels; }},
+      {"model", "allow_b_outside_range", Kind::kBool,
+       [](Config& c) -> void* { return &c.model.allow_b_outside_range; }},
       {"board", "kind", Kind::kString, [](Config& c) -> void* { return &c.board.kind; }},
       {"board", "power_mode", Kind::kInt, [](Config& c) -> void* { return &c.board.power_mode; }},
       {"board", "set_power_mode", Kind::kBool, [](Config& c) -> void* { return &c.board.set_power_mode; }},

@@ -59,6 +59,10 @@ struct ModelConfig {
   /// classes at the default 2^23 (256 x 256 x 128). A larger study fails with a reason that
   /// names this key. 0: allocate per study instead.
   int max_preprocessed_voxels = 8388608;
+  /// A study whose diffusion b-values all lie outside the range the model accepts (model.json
+  /// "diffusion", docs/model_package.md) is refused naming its b and the range; true segments
+  /// it anyway at the b closest to the model's, with a warning in report.json.
+  bool allow_b_outside_range = false;
 };
 
 struct JobsConfig {

@@ -1,5 +1,6 @@
 #include "firmware/pipeline.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 #include "firmware/sr_writer.h"
 #include "image/adc_map.h"
 #include "image/connected_components.h"
+#include "image/diffusion_volumes.h"
 #include "image/dicom_series.h"
 #include "image/grid_resample.h"
 #include "image/nifti_io.h"
@@ -95,7 +97,54 @@ base::Status read_instance_uids(const fs::path& path, std::string& sop_uid, std:
   return base::ok_status();
 }
 
+/// Appends a warning to report.json's "warnings" list (and the log).
+void add_warning(StudyReport& r, const std::string& warning) {
+  if (!r.extra.contains("warnings")) r.extra["warnings"] = nlohmann::json::array();
+  r.extra["warnings"].push_back(warning);
+  SB_LOG(kWarning) << warning;
+}
+
 }  // namespace
+
+base::Result<ModelDiffusion> read_model_diffusion(const std::string& model_dir) {
+  const fs::path path = fs::path(model_dir) / "model.json";
+  std::ifstream f(path);
+  if (!f) return base::not_found("cannot read " + path.string());
+  nlohmann::json doc;
+  try {
+    doc = nlohmann::json::parse(f);
+  } catch (const std::exception& e) {
+    return base::invalid_argument(path.string() + ": not JSON: " + e.what());
+  }
+  ModelDiffusion out;
+  if (!doc.is_object() || !doc.contains("diffusion")) return out;
+  const nlohmann::json& d = doc["diffusion"];
+  const auto bad = [&](const std::string& what) { return base::invalid_argument("model.json: diffusion" + what); };
+  if (!d.is_object()) return bad(": expected an object with b_value_s_mm2 and accepted_b_range_s_mm2");
+  for (auto it = d.begin(); it != d.end(); ++it) {
+    if (it.key() != "b_value_s_mm2" && it.key() != "accepted_b_range_s_mm2") {
+      return bad("." + it.key() + ": unknown key (known: b_value_s_mm2, accepted_b_range_s_mm2)");
+    }
+  }
+  if (!d.contains("b_value_s_mm2") || !d["b_value_s_mm2"].is_number()) {
+    return bad(".b_value_s_mm2: missing or not a number (the b-value the model was trained with, s/mm^2)");
+  }
+  const nlohmann::json& range = d.contains("accepted_b_range_s_mm2") ? d["accepted_b_range_s_mm2"] : nlohmann::json();
+  if (!range.is_array() || range.size() != 2 || !range[0].is_number() || !range[1].is_number()) {
+    return bad(".accepted_b_range_s_mm2: expected [min, max] in s/mm^2");
+  }
+  out.b_value = d["b_value_s_mm2"].get<double>();
+  out.b_min = range[0].get<double>();
+  out.b_max = range[1].get<double>();
+  out.from_model_json = true;
+  if (!(out.b_min > 50.0)) {
+    return bad(".accepted_b_range_s_mm2: the minimum must be above 50 s/mm^2 (images at or below it are b0)");
+  }
+  if (!(out.b_min <= out.b_value && out.b_value <= out.b_max)) {
+    return bad(".b_value_s_mm2: " + std::to_string(out.b_value) + " lies outside accepted_b_range_s_mm2");
+  }
+  return out;
+}
 
 nlohmann::json StudyReport::to_json() const {
   nlohmann::json j;
@@ -126,6 +175,7 @@ struct Pipeline::Impl {
   inference::ModelSpec spec;
   std::vector<std::unique_ptr<inference::CpuEngine>> engines;
   std::unique_ptr<inference::NnunetPredictor> predictor;
+  ModelDiffusion diffusion;  // the b-values the model accepts
   int dwi_channel = 0;  // index of the DWI channel in the model's channel order
   int adc_channel = 1;
   inference::ProgressFn progress;  // of the study being processed; may be empty
@@ -198,7 +248,23 @@ struct Pipeline::Impl {
     auto t0 = Clock::now();
     report_progress("load", 0);
     SB_ASSIGN_OR_RETURN(auto scan, image::scan_dicom_folder(study_dir));
-    SB_ASSIGN_OR_RETURN(auto choice, image::select_diffusion_series(scan.series));
+    image::ClassifierOptions classifier;
+    classifier.b_target = diffusion.b_value;
+    classifier.b_min = diffusion.b_min;
+    classifier.b_max = diffusion.b_max;
+    classifier.allow_b_outside_range = options.allow_b_outside_range;
+    if (!scan.series.empty()) r.study_instance_uid = scan.series.front().study.study_instance_uid;
+    r.extra["model_b_range_s_mm2"] = {diffusion.b_min, diffusion.b_max};
+    auto selected = image::select_diffusion_series(scan.series, classifier);
+    if (!selected.ok()) {
+      if (selected.status().code() == base::Code::kOutOfRange) {
+        return base::out_of_range(selected.status().message() +
+                                  " (`strokebox segment --allow-b-outside-range`, or [model] allow_b_outside_range = "
+                                  "true for the daemon)");
+      }
+      return selected.status();
+    }
+    const image::DiffusionSelection& choice = *selected;
     const image::DicomSeries& dwi_series = choice.dwi;
     const image::DicomSeries& adc_series = choice.adc;
     r.study_instance_uid = dwi_series.study.study_instance_uid;
@@ -206,14 +272,60 @@ struct Pipeline::Impl {
     r.adc_series_instance_uid = adc_series.series_instance_uid;
     r.extra["series_selection"] = choice.reason;
     if (choice.dwi_b_value) r.extra["dwi_b_value"] = *choice.dwi_b_value;
-    auto dwi = image::assemble_volume(dwi_series);
-    if (!dwi.ok()) return dwi.status().with_context("DWI series " + dwi_series.series_instance_uid);
     r.extra["adc_derived"] = choice.adc_derived;
+    for (const std::string& w : choice.warnings) add_warning(r, w);
+    nlohmann::json d;
+    d["b_values_s_mm2"] = choice.b_values;
+    d["dwi_b_value_s_mm2"] = choice.dwi_b_value ? nlohmann::json(*choice.dwi_b_value) : nlohmann::json();
+    d["b_value_source"] = choice.b_value_source;
+    d["b_outside_model_range"] = choice.b_outside_range;
+    d["trace"] = choice.trace_computed ? "computed" : "given";
+    d["dwi_source"] = choice.dwi_source;
+    if (choice.trace_computed) {
+      d["trace_volumes"] = choice.dwi_directions.size();
+      d["trace_directions"] = choice.trace_direction_count;
+    }
+    d["adc"] = choice.adc_derived ? "derived" : "given";
+    if (choice.adc_derived) {
+      d["b0_value_s_mm2"] = choice.b0_value;
+      d["b0_volumes"] = choice.b0_volumes.size();
+      d["b0_untagged"] = choice.b0_untagged;
+    }
+    r.extra["diffusion"] = d;
+
+    // The DWI: the scanner's trace image, or the geometric mean of the directions.
+    base::Result<image::VolumeF> dwi = base::internal_error("no DWI");
+    if (choice.trace_computed) {
+      // One direction in memory at a time (a DTI series may hold 64 or more).
+      image::GeometricMeanAccumulator trace;
+      for (const image::DicomSeries& part : choice.dwi_directions) {
+        auto v = image::assemble_volume(part);
+        if (!v.ok()) return v.status().with_context("DWI direction volume of series " + part.series_instance_uid);
+        SB_RETURN_IF_ERROR(trace.add(*v).with_context("computing the trace of series " + dwi_series.series_instance_uid));
+      }
+      dwi = trace.result();
+      if (!dwi.ok()) return dwi.status().with_context("computing the trace of series " + dwi_series.series_instance_uid);
+    } else {
+      dwi = image::assemble_volume(dwi_series);
+      if (!dwi.ok()) return dwi.status().with_context("DWI series " + dwi_series.series_instance_uid);
+    }
+    if (std::none_of(dwi->data.begin(), dwi->data.end(), [](float v) { return v != 0.0f; })) {
+      return base::failed_precondition("the DWI of series " + image::describe_series(dwi_series) +
+                                       " is zero in every voxel: the files hold no image (pixel data blanked, "
+                                       "e.g. by an anonymizer); send the original images");
+    }
     base::Result<image::VolumeF> adc = base::internal_error("no ADC");
     if (choice.adc_derived) {
-      // No ADC series: compute it from the b=0 images and the DWI (image/adc_map.h).
-      auto b0 = image::assemble_volume(choice.b0);
-      if (!b0.ok()) return b0.status().with_context("b=0 images of series " + choice.b0.series_instance_uid);
+      // No ADC series: compute it from the b=0 images (repeats averaged) and the DWI.
+      std::vector<image::VolumeF> b0_parts;
+      for (const image::DicomSeries& part : choice.b0_volumes) {
+        auto v = image::assemble_volume(part);
+        if (!v.ok()) return v.status().with_context("b=0 images of series " + part.series_instance_uid);
+        b0_parts.push_back(std::move(*v));
+      }
+      auto b0 = b0_parts.size() == 1 ? base::Result<image::VolumeF>(std::move(b0_parts.front()))
+                                     : image::arithmetic_mean(b0_parts);
+      if (!b0.ok()) return b0.status().with_context("averaging the b=0 volumes");
       if (!b0->grid.same_as(dwi->grid)) {
         auto resampled = image::resample_to_grid(*b0, dwi->grid, 1);
         if (!resampled.ok()) return resampled.status().with_context("putting the b=0 images on the DWI grid");
@@ -251,12 +363,23 @@ struct Pipeline::Impl {
     auto tw = Clock::now();
     report_progress("write", 0);
     SB_RETURN_IF_ERROR(image::write_nifti((fs::path(out_dir) / "lesion_mask.nii.gz").string(), mask));
-    SegAlgorithm algo;
-    algo.name = "strokebox";
-    algo.version = STROKEBOX_VERSION;
-    algo.model_id = spec.model_id;
-    SB_RETURN_IF_ERROR(
-        write_seg(dwi_series, mask, algo, (fs::path(out_dir) / "seg.dcm").string()).with_context("writing DICOM SEG"));
+    nlohmann::json outputs = {"lesion_mask.nii.gz"};
+    // A DICOM SEG (and the SR that references it) needs the source's Frame of Reference
+    // (PS3.3 A.51); without one they are skipped and the study is still segmented.
+    const bool has_frame_of_reference = !dwi_series.frame_of_reference_uid.empty();
+    if (has_frame_of_reference) {
+      SegAlgorithm algo;
+      algo.name = "strokebox";
+      algo.version = STROKEBOX_VERSION;
+      algo.model_id = spec.model_id;
+      SB_RETURN_IF_ERROR(write_seg(dwi_series, mask, algo, (fs::path(out_dir) / "seg.dcm").string())
+                             .with_context("writing DICOM SEG"));
+      outputs.push_back("seg.dcm");
+    } else {
+      add_warning(r, "the DWI series " + dwi_series.series_instance_uid +
+                         " has no FrameOfReferenceUID (0020,0052): seg.dcm and sr.dcm, which must share the "
+                         "source's Frame of Reference, were not written");
+    }
     OverlayText text;
     text.lesion_volume_ml = r.lesion_volume_ml;
     text.lesion_count = r.lesion_count;
@@ -265,17 +388,21 @@ struct Pipeline::Impl {
     SB_RETURN_IF_ERROR(write_overlay_series(dwi_series, channels[dwi_channel], mask, text,
                                             (fs::path(out_dir) / "overlay").string())
                            .with_context("writing the overlay series"));
-    // The SR states the measurement and references the SEG it was made on (TID 1500).
-    SrFacts facts;
-    facts.lesion_volume_ml = r.lesion_volume_ml;
-    facts.lesion_count = r.lesion_count;
-    facts.algorithm_version = STROKEBOX_VERSION;
-    facts.model_id = spec.model_id;
-    SB_RETURN_IF_ERROR(read_instance_uids(fs::path(out_dir) / "seg.dcm", facts.seg_sop_instance_uid,
-                                          facts.seg_series_instance_uid));
-    SB_RETURN_IF_ERROR(
-        write_sr(dwi_series, facts, (fs::path(out_dir) / "sr.dcm").string()).with_context("writing the DICOM SR"));
-    r.extra["outputs"] = {"lesion_mask.nii.gz", "seg.dcm", "overlay/", "sr.dcm"};
+    outputs.push_back("overlay/");
+    if (has_frame_of_reference) {
+      // The SR states the measurement and references the SEG it was made on (TID 1500).
+      SrFacts facts;
+      facts.lesion_volume_ml = r.lesion_volume_ml;
+      facts.lesion_count = r.lesion_count;
+      facts.algorithm_version = STROKEBOX_VERSION;
+      facts.model_id = spec.model_id;
+      SB_RETURN_IF_ERROR(read_instance_uids(fs::path(out_dir) / "seg.dcm", facts.seg_sop_instance_uid,
+                                            facts.seg_series_instance_uid));
+      SB_RETURN_IF_ERROR(
+          write_sr(dwi_series, facts, (fs::path(out_dir) / "sr.dcm").string()).with_context("writing the DICOM SR"));
+      outputs.push_back("sr.dcm");
+    }
+    r.extra["outputs"] = outputs;
     r.timings_ms.emplace_back("write", ms_since(tw));
     report_progress("write", 1);
     return base::ok_status();
@@ -316,6 +443,7 @@ base::Result<std::unique_ptr<Pipeline>> Pipeline::create(const PipelineOptions& 
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   SB_ASSIGN_OR_RETURN(impl->spec, inference::load_model_spec(options.model_dir));
+  SB_ASSIGN_OR_RETURN(impl->diffusion, read_model_diffusion(options.model_dir));
   if (options.use_mirroring) impl->spec.use_mirroring = *options.use_mirroring;
   if (options.tile_step_size) {
     if (!(*options.tile_step_size > 0.0 && *options.tile_step_size <= 1.0))

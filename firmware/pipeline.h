@@ -35,7 +35,25 @@ struct PipelineOptions {
   /// '/' as '_'>/`, next to a symbolic link to the ONNX. Empty or a writable model folder: beside
   /// the ONNX, as before. The daemon passes its data directory (the unit's StateDirectory).
   std::string engine_cache_dir;
+  /// Segment a study whose diffusion b-values all lie outside the model's accepted range
+  /// (model.json "diffusion") at the b closest to the model's, with a warning in report.json,
+  /// instead of refusing it. The daemon's `model.allow_b_outside_range`.
+  bool allow_b_outside_range = false;
 };
+
+/// The b-values a model accepts (model.json "diffusion", docs/model_package.md), s/mm^2.
+struct ModelDiffusion {
+  double b_value = 1000.0;  ///< the b the model was trained with (the preferred one)
+  double b_min = 700.0;     ///< accepted range, inclusive
+  double b_max = 1500.0;
+  bool from_model_json = false;  ///< false: model.json has no "diffusion" key, these are the defaults
+};
+
+/// Reads the "diffusion" object of `model_dir`/model.json: {"b_value_s_mm2": 1000,
+/// "accepted_b_range_s_mm2": [700, 1500]}. Absent: the defaults above.
+/// Errors: kInvalidArgument naming the field (not numbers, b outside its range, range
+/// reaching down to b0 (<= 50 s/mm^2)); kNotFound without model.json.
+base::Result<ModelDiffusion> read_model_diffusion(const std::string& model_dir);
 
 /// What happened to one study; serialized as report.json (DESIGN.md "Outputs").
 struct StudyReport {

@@ -121,102 +121,343 @@ DcmElement* find_private(DcmItem& item, Uint16 group, const std::string& creator
   return nullptr;
 }
 
-/// First numeric value of an element whatever its VR; private elements read from implicit VR
-/// files arrive as UN, then `binary_float` tells how to read 4 or 8 raw bytes.
-std::optional<double> first_number(DcmElement* e, bool binary_float) {
-  if (e == nullptr || e->getLength() == 0) return std::nullopt;
+/// All numeric values of an element. Elements with a VR are read through DCMTK's string form;
+/// private elements of implicit VR files arrive as UN/OB, then `binary` says how the vendor
+/// stores them: 't' text (IS/DS/CS), 'f' float32 (FL), 'd' float64 (FD), 'u' uint16 (US).
+std::vector<double> read_numbers(DcmElement* e, char binary) {
+  std::vector<double> out;
+  if (e == nullptr || e->getLength() == 0) return out;
+  const auto parse_text = [&](const std::string& text) {
+    for (const std::string& part : split_backslash(text)) {
+      char* end = nullptr;
+      const double v = std::strtod(part.c_str(), &end);
+      if (part.empty() || end == part.c_str() || !std::isfinite(v)) return false;
+      out.push_back(v);
+    }
+    return true;
+  };
   switch (e->ident()) {
-    case EVR_FL: {
-      Float32 v = 0;
-      if (e->getFloat32(v, 0).good()) return v;
-      return std::nullopt;
-    }
-    case EVR_FD: {
-      Float64 v = 0;
-      if (e->getFloat64(v, 0).good()) return v;
-      return std::nullopt;
-    }
-    case EVR_US: {
-      Uint16 v = 0;
-      if (e->getUint16(v, 0).good()) return v;
-      return std::nullopt;
-    }
-    case EVR_SS: {
-      Sint16 v = 0;
-      if (e->getSint16(v, 0).good()) return v;
-      return std::nullopt;
-    }
-    case EVR_UL: {
-      Uint32 v = 0;
-      if (e->getUint32(v, 0).good()) return v;
-      return std::nullopt;
-    }
-    case EVR_SL: {
-      Sint32 v = 0;
-      if (e->getSint32(v, 0).good()) return v;
-      return std::nullopt;
-    }
     case EVR_UN:
     case EVR_UNKNOWN:
     case EVR_UNKNOWN2B:
     case EVR_OB:
-    case EVR_OW:
     case EVR_ox: {
       Uint8* bytes = nullptr;
-      if (e->getUint8Array(bytes).bad() || bytes == nullptr) return std::nullopt;
+      if (e->getUint8Array(bytes).bad() || bytes == nullptr) return out;
       const Uint32 n = e->getLength();
-      if (binary_float && n == 4) {
-        float f;
-        std::memcpy(&f, bytes, 4);  // little endian host assumed (x86-64, aarch64)
-        return std::isfinite(f) ? std::optional<double>(f) : std::nullopt;
+      // Little endian host assumed (x86-64, aarch64), as the files are little endian.
+      if (binary == 'd' && n % 8 == 0) {
+        for (Uint32 p = 0; p < n; p += 8) {
+          double d;
+          std::memcpy(&d, bytes + p, 8);
+          if (!std::isfinite(d)) return {};
+          out.push_back(d);
+        }
+      } else if (binary == 'f' && n % 4 == 0) {
+        for (Uint32 p = 0; p < n; p += 4) {
+          float f;
+          std::memcpy(&f, bytes + p, 4);
+          if (!std::isfinite(f)) return {};
+          out.push_back(f);
+        }
+      } else if (binary == 'u' && n % 2 == 0) {
+        for (Uint32 p = 0; p < n; p += 2) out.push_back(bytes[p] | (bytes[p + 1] << 8));
+      } else if (!parse_text(trim(std::string(reinterpret_cast<const char*>(bytes), n)))) {
+        out.clear();
       }
-      if (binary_float && n == 8) {
-        double d;
-        std::memcpy(&d, bytes, 8);
-        return std::isfinite(d) ? std::optional<double>(d) : std::nullopt;
-      }
-      std::string text(reinterpret_cast<const char*>(bytes), n);
-      text = text.substr(0, text.find('\\'));
-      text = trim(text);
-      char* end = nullptr;
-      const double v = std::strtod(text.c_str(), &end);
-      if (text.empty() || end == text.c_str() || !std::isfinite(v)) return std::nullopt;
-      return v;
+      return out;
     }
     default: {
-      OFString value;
-      if (e->getOFString(value, 0).bad()) return std::nullopt;
-      const std::string text = trim(value.c_str());
-      char* end = nullptr;
-      const double v = std::strtod(text.c_str(), &end);
-      if (text.empty() || end == text.c_str() || !std::isfinite(v)) return std::nullopt;
-      return v;
+      const unsigned long vm = e->getVM();
+      for (unsigned long p = 0; p < vm && p < 64; ++p) {
+        OFString value;
+        if (e->getOFString(value, p).bad()) return {};
+        const std::string text = trim(value.c_str());
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (text.empty() || end == text.c_str() || !std::isfinite(v)) return {};
+        out.push_back(v);
+      }
+      return out;
     }
   }
 }
 
-/// b-value in s/mm^2: standard Diffusion b-value (0018,9087) at top level or in the MR
-/// Diffusion Sequence, then Siemens, GE and Philips private tags.
-std::optional<double> read_b_value(DcmItem& ds) {
-  DcmElement* e = nullptr;
-  if (ds.findAndGetElement(DCM_DiffusionBValue, e).good()) {
-    if (auto v = first_number(e, true)) return v;
+/// Text of an element (CS/LO or UN bytes), trimmed and upper case; empty when absent.
+std::string read_text(DcmElement* e) {
+  if (e == nullptr || e->getLength() == 0) return {};
+  if (e->ident() == EVR_UN || e->ident() == EVR_OB || e->ident() == EVR_UNKNOWN) {
+    Uint8* bytes = nullptr;
+    if (e->getUint8Array(bytes).bad() || bytes == nullptr) return {};
+    return upper(trim(std::string(reinterpret_cast<const char*>(bytes), e->getLength())));
   }
-  DcmItem* diffusion = nullptr;
-  if (ds.findAndGetSequenceItem(DCM_MRDiffusionSequence, diffusion, 0).good() && diffusion != nullptr) {
-    if (diffusion->findAndGetElement(DCM_DiffusionBValue, e).good()) {
-      if (auto v = first_number(e, true)) return v;
+  OFString value;
+  if (e->getOFStringArray(value).bad()) return {};
+  return upper(trim(value.c_str()));
+}
+
+/// Element NN of any private block of `group` (whatever its creator), for vendors whose creator
+/// string varies between software versions.
+DcmElement* find_private_any_creator(DcmItem& item, Uint16 group, Uint8 low) {
+  for (DcmObject* obj = item.nextInContainer(nullptr); obj != nullptr; obj = item.nextInContainer(obj)) {
+    const DcmTag& tag = obj->getTag();
+    if (tag.getGroup() < group) continue;
+    if (tag.getGroup() > group) break;  // a dataset is in ascending tag order
+    const Uint16 block = tag.getElement();
+    if (block < 0x0010 || block > 0x00FF) continue;
+    DcmElement* found = nullptr;
+    if (item.findAndGetElement(DcmTagKey(group, static_cast<Uint16>((block << 8) | low)), found).good()) return found;
+  }
+  return nullptr;
+}
+
+/// Siemens CSA header (the "SV10" format of syngo VB/VD/VE, and the older unversioned one):
+/// named tags, each with a list of text items. Only what diffusion and mosaics need is used.
+struct CsaHeader {
+  std::map<std::string, std::vector<std::string>> tags;
+
+  std::vector<double> numbers(const std::string& name) const {
+    std::vector<double> out;
+    auto it = tags.find(name);
+    if (it == tags.end()) return out;
+    for (const std::string& item : it->second) {
+      char* end = nullptr;
+      const double v = std::strtod(item.c_str(), &end);
+      if (item.empty() || end == item.c_str() || !std::isfinite(v)) return {};
+      out.push_back(v);
+    }
+    return out;
+  }
+};
+
+uint32_t read_u32(const Uint8* p) { return p[0] | (p[1] << 8) | (p[2] << 16) | (uint32_t{p[3]} << 24); }
+
+/// Parses a CSA header. Layout: optional "SV10" + 4 bytes, then the tag count (uint32) and a
+/// uint32; each tag: name (64 bytes, NUL-terminated), VM, VR (4 bytes), SyngoDT, item count,
+/// one more int32 (84 bytes); each item: 4 int32 (the length is the second in SV10, the first
+/// minus the first tag's item count in the old format) and the text, padded to 4 bytes.
+/// Malformed input gives the tags parsed so far.
+CsaHeader parse_csa(const Uint8* data, size_t size) {
+  CsaHeader csa;
+  if (data == nullptr || size < 16) return csa;
+  const bool sv10 = std::memcmp(data, "SV10", 4) == 0;
+  size_t pos = sv10 ? 8 : 0;
+  const uint32_t ntags = read_u32(data + pos);
+  pos += 8;
+  if (ntags == 0 || ntags > 1000) return csa;
+  int64_t first_tag_items = -1;
+  for (uint32_t t = 0; t < ntags; ++t) {
+    if (pos + 84 > size) return csa;
+    const char* name_ptr = reinterpret_cast<const char*>(data + pos);
+    const std::string name(name_ptr, strnlen(name_ptr, 64));
+    const uint32_t nitems = read_u32(data + pos + 76);
+    pos += 84;
+    if (nitems > 1000) return csa;
+    if (first_tag_items < 0) first_tag_items = nitems;
+    std::vector<std::string> items;
+    for (uint32_t i = 0; i < nitems; ++i) {
+      if (pos + 16 > size) return csa;
+      const int64_t len = sv10 ? static_cast<int64_t>(read_u32(data + pos + 4))
+                               : static_cast<int64_t>(read_u32(data + pos)) - first_tag_items;
+      pos += 16;
+      if (len < 0 || static_cast<size_t>(len) > size - pos) return csa;
+      const char* text = reinterpret_cast<const char*>(data + pos);
+      const std::string value = trim(std::string(text, strnlen(text, static_cast<size_t>(len))));
+      if (!value.empty()) items.push_back(value);
+      pos += (static_cast<size_t>(len) + 3) / 4 * 4;
+    }
+    csa.tags[name] = std::move(items);
+  }
+  return csa;
+}
+
+CsaHeader read_csa_image_header(DcmItem& ds) {
+  DcmElement* e = find_private(ds, 0x0029, "SIEMENS CSA HEADER", 0x10);
+  if (e == nullptr) return {};
+  Uint8* bytes = nullptr;
+  if (e->getUint8Array(bytes).bad() || bytes == nullptr) return {};
+  return parse_csa(bytes, e->getLength());
+}
+
+std::optional<std::array<double, 3>> three(const std::vector<double>& v) {
+  if (v.size() < 3) return std::nullopt;
+  return std::array<double, 3>{v[0], v[1], v[2]};
+}
+
+/// The standard MR Diffusion Macro (PS3.3 C.8.13.5.9) in `item` (the top level of a classic
+/// image or an MR Diffusion Sequence item): b-value (0018,9087), Diffusion Directionality
+/// (0018,9075), Diffusion Gradient Orientation (0018,9089) in the Diffusion Gradient Direction
+/// Sequence (0018,9076). Fills only what `inst` does not have yet.
+void read_diffusion_macro(DcmItem& item, DicomInstance& inst) {
+  DcmElement* e = nullptr;
+  if (!inst.b_value && item.findAndGetElement(DCM_DiffusionBValue, e).good()) {
+    const std::vector<double> b = read_numbers(e, 'd');
+    if (!b.empty()) {
+      inst.b_value = b[0];
+      inst.b_value_source = "(0018,9087)";
     }
   }
-  if (auto v = first_number(find_private(ds, 0x0019, "SIEMENS MR HEADER", 0x0C), false)) return v;
-  if (auto v = first_number(find_private(ds, 0x0043, "GEMS_PARM_01", 0x39), false)) {
-    double b = *v;
-    // Some GE software versions add 1e9 (or a multiple) to the b-value as a flag.
-    if (b >= 1e9) b = std::fmod(b, 1e9);
-    return b;
+  if (inst.diffusion_directionality.empty() && item.findAndGetElement(DCM_DiffusionDirectionality, e).good()) {
+    inst.diffusion_directionality = read_text(e);
   }
-  if (auto v = first_number(find_private(ds, 0x2001, "Philips Imaging DD 001", 0x03), true)) return v;
-  return std::nullopt;
+  DcmItem* direction = nullptr;
+  if (!inst.diffusion_direction &&
+      item.findAndGetSequenceItem(DCM_DiffusionGradientDirectionSequence, direction, 0).good() &&
+      direction != nullptr && direction->findAndGetElement(DCM_DiffusionGradientOrientation, e).good()) {
+    inst.diffusion_direction = three(read_numbers(e, 'd'));
+  }
+}
+
+/// Diffusion attributes of a classic image: the standard macro first, then the vendors'
+/// documented private conventions (Siemens CSA header and (0019,xx0C-0E); GE (0043,xx39) and
+/// (0019,xxBB-BD); Philips (2001,xx03-04) and (2005,xxB0-B2); UIH/Canon (0065,xx0A/09) and
+/// (0065,xx37)). Also NumberOfImagesInMosaic. Returns the CSA header for the mosaic geometry.
+CsaHeader read_diffusion(DcmItem& ds, DicomInstance& inst) {
+  read_diffusion_macro(ds, inst);
+  DcmItem* diffusion = nullptr;
+  if (ds.findAndGetSequenceItem(DCM_MRDiffusionSequence, diffusion, 0).good() && diffusion != nullptr) {
+    read_diffusion_macro(*diffusion, inst);
+  }
+  // Siemens: the CSA image header, then the (0019) "SIEMENS MR HEADER" elements.
+  CsaHeader csa = read_csa_image_header(ds);
+  if (!inst.b_value) {
+    const std::vector<double> b = csa.numbers("B_value");
+    if (!b.empty()) {
+      inst.b_value = b[0];
+      inst.b_value_source = "Siemens CSA B_value";
+    }
+  }
+  if (!inst.diffusion_direction) inst.diffusion_direction = three(csa.numbers("DiffusionGradientDirection"));
+  const std::string siemens = "SIEMENS MR HEADER";
+  if (!inst.b_value) {
+    const std::vector<double> b = read_numbers(find_private(ds, 0x0019, siemens, 0x0C), 't');
+    if (!b.empty()) {
+      inst.b_value = b[0];
+      inst.b_value_source = "Siemens (0019,xx0C)";
+    }
+  }
+  if (inst.diffusion_directionality.empty()) {
+    inst.diffusion_directionality = read_text(find_private(ds, 0x0019, siemens, 0x0D));
+  }
+  if (!inst.diffusion_direction) inst.diffusion_direction = three(read_numbers(find_private(ds, 0x0019, siemens, 0x0E), 'd'));
+  const std::vector<double> mosaic = csa.numbers("NumberOfImagesInMosaic");
+  if (!mosaic.empty()) {
+    inst.mosaic_images = static_cast<int>(std::lround(mosaic[0]));
+  } else {
+    const std::vector<double> m = read_numbers(find_private(ds, 0x0019, siemens, 0x0A), 'u');
+    if (!m.empty()) inst.mosaic_images = static_cast<int>(std::lround(m[0]));
+  }
+  // GE: b-value is the first value of (0043,xx39), with 1e9 added as a flag by some versions.
+  if (!inst.b_value) {
+    const std::vector<double> b = read_numbers(find_private(ds, 0x0043, "GEMS_PARM_01", 0x39), 't');
+    if (!b.empty()) {
+      inst.b_value = b[0] >= 1e9 ? std::fmod(b[0], 1e9) : b[0];
+      inst.b_value_source = "GE (0043,xx39)";
+    }
+  }
+  if (!inst.diffusion_direction) {
+    std::vector<double> d;
+    for (Uint8 low : {Uint8{0xBB}, Uint8{0xBC}, Uint8{0xBD}}) {
+      const std::vector<double> v = read_numbers(find_private(ds, 0x0019, "GEMS_ACQU_01", low), 't');
+      if (v.empty()) break;
+      d.push_back(v[0]);
+    }
+    inst.diffusion_direction = three(d);
+  }
+  // Philips: b-factor (FL), direction letter ('I' isotropic), direction components (FL).
+  const std::string philips = "Philips Imaging DD 001";
+  if (!inst.b_value) {
+    const std::vector<double> b = read_numbers(find_private(ds, 0x2001, philips, 0x03), 'f');
+    if (!b.empty()) {
+      inst.b_value = b[0];
+      inst.b_value_source = "Philips (2001,xx03)";
+    }
+  }
+  if (inst.diffusion_directionality.empty()) {
+    const std::string letter = read_text(find_private(ds, 0x2001, philips, 0x04));
+    if (letter == "I") {
+      inst.diffusion_directionality = "ISOTROPIC";
+    } else if (letter == "O" || letter == "R" || letter == "A" || letter == "F" || letter == "P" || letter == "S") {
+      inst.diffusion_directionality = "DIRECTIONAL";
+    }
+  }
+  if (!inst.diffusion_direction) {
+    std::vector<double> d;
+    for (Uint8 low : {Uint8{0xB0}, Uint8{0xB1}, Uint8{0xB2}}) {
+      const std::vector<double> v = read_numbers(find_private(ds, 0x2005, "Philips MR Imaging DD 001", low), 'f');
+      if (v.empty()) break;
+      d.push_back(v[0]);
+    }
+    inst.diffusion_direction = three(d);
+  }
+  // UIH and Canon/Toshiba: user (nominal) b-value (0065,xx0A), else actual (0065,xx09);
+  // gradient orientation (0065,xx37).
+  if (!inst.b_value) {
+    for (Uint8 low : {Uint8{0x0A}, Uint8{0x09}}) {
+      const std::vector<double> b = read_numbers(find_private_any_creator(ds, 0x0065, low), 'd');
+      if (!b.empty()) {
+        inst.b_value = b[0];
+        inst.b_value_source = low == 0x0A ? "UIH/Canon (0065,xx0A)" : "UIH/Canon (0065,xx09)";
+        break;
+      }
+    }
+  }
+  if (!inst.diffusion_direction) {
+    inst.diffusion_direction = three(read_numbers(find_private_any_creator(ds, 0x0065, 0x37), 'd'));
+  }
+  if (inst.b_value && (!std::isfinite(*inst.b_value) || *inst.b_value < 0 || *inst.b_value > 1e5)) {
+    inst.b_value.reset();  // not a b-value (garbage or another vendor's element)
+    inst.b_value_source.clear();
+  }
+  return csa;
+}
+
+/// Unpacks a Siemens MOSAIC into one entry per tile (see read_dicom_header()). Returns false
+/// (nothing appended) when the mosaic cannot be unpacked; sort_slices() then refuses it.
+bool expand_mosaic(DcmItem& ds, const DicomInstance& inst, const CsaHeader& csa, std::vector<DicomInstance>& out) {
+  const int n = inst.mosaic_images;
+  if (n < 1 || n > kMaxSlices || !inst.image_position_patient || !inst.image_orientation_patient ||
+      !inst.pixel_spacing_mm || inst.rows <= 0 || inst.columns <= 0) {
+    return false;
+  }
+  const int per_row = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n)) - 1e-9));
+  if (per_row < 1 || inst.rows % per_row != 0 || inst.columns % per_row != 0) return false;
+  const int tile_rows = inst.rows / per_row, tile_cols = inst.columns / per_row;
+  const auto& iop = *inst.image_orientation_patient;
+  const Eigen::Vector3d row_dir(iop[0], iop[1], iop[2]), col_dir(iop[3], iop[4], iop[5]);
+  Eigen::Vector3d normal = row_dir.cross(col_dir);
+  if (auto csa_normal = three(csa.numbers("SliceNormalVector"))) {
+    const Eigen::Vector3d v((*csa_normal)[0], (*csa_normal)[1], (*csa_normal)[2]);
+    if (v.norm() > 0.5) normal = v;
+  }
+  if (normal.norm() < 0.5) return false;
+  normal.normalize();
+  double spacing = get_double(ds, DCM_SpacingBetweenSlices, 0.0);
+  if (!(spacing > 0)) spacing = get_double(ds, DCM_SliceThickness, 0.0);
+  if (!(spacing > 0)) spacing = inst.slice_thickness_mm;
+  if (!(spacing > 0)) return false;
+  const auto& ps = *inst.pixel_spacing_mm;
+  const auto& ipp = *inst.image_position_patient;
+  const Eigen::Vector3d first = Eigen::Vector3d(ipp[0], ipp[1], ipp[2]) +
+                                row_dir * ps[1] * (inst.columns - tile_cols) / 2.0 +
+                                col_dir * ps[0] * (inst.rows - tile_rows) / 2.0;
+  for (int k = 0; k < n; ++k) {
+    DicomInstance tile = inst;
+    tile.mosaic_index = k;
+    tile.mosaic_tiles_per_row = per_row;
+    tile.mosaic_rows = inst.rows;
+    tile.mosaic_columns = inst.columns;
+    tile.rows = tile_rows;
+    tile.columns = tile_cols;
+    const Eigen::Vector3d p = first + normal * spacing * static_cast<double>(k);
+    tile.image_position_patient = std::array<double, 3>{p[0], p[1], p[2]};
+    out.push_back(std::move(tile));
+  }
+  return true;
+}
+
+bool is_mosaic(const DicomInstance& inst) {
+  return std::find(inst.image_type.begin(), inst.image_type.end(), "MOSAIC") != inst.image_type.end();
 }
 
 std::string format_position(const std::array<double, 3>& p) {
@@ -232,6 +473,7 @@ std::string instance_label(const DicomInstance& inst) {
   if (inst.has_instance_number) s << "instance " << inst.instance_number << " ";
   s << "'" << fs::path(inst.path).filename().string() << "'";
   if (inst.frame_index >= 0) s << " frame " << inst.frame_index + 1;
+  if (inst.mosaic_index >= 0) s << " mosaic tile " << inst.mosaic_index + 1;
   return s.str();
 }
 
@@ -315,14 +557,18 @@ bool apply_functional_groups(DcmItem* shared, DcmItem* frame, DicomInstance& ins
     inst.rescale_intercept = get_double(*m, DCM_RescaleIntercept, inst.rescale_intercept);
     break;
   }
+  // The frame's own MR Diffusion macro replaces what the top level said (PS3.3 C.8.13.5.9).
+  DcmItem* diffusion = nullptr;
   for (DcmItem* m : macros(DCM_MRDiffusionSequence)) {
-    DcmElement* e = nullptr;
-    if (m->findAndGetElement(DCM_DiffusionBValue, e).good()) {
-      if (auto b = first_number(e, true)) {
-        inst.b_value = b;
-        break;
-      }
-    }
+    diffusion = m;
+    break;
+  }
+  if (diffusion != nullptr) {
+    inst.b_value.reset();
+    inst.b_value_source.clear();
+    inst.diffusion_direction.reset();
+    inst.diffusion_directionality.clear();
+    read_diffusion_macro(*diffusion, inst);
   }
   for (DcmItem* m : macros(DCM_MRImageFrameTypeSequence)) {
     const std::vector<std::string> type = split_backslash(get_string(*m, DCM_FrameType));
@@ -416,12 +662,10 @@ DicomSeries read_header_fields(DcmFileFormat& ff, const std::string& path) {
   inst.rescale_intercept = get_double(ds, DCM_RescaleIntercept, 0.0);
   for (const std::string& v : split_backslash(get_string(ds, DCM_ImageType))) inst.image_type.push_back(upper(v));
   inst.series_description = s.series_description;
-  inst.b_value = read_b_value(ds);
-  if (auto m = first_number(find_private(ds, 0x0019, "SIEMENS MR HEADER", 0x0A), false)) {
-    inst.mosaic_images = static_cast<int>(*m);
-  }
+  const CsaHeader csa = read_diffusion(ds, inst);
   inst.echo_time_ms = get_double(ds, DCM_EchoTime, 0.0);
   inst.acquisition_number = get_int(ds, DCM_AcquisitionNumber, 0);
+  if (is_mosaic(inst) && inst.number_of_frames == 1 && expand_mosaic(ds, inst, csa, s.instances)) return s;
   expand_frames(ds, inst, s.instances);
   return s;
 }
@@ -437,11 +681,12 @@ base::Status check_supported(const DicomSeries& series) {
                                  "cannot be placed in space; configure the scanner to send Enhanced MR "
                                  "with functional groups or single-frame (classic) images");
     }
-    if (inst.mosaic_images > 1 ||
-        std::find(inst.image_type.begin(), inst.image_type.end(), "MOSAIC") != inst.image_type.end()) {
-      return base::unimplemented("series " + describe_series(series) +
-                                 " is a Siemens mosaic, which this version cannot assemble yet; send "
-                                 "the series as single-slice images (e.g. the TRACEW/ADC series)");
+    if (inst.mosaic_index < 0 && is_mosaic(inst)) {
+      return base::unimplemented("series " + describe_series(series) + ": " + instance_label(inst) +
+                                 " is a Siemens mosaic that cannot be unpacked: it needs NumberOfImagesInMosaic "
+                                 "(CSA header or (0019,xx0A)), a tile grid dividing Rows and Columns, "
+                                 "ImagePositionPatient/ImageOrientationPatient/PixelSpacing and a slice "
+                                 "spacing; send the series as single-slice images (e.g. the TRACEW/ADC series)");
     }
   }
   return base::ok_status();
@@ -484,11 +729,27 @@ base::Status read_frame(DcmDataset& ds, const DicomInstance& inst, size_t rows, 
   if (bits_stored < 1 || bits_stored > bits_allocated || high_bit < bits_stored - 1 || high_bit >= bits_allocated) {
     return base::invalid_argument(where + ": inconsistent BitsStored/HighBit");
   }
-  if (get_us(ds, DCM_Rows, 0) != static_cast<int>(rows) || get_us(ds, DCM_Columns, 0) != static_cast<int>(cols)) {
+  const bool tile = inst.mosaic_index >= 0;
+  const size_t stored_rows = tile ? static_cast<size_t>(inst.mosaic_rows) : rows;
+  const size_t stored_cols = tile ? static_cast<size_t>(inst.mosaic_columns) : cols;
+  if (get_us(ds, DCM_Rows, 0) != static_cast<int>(stored_rows) ||
+      get_us(ds, DCM_Columns, 0) != static_cast<int>(stored_cols)) {
     return base::invalid_argument(where + ": the file changed since it was scanned (Rows/Columns differ)");
   }
   const size_t frame = inst.frame_index < 0 ? 0 : static_cast<size_t>(inst.frame_index);
-  const size_t first = frame * plane;
+  const size_t first = frame * stored_rows * stored_cols;
+  // Pixel p of this slice: its offset in the stored frame (a mosaic tile is a sub-rectangle).
+  const size_t tile_row = tile ? static_cast<size_t>(inst.mosaic_index / inst.mosaic_tiles_per_row) : 0;
+  const size_t tile_col = tile ? static_cast<size_t>(inst.mosaic_index % inst.mosaic_tiles_per_row) : 0;
+  if (tile && ((tile_row + 1) * rows > stored_rows || (tile_col + 1) * cols > stored_cols)) {
+    return base::invalid_argument(where + ": mosaic tile " + std::to_string(inst.mosaic_index) + " lies outside the image");
+  }
+  const auto offset = [&](size_t p) {
+    if (!tile) return p;
+    const size_t y = p / cols, x = p % cols;
+    return (tile_row * rows + y) * stored_cols + tile_col * cols + x;
+  };
+  const size_t needed = first + stored_rows * stored_cols;
   const int shift = high_bit + 1 - bits_stored;
   const uint32_t mask = (bits_stored >= 32) ? 0xFFFFFFFFu : ((1u << bits_stored) - 1u);
   const uint32_t sign_bit = 1u << (bits_stored - 1);
@@ -507,21 +768,21 @@ base::Status read_frame(DcmDataset& ds, const DicomInstance& inst, size_t rows, 
   if (bits_allocated == 16) {
     const Uint16* pixels = nullptr;
     const OFCondition cond = ds.findAndGetUint16Array(DCM_PixelData, pixels, &count);
-    if (cond.bad() || pixels == nullptr || count < first + plane) {
+    if (cond.bad() || pixels == nullptr || count < needed) {
       return base::invalid_argument(where + ": pixel data missing or truncated (" + std::to_string(count) +
                                     " values, frame " + std::to_string(frame + 1) + " needs " +
-                                    std::to_string(first + plane) + ")");
+                                    std::to_string(needed) + ")");
     }
-    for (size_t p = 0; p < plane; ++p) out[p] = convert(pixels[first + p]);
+    for (size_t p = 0; p < plane; ++p) out[p] = convert(pixels[first + offset(p)]);
   } else {
     const Uint8* pixels = nullptr;
     const OFCondition cond = ds.findAndGetUint8Array(DCM_PixelData, pixels, &count);
-    if (cond.bad() || pixels == nullptr || count < first + plane) {
+    if (cond.bad() || pixels == nullptr || count < needed) {
       return base::invalid_argument(where + ": pixel data missing or truncated (" + std::to_string(count) +
                                     " bytes, frame " + std::to_string(frame + 1) + " needs " +
-                                    std::to_string(first + plane) + ")");
+                                    std::to_string(needed) + ")");
     }
-    for (size_t p = 0; p < plane; ++p) out[p] = convert(pixels[first + p]);
+    for (size_t p = 0; p < plane; ++p) out[p] = convert(pixels[first + offset(p)]);
   }
   return base::ok_status();
 }
@@ -551,15 +812,25 @@ base::Result<DicomSeries> read_dicom_header(const std::string& path) {
     const OFCondition cond =
         ff.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, DCM_MaxReadLength, ERM_autoDetect);
     if (cond.bad()) return base::invalid_argument("not a readable DICOM file: " + path + " (" + cond.text() + ")");
-    DicomSeries s = read_header_fields(ff, path);
-    if (s.series_instance_uid.empty() || s.instances.front().sop_instance_uid.empty()) {
-      return base::invalid_argument("not a DICOM instance (no SeriesInstanceUID or SOPInstanceUID): " + path);
-    }
-    return s;
+    return read_dicom_header(ff, path);
   } catch (const std::exception& e) {
     return base::invalid_argument("cannot read DICOM file " + path + ": " + e.what());
   } catch (...) {
     return base::invalid_argument("cannot read DICOM file " + path + ": unknown exception");
+  }
+}
+
+base::Result<DicomSeries> read_dicom_header(DcmFileFormat& file, const std::string& label) {
+  try {
+    DicomSeries s = read_header_fields(file, label);
+    if (s.series_instance_uid.empty() || s.instances.empty() || s.instances.front().sop_instance_uid.empty()) {
+      return base::invalid_argument("not a DICOM instance (no SeriesInstanceUID or SOPInstanceUID): " + label);
+    }
+    return s;
+  } catch (const std::exception& e) {
+    return base::invalid_argument("cannot read DICOM header of " + label + ": " + e.what());
+  } catch (...) {
+    return base::invalid_argument("cannot read DICOM header of " + label + ": unknown exception");
   }
 }
 

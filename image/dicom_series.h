@@ -13,6 +13,8 @@
 #include "base/status.h"
 #include "image/volume.h"
 
+class DcmFileFormat;
+
 namespace image {
 
 /// Largest in-plane size (Rows and Columns) and slice count assemble_volume accepts; anything
@@ -46,11 +48,30 @@ struct DicomInstance {
   /// Image Type (0008,0008) values, upper case, e.g. {"DERIVED", "PRIMARY", "DIFFUSION", "ADC"}.
   std::vector<std::string> image_type;
   std::string series_description;
-  /// Diffusion b-value in s/mm^2 from the standard (0018,9087) or a vendor's private tag
-  /// (Siemens (0019,xx0C), GE (0043,xx39) first value, Philips (2001,xx03)); empty if none.
+  /// Diffusion b-value in s/mm^2 from the standard MR Diffusion macro (0018,9087) (top level,
+  /// MR Diffusion Sequence, or the frame's functional groups) or a vendor's documented private
+  /// element (Siemens CSA B_value, then (0019,xx0C); GE (0043,xx39) first value less 1e9 when
+  /// above it; Philips (2001,xx03); UIH/Canon (0065,xx0A), then (0065,xx09)); empty if none.
   std::optional<double> b_value;
-  /// Siemens (0019,xx0A) NumberOfImagesInMosaic; 0 when absent.
+  /// Where b_value came from, for reports: "(0018,9087)", "Siemens CSA B_value", "GE (0043,xx39)",
+  /// "Philips (2001,xx03)", "Siemens (0019,xx0C)", "UIH/Canon (0065,xx0A)"; empty when none.
+  std::string b_value_source;
+  /// Diffusion gradient direction as the header gives it (unit vector; the standard's Diffusion
+  /// Gradient Orientation (0018,9089) is in the patient coordinate system, vendors' private
+  /// tags may use scanner axes). Used only to tell directions apart. Empty when none is given.
+  std::optional<std::array<double, 3>> diffusion_direction;
+  /// Diffusion Directionality (0018,9075) or its vendor equivalent, upper case: "DIRECTIONAL",
+  /// "ISOTROPIC" (the scanner's trace image), "NONE" (b0), "BMATRIX"; empty when not stated.
+  std::string diffusion_directionality;
+  /// Siemens NumberOfImagesInMosaic (CSA image header, else (0019,xx0A)); 0 when absent.
   int mosaic_images = 0;
+  /// >= 0 when this entry is one tile (slice) of a Siemens MOSAIC image: the tile index in
+  /// acquisition order (row-major tiles, mosaic_tiles_per_row per row). rows/columns are then
+  /// the tile's, mosaic_rows/mosaic_columns the stored image's, and the position is the tile's
+  /// own (see read_dicom_header()).
+  int mosaic_index = -1;
+  int mosaic_tiles_per_row = 0;
+  int mosaic_rows = 0, mosaic_columns = 0;
   double echo_time_ms = 0.0;
   int acquisition_number = 0;
   /// -1 for a single-frame instance. Otherwise this entry stands for frame `frame_index`
@@ -100,9 +121,19 @@ inline constexpr int kMaxFrames = 20000;
 
 /// Reads the header of one file (pixel data is not loaded). Returns a series holding that
 /// single instance, or, for a multi-frame instance with per-frame functional groups (Enhanced
-/// MR, PS3.3 C.8.13), one entry per frame (see DicomInstance::frame_index). Errors: kInvalidArgument when the file is not a DICOM instance (with the
-/// DCMTK reason), kNotFound when it does not exist.
+/// MR, PS3.3 C.8.13), one entry per frame (see DicomInstance::frame_index), or, for a Siemens
+/// MOSAIC, one entry per tile: NumberOfImagesInMosaic from the CSA image header (else
+/// (0019,xx0A)), ceil(sqrt(n)) tiles per row; the first tile's position is
+/// ImagePositionPatient moved by half the size difference between the mosaic and the tile along
+/// the row and column directions, tile k lies k * SpacingBetweenSlices (else SliceThickness)
+/// along the CSA SliceNormalVector (else row x column direction).
+/// Errors: kInvalidArgument when the file is not a DICOM instance (with the DCMTK reason),
+/// kNotFound when it does not exist.
 base::Result<DicomSeries> read_dicom_header(const std::string& path);
+
+/// Same as read_dicom_header() for a dataset already in memory; `label` stands for the path
+/// in messages and DicomInstance::path (assemble_volume() cannot read pixels back from it).
+base::Result<DicomSeries> read_dicom_header(DcmFileFormat& file, const std::string& label);
 
 /// Scans `dir` recursively, skipping non-DICOM files (debug log) and duplicate SOP instances.
 /// Errors: kNotFound when `dir` is missing or holds no DICOM instance.
@@ -120,9 +151,10 @@ struct SliceStack {
 /// image with ImagePositionPatient, ImageOrientationPatient (unit, orthogonal; all equal within
 /// 1e-4), PixelSpacing and Rows/Columns all equal; at least 2 slices; no two slices at the
 /// same position; gaps along the normal within 10 % of the median step; slices on one line.
-/// Frames of Enhanced MR instances count as slices.
+/// Frames of Enhanced MR instances and tiles of Siemens mosaics count as slices. A diffusion
+/// series holding several volumes must first be split (image/diffusion_volumes.h).
 /// Errors: kUnimplemented for multi-frame instances without per-frame geometry (Plane Position
-/// and Orientation functional groups) or Siemens mosaic series; kResourceExhausted
+/// and Orientation functional groups) or mosaics that cannot be unpacked; kResourceExhausted
 /// for more than kMaxInPlaneDim x kMaxInPlaneDim or kMaxSlices slices; kInvalidArgument with a
 /// message naming the offending files for everything else.
 base::Result<SliceStack> sort_slices(const DicomSeries& series);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <map>
 #include <set>
 #include <sstream>
 #include <tuple>
@@ -78,18 +79,36 @@ std::string list_series(const std::vector<DicomSeries>& series) {
   return s.str();
 }
 
-/// A DWI candidate: one series restricted to one b-value.
+/// A DWI candidate: the volumes of one series at one b-value.
 struct DwiCandidate {
   size_t series_index = 0;
   std::optional<double> b;
-  std::vector<DicomInstance> instances;
-  bool one_per_position = true;
+  const DiffusionVolume* trace = nullptr;            // the scanner's trace image
+  std::vector<const DiffusionVolume*> directions;    // directional volumes
+  std::vector<const DiffusionVolume*> unspecified;   // directionality not stated
   int series_number = 0;
 };
 
+bool in_range(double b, const ClassifierOptions& o) { return b >= o.b_min && b <= o.b_max; }
+
 /// Sort key, smaller is better.
-std::tuple<int, double, int, int> dwi_rank(const DwiCandidate& c, const ClassifierOptions& o) {
-  return {c.b ? 0 : 1, c.b ? std::abs(*c.b - o.b_target) : 0.0, c.one_per_position ? 0 : 1, -c.series_number};
+std::tuple<int, int, double, int, int> dwi_rank(const DwiCandidate& c, const ClassifierOptions& o) {
+  return {c.b ? 0 : 1, c.b && in_range(*c.b, o) ? 0 : 1, c.b ? std::abs(*c.b - o.b_target) : 0.0, c.trace ? 0 : 1,
+          -c.series_number};
+}
+
+size_t matrix_rows(const DicomSeries& s) { return s.instances.empty() ? 0 : static_cast<size_t>(s.instances.front().rows); }
+size_t matrix_cols(const DicomSeries& s) { return s.instances.empty() ? 0 : static_cast<size_t>(s.instances.front().columns); }
+
+bool same_geometry(const DicomSeries& a, const DicomSeries& b) {
+  return distinct_positions(a.instances) == distinct_positions(b.instances) && matrix_rows(a) == matrix_rows(b) &&
+         matrix_cols(a) == matrix_cols(b);
+}
+
+std::string format_b_list(const std::vector<double>& bs) {
+  std::ostringstream s;
+  for (size_t i = 0; i < bs.size(); ++i) s << (i ? ", " : "") << format_b(bs[i]);
+  return s.str();
 }
 
 }  // namespace
@@ -97,10 +116,15 @@ std::tuple<int, double, int, int> dwi_rank(const DwiCandidate& c, const Classifi
 SeriesClassification classify_series(const DicomSeries& series) {
   SeriesClassification out;
   std::set<double> bs;
+  bool only_ge_zero = true;  // GE writes (0043,xx39) on every image, diffusion or not
   for (const DicomInstance& inst : series.instances) {
-    if (inst.b_value) bs.insert(static_cast<double>(std::lround(*inst.b_value)));
+    if (!inst.b_value) continue;
+    bs.insert(static_cast<double>(std::lround(*inst.b_value)));
+    if (inst.b_value_source != "GE (0043,xx39)" || *inst.b_value > 50.0) only_ge_zero = false;
   }
-  out.b_values.assign(bs.begin(), bs.end());
+  // A GE series whose only "b-value" is 0 from that private element is not evidence of
+  // diffusion (a T1 or T2 series carries it too); its images are then not b0 candidates.
+  if (!only_ge_zero) out.b_values.assign(bs.begin(), bs.end());
   if (!is_image_series(series)) {
     out.why = series.modality.empty() || series.modality == "MR" ? "not an image series" : "modality " + series.modality;
     return out;
@@ -113,6 +137,16 @@ SeriesClassification classify_series(const DicomSeries& series) {
       contains(desc, "EXPONENTIAL") || has_image_type(series, "FA") || has_word("FA") ||
       has_image_type(series, "TENSOR")) {
     out.why = "derived diffusion map that is neither ADC nor DWI (exponential ADC, FA or tensor)";
+    return out;
+  }
+  const bool all_adc = std::all_of(series.instances.begin(), series.instances.end(), [](const DicomInstance& i) {
+    return std::find(i.image_type.begin(), i.image_type.end(), "ADC") != i.image_type.end();
+  });
+  if (has_image_type(series, "ADC") && !all_adc && !out.b_values.empty()) {
+    // The scanner's ADC in the same series as the diffusion images (one Enhanced MR file,
+    // or a series holding every image): a DWI series whose ADC volume is taken from within.
+    out.kind = SeriesKind::kDwi;
+    out.why = "diffusion images and ADC images in one series";
     return out;
   }
   if (has_image_type(series, "ADC")) {
@@ -160,8 +194,13 @@ base::Result<DiffusionSelection> select_diffusion_series(const std::vector<Dicom
   }
   const std::string study_uid = *studies.begin();
 
-  std::vector<DwiCandidate> dwi;
+  // Every diffusion series as volumes; ADC series and the ADC images inside diffusion series.
+  std::vector<std::vector<DiffusionVolume>> volumes(series.size());
+  std::vector<bool> is_dwi(series.size(), false);
   std::vector<size_t> adc;
+  std::vector<DwiCandidate> dwi;
+  std::set<double> outside;  // b > b0_max found outside [b_min, b_max]
+  std::ostringstream passed_over;
   for (size_t idx = 0; idx < series.size(); ++idx) {
     const DicomSeries& s = series[idx];
     const SeriesClassification c = classify_series(s);
@@ -170,136 +209,239 @@ base::Result<DiffusionSelection> select_diffusion_series(const std::vector<Dicom
       continue;
     }
     if (c.kind != SeriesKind::kDwi) continue;
-    if (!c.b_values.empty()) {
-      // Closest b-value in range; instances without a b-value are left out.
-      std::optional<double> best;
-      for (double b : c.b_values) {
-        if (b < options.b_min || b > options.b_max) continue;
-        if (!best || std::abs(b - options.b_target) < std::abs(*best - options.b_target)) best = b;
+    auto split = split_diffusion_volumes(s, options.b0_max);
+    if (!split.ok()) {
+      passed_over << "; passed over " << describe_series(s) << ": " << split.status().message();
+      continue;
+    }
+    volumes[idx] = std::move(*split);
+    is_dwi[idx] = true;
+    // Shells: b-values within 5 % of the shell's lowest are one b (scanners report the actual
+    // b per direction, e.g. 995 and 1005 for a nominal 1000); the shell's b is its most common.
+    std::set<long> distinct;
+    for (const DiffusionVolume& v : volumes[idx]) {
+      if (v.kind != DiffusionImageKind::kB0 && v.kind != DiffusionImageKind::kAdc && v.b_value) {
+        distinct.insert(std::lround(*v.b_value));
       }
-      if (!best) continue;
-      DwiCandidate cand;
+    }
+    std::map<long, long> shell_of;  // b -> lowest b of its shell
+    long shell_start = -1;
+    for (long b : distinct) {
+      if (shell_start < 0 || static_cast<double>(b) > 1.05 * static_cast<double>(shell_start)) shell_start = b;
+      shell_of[b] = shell_start;
+    }
+    std::map<long, std::map<long, int>> shell_counts;  // shell -> b -> volumes
+    std::map<long, DwiCandidate> by_b;
+    for (const DiffusionVolume& v : volumes[idx]) {
+      if (v.kind == DiffusionImageKind::kB0 || v.kind == DiffusionImageKind::kAdc) continue;
+      const long key = v.b_value ? shell_of[std::lround(*v.b_value)] : -1;
+      if (v.b_value) ++shell_counts[key][std::lround(*v.b_value)];
+      DwiCandidate& cand = by_b[key];
       cand.series_index = idx;
-      cand.b = best;
       cand.series_number = s.series_number;
-      for (const DicomInstance& inst : s.instances) {
-        if (inst.b_value && std::lround(*inst.b_value) == std::lround(*best)) cand.instances.push_back(inst);
+      if (v.kind == DiffusionImageKind::kTrace && cand.trace == nullptr) cand.trace = &v;
+      if (v.kind == DiffusionImageKind::kDirectional) cand.directions.push_back(&v);
+      if (v.kind == DiffusionImageKind::kUnspecified) cand.unspecified.push_back(&v);
+    }
+    for (auto& [key, cand] : by_b) {
+      if (key < 0) continue;
+      long best = key;
+      int best_count = 0;
+      for (const auto& [b, count] : shell_counts[key]) {
+        if (count > best_count) {
+          best = b;
+          best_count = count;
+        }
       }
-      cand.one_per_position = distinct_positions(cand.instances) == cand.instances.size();
-      dwi.push_back(std::move(cand));
-    } else {
-      // No b-value in the headers: accept on ImageType/description evidence with low priority.
-      DwiCandidate cand;
-      cand.series_index = idx;
-      cand.series_number = s.series_number;
-      cand.instances = s.instances;
-      cand.one_per_position = distinct_positions(cand.instances) == cand.instances.size();
+      cand.b = static_cast<double>(best);
+    }
+    for (auto& [key, cand] : by_b) {
+      if (cand.b && !in_range(*cand.b, options)) outside.insert(*cand.b);
       dwi.push_back(std::move(cand));
     }
   }
   if (dwi.empty()) {
-    return base::not_found("no DWI series with b between " + format_b(options.b_min) + " and " +
-                           format_b(options.b_max) + " s/mm^2 found in study " + study_uid +
-                           ": series were " + list_series(series));
+    return base::not_found("no DWI series found in study " + study_uid + " (diffusion images with b above " +
+                           format_b(options.b0_max) + " s/mm^2, or a DWI/TRACE series): series were " +
+                           list_series(series) + passed_over.str());
   }
   std::stable_sort(dwi.begin(), dwi.end(), [&](const DwiCandidate& a, const DwiCandidate& b) {
     return dwi_rank(a, options) < dwi_rank(b, options);
   });
   const DwiCandidate& chosen = dwi.front();
   const DicomSeries& dwi_series = series[chosen.series_index];
+  DiffusionSelection out;
+  if (chosen.b && !in_range(*chosen.b, options)) {
+    const std::vector<double> found(outside.begin(), outside.end());
+    const std::string what = "the study's diffusion images are at b = " + format_b_list(found) +
+                             " s/mm^2, outside the b-value range the model accepts (" + format_b(options.b_min) +
+                             " to " + format_b(options.b_max) + " s/mm^2, trained at " +
+                             format_b(options.b_target) + ")";
+    if (!options.allow_b_outside_range) {
+      return base::out_of_range(what + "; DWI series " + describe_series(dwi_series) +
+                                ". Use a model trained for this b-value, or allow b-values outside the model's "
+                                "range to segment it anyway with a warning");
+    }
+    out.b_outside_range = true;
+    out.warnings.push_back(what + ": segmented at b = " + format_b(*chosen.b) +
+                           " because b-values outside the range are allowed; the result may be less reliable");
+  }
+
   std::ostringstream reason;
   reason << "DWI " << describe_series(dwi_series);
-  if (chosen.b) {
-    reason << " at b=" << format_b(*chosen.b) << " (" << chosen.instances.size() << " of "
-           << dwi_series.instances.size() << " instances)";
+  out.dwi_b_value = chosen.b;
+  if (chosen.trace != nullptr) {
+    out.dwi = chosen.trace->images;
+    out.dwi_source = "scanner trace image";
+    const DicomInstance& f = out.dwi.instances.front();
+    if (!f.diffusion_directionality.empty()) out.dwi_source += " (Directionality " + f.diffusion_directionality + ")";
+    reason << " at b=" << format_b(*chosen.b) << ": the scanner's trace image (" << out.dwi.instances.size()
+           << " of " << dwi_series.instances.size() << " images)";
   } else {
-    reason << " (no b-value in the headers; chosen by ImageType/description)";
+    const std::vector<const DiffusionVolume*>& parts = chosen.directions.empty() ? chosen.unspecified : chosen.directions;
+    if (parts.size() == 1) {
+      out.dwi = parts.front()->images;
+      out.dwi_source = chosen.directions.empty() ? "DWI as sent (no trace or direction information)"
+                                                 : "a single gradient direction (no trace image sent)";
+      if (!chosen.directions.empty()) {
+        out.trace_computed = true;
+        out.dwi_directions.push_back(parts.front()->images);
+        out.trace_direction_count = 1;
+        out.warnings.push_back("the DWI series holds one gradient direction at b = " + format_b(*chosen.b) +
+                               " and no trace image: that direction stands for the trace");
+      }
+    } else {
+      out.trace_computed = true;
+      std::set<std::tuple<long, long, long>> distinct;
+      for (const DiffusionVolume* v : parts) {
+        out.dwi_directions.push_back(v->images);
+        if (v->direction) {
+          distinct.insert({std::lround((*v->direction)[0] * 1000), std::lround((*v->direction)[1] * 1000),
+                           std::lround((*v->direction)[2] * 1000)});
+        }
+      }
+      out.trace_direction_count = chosen.directions.empty() ? static_cast<int>(parts.size())
+                                                            : static_cast<int>(distinct.size());
+      out.dwi = parts.front()->images;
+      out.dwi_source = "geometric mean of " + std::to_string(parts.size()) + " volumes (" +
+                       std::to_string(out.trace_direction_count) +
+                       (chosen.directions.empty() ? " images per position, directionality not stated)" : " directions)");
+    }
+    if (chosen.b) {
+      reason << " at b=" << format_b(*chosen.b) << ": " << out.dwi_source;
+    } else {
+      reason << " (no b-value in the headers; chosen by ImageType/description)";
+    }
+  }
+  for (const DicomInstance& inst : out.dwi.instances) {
+    if (!inst.b_value_source.empty()) {
+      out.b_value_source = inst.b_value_source;
+      break;
+    }
+  }
+  {
+    std::set<double> bs;
+    for (const DiffusionVolume& v : volumes[chosen.series_index]) {
+      if (v.b_value) bs.insert(*v.b_value);
+    }
+    out.b_values.assign(bs.begin(), bs.end());
   }
   size_t ties = 0;
   for (size_t i = 1; i < dwi.size(); ++i) {
     const auto ra = dwi_rank(dwi[i], options), rc = dwi_rank(chosen, options);
-    if (std::get<0>(ra) == std::get<0>(rc) && std::get<1>(ra) == std::get<1>(rc) && std::get<2>(ra) == std::get<2>(rc)) {
+    if (std::get<0>(ra) == std::get<0>(rc) && std::get<1>(ra) == std::get<1>(rc) && std::get<2>(ra) == std::get<2>(rc) &&
+        std::get<3>(ra) == std::get<3>(rc)) {
       ++ties;
     }
   }
-  if (ties > 0) {
-    reason << "; " << ties + 1 << " equally good DWI series, chose the latest (highest series number)";
+  if (ties > 0) reason << "; " << ties + 1 << " equally good DWI series, chose the latest (highest series number)";
+
+  const auto same_for = [&](const DicomSeries& s) { return s.frame_of_reference_uid == dwi_series.frame_of_reference_uid; };
+
+  // The scanner's ADC: ADC images in the DWI series itself, else the best ADC series.
+  const DiffusionVolume* inner_adc = nullptr;
+  for (const DiffusionVolume& v : volumes[chosen.series_index]) {
+    if (v.kind == DiffusionImageKind::kAdc && same_geometry(v.images, out.dwi)) {
+      inner_adc = &v;
+      break;
+    }
+  }
+  if (inner_adc != nullptr) {
+    out.adc = inner_adc->images;
+    reason << "; ADC: the scanner's ADC images in the same series (" << out.adc.instances.size() << " images)";
+    out.reason = reason.str() + passed_over.str();
+    return out;
+  }
+  if (!adc.empty()) {
+    const auto adc_rank = [&](size_t idx) {
+      const DicomSeries& s = series[idx];
+      return std::make_tuple(same_for(s) ? 0 : 1, distinct_positions(s.instances) == distinct_positions(out.dwi.instances) ? 0 : 1,
+                             matrix_rows(s) == matrix_rows(out.dwi) && matrix_cols(s) == matrix_cols(out.dwi) ? 0 : 1,
+                             std::abs(s.series_number - dwi_series.series_number), -s.series_number);
+    };
+    std::stable_sort(adc.begin(), adc.end(), [&](size_t a, size_t b) { return adc_rank(a) < adc_rank(b); });
+    const DicomSeries& adc_series = series[adc.front()];
+    out.adc = adc_series;
+    // An ADC series holding repeats (several images per position): its first volume.
+    if (distinct_positions(adc_series.instances) != adc_series.instances.size()) {
+      auto split = split_diffusion_volumes(adc_series, options.b0_max);
+      if (split.ok() && !split->empty()) {
+        out.adc = split->front().images;
+        out.warnings.push_back("the ADC series " + describe_series(adc_series) + " holds " +
+                               std::to_string(split->size()) + " images per position; the first volume is used");
+      }
+    }
+    reason << "; ADC " << describe_series(adc_series);
+    if (adc.size() > 1) reason << " (of " << adc.size() << " ADC series: nearest in geometry and series number)";
+    out.reason = reason.str() + passed_over.str();
+    return out;
   }
 
-  const size_t dwi_slices = distinct_positions(chosen.instances);
-  const DicomInstance& dwi_first = chosen.instances.front();
-  if (adc.empty()) {
-    // No ADC series: find b=0 images to derive one, first in the DWI series itself, then in the
-    // other diffusion series of the same geometry (nearest series number first).
-    std::vector<size_t> sources = {chosen.series_index};
-    std::vector<size_t> others;
-    for (size_t idx = 0; idx < series.size(); ++idx) {
-      if (idx == chosen.series_index || classify_series(series[idx]).kind != SeriesKind::kDwi) continue;
-      const DicomSeries& s = series[idx];
-      const bool same_for = !s.frame_of_reference_uid.empty() && s.frame_of_reference_uid == dwi_series.frame_of_reference_uid;
-      if (same_for) others.push_back(idx);
-    }
-    std::stable_sort(others.begin(), others.end(), [&](size_t a, size_t b) {
-      return std::abs(series[a].series_number - dwi_series.series_number) <
-             std::abs(series[b].series_number - dwi_series.series_number);
-    });
-    sources.insert(sources.end(), others.begin(), others.end());
-    for (size_t idx : sources) {
-      if (!chosen.b) break;  // the DWI's b-value is needed for the formula
-      const DicomSeries& s = series[idx];
-      std::optional<double> lowest;
-      for (const DicomInstance& inst : s.instances) {
-        if (inst.b_value && *inst.b_value >= 0 && *inst.b_value <= options.b0_max && (!lowest || *inst.b_value < *lowest)) {
-          lowest = *inst.b_value;
-        }
-      }
-      if (!lowest) continue;
-      std::vector<DicomInstance> b0;
-      for (const DicomInstance& inst : s.instances) {
-        if (inst.b_value && std::lround(*inst.b_value) == std::lround(*lowest)) b0.push_back(inst);
-      }
-      if (distinct_positions(b0) != dwi_slices || b0.front().rows != dwi_first.rows ||
-          b0.front().columns != dwi_first.columns) {
-        continue;
-      }
-      DiffusionSelection out;
-      out.dwi = dwi_series;
-      out.dwi.instances = chosen.instances;
-      out.dwi_b_value = chosen.b;
-      out.adc_derived = true;
-      out.b0 = s;
-      out.b0.instances = std::move(b0);
-      out.b0_value = *lowest;
-      reason << "; no ADC series: ADC derived from b=" << format_b(*lowest) << " images of "
-             << describe_series(s) << " (" << out.b0.instances.size() << " instances)";
-      out.reason = reason.str();
-      return out;
-    }
+  // No ADC: b0 volumes to derive one, first in the DWI series itself, then in the other
+  // diffusion series of the same Frame of Reference and geometry (nearest series number first).
+  if (!chosen.b) {
     return base::not_found("no ADC series found in study " + study_uid +
-                           ", and no b=0 images on the DWI's geometry to derive one from: series were " +
-                           list_series(series));
+                           ", and the DWI has no b-value to derive one from: series were " + list_series(series));
   }
-  const auto adc_rank = [&](size_t idx) {
-    const DicomSeries& s = series[idx];
-    const DicomInstance& f = s.instances.front();
-    const bool same_for = !s.frame_of_reference_uid.empty() && s.frame_of_reference_uid == dwi_series.frame_of_reference_uid;
-    const bool same_slices = distinct_positions(s.instances) == dwi_slices;
-    const bool same_matrix = f.rows == dwi_first.rows && f.columns == dwi_first.columns;
-    return std::make_tuple(same_for ? 0 : 1, same_slices ? 0 : 1, same_matrix ? 0 : 1,
-                           std::abs(s.series_number - dwi_series.series_number), -s.series_number);
-  };
-  std::stable_sort(adc.begin(), adc.end(), [&](size_t a, size_t b) { return adc_rank(a) < adc_rank(b); });
-  const DicomSeries& adc_series = series[adc.front()];
-  reason << "; ADC " << describe_series(adc_series);
-  if (adc.size() > 1) reason << " (of " << adc.size() << " ADC series: nearest in geometry and series number)";
-
-  DiffusionSelection out;
-  out.dwi = dwi_series;
-  out.dwi.instances = chosen.instances;
-  out.dwi_b_value = chosen.b;
-  out.adc = adc_series;
-  out.reason = reason.str();
-  return out;
+  std::vector<size_t> sources = {chosen.series_index};
+  std::vector<size_t> others;
+  for (size_t idx = 0; idx < series.size(); ++idx) {
+    if (idx != chosen.series_index && is_dwi[idx] && same_for(series[idx])) others.push_back(idx);
+  }
+  std::stable_sort(others.begin(), others.end(), [&](size_t a, size_t b) {
+    return std::abs(series[a].series_number - dwi_series.series_number) <
+           std::abs(series[b].series_number - dwi_series.series_number);
+  });
+  sources.insert(sources.end(), others.begin(), others.end());
+  for (size_t idx : sources) {
+    std::optional<double> lowest;
+    for (const DiffusionVolume& v : volumes[idx]) {
+      if (v.kind == DiffusionImageKind::kB0 && v.b_value && (!lowest || *v.b_value < *lowest)) lowest = v.b_value;
+    }
+    if (!lowest) continue;
+    for (const DiffusionVolume& v : volumes[idx]) {
+      if (v.kind != DiffusionImageKind::kB0 || !v.b_value || *v.b_value != *lowest) continue;
+      if (!same_geometry(v.images, out.dwi)) continue;
+      out.b0_volumes.push_back(v.images);
+      out.b0_untagged = out.b0_untagged || v.b_untagged;
+    }
+    if (out.b0_volumes.empty()) continue;
+    out.adc_derived = true;
+    out.b0 = out.b0_volumes.front();
+    out.b0_value = *lowest;
+    reason << "; no ADC series: ADC derived from b=" << format_b(*lowest) << " images (" << out.b0_volumes.size()
+           << (out.b0_volumes.size() == 1 ? " volume" : " volumes, averaged") << ") of " << describe_series(series[idx]);
+    if (out.b0_untagged) {
+      reason << " (images without a b-value, taken as b=0 because the other images of the series carry one)";
+      out.warnings.push_back("images without a b-value in series " + describe_series(series[idx]) +
+                             " were taken as b=0 (the series' other images carry b-values)");
+    }
+    out.reason = reason.str() + passed_over.str();
+    return out;
+  }
+  return base::not_found("no ADC series found in study " + study_uid +
+                         ", and no b=0 images on the DWI's geometry to derive one from: series were " +
+                         list_series(series) + passed_over.str());
 }
 
 }  // namespace image

@@ -97,9 +97,19 @@ TEST(SeriesClassifier, RefusesBValuesOutsideTheAcceptedRange) {
       make_series(4, "ADC", {"DERIVED", "PRIMARY", "ADC"}),
   };
   auto sel = select_diffusion_series(study);
-  ASSERT_EQ(sel.status().code(), base::Code::kNotFound);
-  EXPECT_NE(sel.status().message().find("no DWI series"), std::string::npos);
-  EXPECT_NE(sel.status().message().find("b-values 0, 2000"), std::string::npos) << sel.status().message();
+  ASSERT_EQ(sel.status().code(), base::Code::kOutOfRange);
+  const std::string m = sel.status().message();
+  EXPECT_NE(m.find("b = 2000 s/mm^2"), std::string::npos) << m;
+  EXPECT_NE(m.find("700 to 1500 s/mm^2"), std::string::npos) << m;
+  // Allowed: segmented at b=2000 with a warning.
+  ClassifierOptions allow;
+  allow.allow_b_outside_range = true;
+  auto allowed = select_diffusion_series(study, allow);
+  ASSERT_TRUE(allowed.ok()) << allowed.status().to_string();
+  EXPECT_DOUBLE_EQ(*allowed->dwi_b_value, 2000.0);
+  EXPECT_TRUE(allowed->b_outside_range);
+  ASSERT_EQ(allowed->warnings.size(), 1u);
+  EXPECT_NE(allowed->warnings[0].find("outside the b-value range"), std::string::npos) << allowed->warnings[0];
 }
 
 TEST(SeriesClassifier, NoAdcAndNoB0IsNotFoundAndListsTheSeries) {

@@ -1,0 +1,83 @@
+// Tests of the model's accepted b-values (model.json "diffusion", docs/model_package.md) and of
+// the daemon's [model] allow_b_outside_range key.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <unistd.h>
+
+#include "firmware/config.h"
+#include "firmware/pipeline.h"
+
+namespace firmware {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ModelDiffusionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("sb_model_diffusion_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  void write(const std::string& text) { std::ofstream(dir_ / "model.json") << text; }
+  fs::path dir_;
+};
+
+TEST_F(ModelDiffusionTest, AbsentKeyGivesTheDefaults) {
+  write(R"({"format": "strokebox-model/1"})");
+  auto d = read_model_diffusion(dir_.string());
+  ASSERT_TRUE(d.ok()) << d.status().to_string();
+  EXPECT_FALSE(d->from_model_json);
+  EXPECT_DOUBLE_EQ(d->b_value, 1000.0);
+  EXPECT_DOUBLE_EQ(d->b_min, 700.0);
+  EXPECT_DOUBLE_EQ(d->b_max, 1500.0);
+}
+
+TEST_F(ModelDiffusionTest, ReadsTheBValueAndTheRange) {
+  write(R"({"diffusion": {"b_value_s_mm2": 2000, "accepted_b_range_s_mm2": [1500, 2500]}})");
+  auto d = read_model_diffusion(dir_.string());
+  ASSERT_TRUE(d.ok()) << d.status().to_string();
+  EXPECT_TRUE(d->from_model_json);
+  EXPECT_DOUBLE_EQ(d->b_value, 2000.0);
+  EXPECT_DOUBLE_EQ(d->b_min, 1500.0);
+  EXPECT_DOUBLE_EQ(d->b_max, 2500.0);
+}
+
+TEST_F(ModelDiffusionTest, BadValuesNameTheField) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"diffusion": {"b_value_s_mm2": "1000", "accepted_b_range_s_mm2": [700, 1500]}})", "b_value_s_mm2"},
+      {R"({"diffusion": {"b_value_s_mm2": 1000, "accepted_b_range_s_mm2": [700]}})", "accepted_b_range_s_mm2"},
+      {R"({"diffusion": {"b_value_s_mm2": 1000, "accepted_b_range_s_mm2": [0, 1500]}})", "above 50"},
+      {R"({"diffusion": {"b_value_s_mm2": 3000, "accepted_b_range_s_mm2": [700, 1500]}})", "outside"},
+      {R"({"diffusion": {"b_value_s_mm2": 1000, "accepted_b_range_s_mm2": [700, 1500], "bmax": 3}})", "unknown key"},
+  };
+  for (const auto& [text, expected] : cases) {
+    write(text);
+    auto d = read_model_diffusion(dir_.string());
+    ASSERT_EQ(d.status().code(), base::Code::kInvalidArgument) << text;
+    EXPECT_NE(d.status().message().find(expected), std::string::npos) << d.status().message();
+    EXPECT_NE(d.status().message().find("model.json: diffusion"), std::string::npos) << d.status().message();
+  }
+}
+
+TEST_F(ModelDiffusionTest, TheDemoModelStatesItsRange) {
+  auto d = read_model_diffusion(std::string(STROKEBOX_SOURCE_DIR) + "/models/demo");
+  ASSERT_TRUE(d.ok()) << d.status().to_string();
+  EXPECT_TRUE(d->from_model_json);
+  EXPECT_DOUBLE_EQ(d->b_value, 1000.0);
+}
+
+TEST_F(ModelDiffusionTest, ConfigKeyAllowsBOutsideTheRange) {
+  std::ofstream(dir_ / "box.toml") << "[model]\nallow_b_outside_range = true\n";
+  auto c = load_config((dir_ / "box.toml").string());
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_TRUE(c->model.allow_b_outside_range);
+  EXPECT_FALSE(Config{}.model.allow_b_outside_range);
+}
+
+}  // namespace
+}  // namespace firmware
