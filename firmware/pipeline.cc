@@ -15,6 +15,7 @@
 #include "image/adc_map.h"
 #include "image/connected_components.h"
 #include "image/diffusion_volumes.h"
+#include "image/lesion_plausibility.h"
 #include "image/dicom_series.h"
 #include "image/grid_resample.h"
 #include "image/nifti_io.h"
@@ -179,6 +180,10 @@ struct Pipeline::Impl {
   int dwi_channel = 0;  // index of the DWI channel in the model's channel order
   int adc_channel = 1;
   inference::ProgressFn progress;  // of the study being processed; may be empty
+  // Of the study being processed, from assess_plausibility(): the mask with lesions without
+  // restricted diffusion set to kOverlayFlaggedLesion, and the texts for the SR and overlay.
+  image::VolumeU8 display_mask;
+  std::string plausibility_comment, overlay_warning;
 
   void report_progress(std::string_view stage, int64_t done) const {
     if (progress) progress(stage, done, 1);
@@ -210,7 +215,77 @@ struct Pipeline::Impl {
     int64_t voxels = 0;
     for (uint8_t v : result.labels.data) voxels += v != 0;
     r.lesion_volume_ml = static_cast<double>(voxels) * result.labels.grid.voxel_volume_ml();
+    assess_plausibility(result.labels, channels[adc_channel], r);
     return std::move(result.labels);
+  }
+
+  /// Checks every predicted lesion against the ADC (image/lesion_plausibility.h): report.json
+  /// "plausibility", a warning when a lesion shows no restricted diffusion, the overlay's mask
+  /// with those lesions marked (display_mask) and the SR comment (plausibility_comment). The
+  /// ADC's unit is recognised from its values (NIfTI inputs do not state it; DICOM ADC maps are
+  /// 10^-6 mm^2/s by convention). Never fails the study: an ADC whose unit cannot be told is
+  /// a warning and no assessment.
+  void assess_plausibility(const image::VolumeU8& mask, const image::VolumeF& adc, StudyReport& r) {
+    display_mask = mask;
+    plausibility_comment.clear();
+    overlay_warning.clear();
+    auto unit = image::infer_adc_unit(adc);
+    if (!unit.ok()) {
+      add_warning(r, "lesion plausibility not assessed: " + unit.status().message());
+      return;
+    }
+    image::VolumeF adc_micro = image::adc_to_micro(adc, *unit);
+    adc_micro.grid = mask.grid;  // same voxels (checked by the predictor); NIfTI affines may differ in rounding
+    const image::PlausibilityOptions po;
+    image::Volume<int32_t> labels;
+    auto lesions = image::assess_lesions(mask, adc_micro, po, &labels);
+    if (!lesions.ok()) {
+      add_warning(r, "lesion plausibility not assessed: " + lesions.status().message());
+      return;
+    }
+    nlohmann::json list = nlohmann::json::array();
+    double core_ml = 0.0, implausible_ml = 0.0;
+    int implausible = 0;
+    for (const image::LesionAssessment& a : *lesions) {
+      core_ml += a.core_volume_ml;
+      if (!a.plausible) {
+        ++implausible;
+        implausible_ml += a.volume_ml;
+        for (size_t v = 0; v < labels.data.size(); ++v) {
+          if (labels.data[v] == a.label) display_mask.data[v] = kOverlayFlaggedLesion;
+        }
+      }
+      list.push_back({{"label", a.label},
+                      {"volume_ml", a.volume_ml},
+                      {"centroid_lps_mm", a.centroid_lps_mm},
+                      {"median_adc", a.median_adc},
+                      {"surrounding_median_adc", a.surrounding_median_adc},
+                      {"adc_ratio", a.adc_ratio},
+                      {"adc_core_volume_ml", a.core_volume_ml},
+                      {"plausible", a.plausible},
+                      {"reason", a.reason}});
+    }
+    r.extra["plausibility"] = {{"adc_unit_recognised", image::adc_unit_name(*unit)},
+                               {"adc_units_reported", "1e-6 mm2/s"},
+                               {"core_threshold_adc", po.core_threshold},
+                               {"adc_core_volume_ml", core_ml},
+                               {"implausible_lesion_count", implausible},
+                               {"implausible_volume_ml", implausible_ml},
+                               {"lesions", list}};
+    char line[256];
+    std::snprintf(line, sizeof(line), "ADC core (ADC < %.0f x 1e-6 mm2/s) %.1f ml", po.core_threshold, core_ml);
+    plausibility_comment = line;
+    if (implausible > 0) {
+      std::snprintf(line, sizeof(line),
+                    "%d of %d predicted lesion(s), %.1f ml, show no restricted diffusion (ADC not below %.0f x "
+                    "1e-6 mm2/s): not typical of an acute infarct (T2 shine-through, chronic lesion or artefact?); "
+                    "check them before acting on the volume",
+                    implausible, r.lesion_count, implausible_ml, po.core_threshold);
+      add_warning(r, line);
+      plausibility_comment += std::string("; ") + line;
+      overlay_warning = std::to_string(implausible) + (implausible == 1 ? " LESION" : " LESIONS") +
+                        " WITHOUT RESTRICTED DIFFUSION (BLUE) - CHECK";
+    }
   }
 
   /// Runs `body` and always leaves report.json in `out_dir`: "done" when body succeeded,
@@ -385,7 +460,8 @@ struct Pipeline::Impl {
     text.lesion_count = r.lesion_count;
     text.model_id = spec.model_id;
     text.software_version = STROKEBOX_VERSION;
-    SB_RETURN_IF_ERROR(write_overlay_series(dwi_series, channels[dwi_channel], mask, text,
+    text.warning = overlay_warning;
+    SB_RETURN_IF_ERROR(write_overlay_series(dwi_series, channels[dwi_channel], display_mask, text,
                                             (fs::path(out_dir) / "overlay").string())
                            .with_context("writing the overlay series"));
     outputs.push_back("overlay/");
@@ -396,6 +472,7 @@ struct Pipeline::Impl {
       facts.lesion_count = r.lesion_count;
       facts.algorithm_version = STROKEBOX_VERSION;
       facts.model_id = spec.model_id;
+      facts.plausibility_comment = plausibility_comment;
       SB_RETURN_IF_ERROR(read_instance_uids(fs::path(out_dir) / "seg.dcm", facts.seg_sop_instance_uid,
                                             facts.seg_series_instance_uid));
       SB_RETURN_IF_ERROR(

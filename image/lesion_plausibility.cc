@@ -63,7 +63,8 @@ VolumeF adc_to_micro(const VolumeF& adc, AdcUnit unit) {
 }
 
 base::Result<std::vector<LesionAssessment>> assess_lesions(const VolumeU8& mask, const VolumeF& adc_micro,
-                                                           const PlausibilityOptions& options) {
+                                                           const PlausibilityOptions& options,
+                                                           Volume<int32_t>* labels) {
   if (!mask.grid.same_as(adc_micro.grid) || adc_micro.data.size() != mask.data.size()) {
     return base::invalid_argument("assess_lesions: the mask and the ADC map are on different grids");
   }
@@ -148,6 +149,7 @@ base::Result<std::vector<LesionAssessment>> assess_lesions(const VolumeU8& mask,
                      options.core_threshold);
     }
   }
+  if (labels != nullptr) *labels = std::move(cc.labels);
   return out;
 }
 

@@ -63,8 +63,11 @@ struct LesionAssessment {
 };
 
 /// Assesses every 26-connected component of `mask` (non-zero = lesion) against `adc_micro`
-/// (10^-6 mm^2/s) on the same grid. Errors: kInvalidArgument when the grids differ.
+/// (10^-6 mm^2/s) on the same grid; `labels`, when not null, receives the component labels
+/// (LesionAssessment::label per voxel, 0 = background). Errors: kInvalidArgument when the grids
+/// differ.
 base::Result<std::vector<LesionAssessment>> assess_lesions(const VolumeU8& mask, const VolumeF& adc_micro,
-                                                           const PlausibilityOptions& options = {});
+                                                           const PlausibilityOptions& options = {},
+                                                           Volume<int32_t>* labels = nullptr);
 
 }  // namespace image

@@ -58,9 +58,13 @@ TEST(LesionPlausibility, AcuteInfarctIsPlausibleAndShineThroughIsFlagged) {
   VolumeU8 mask(adc.grid, 0);
   cube(&mask, &adc, 5, 4, 450.0f);   // acute: restricted
   cube(&mask, &adc, 12, 3, 1100.0f);  // bright DWI, high ADC: T2 shine-through / chronic
-  auto r = assess_lesions(mask, adc);
+  Volume<int32_t> labels;
+  auto r = assess_lesions(mask, adc, {}, &labels);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ(labels.at(6, 6, 6), 1);
+  EXPECT_EQ(labels.at(13, 13, 13), 2);
+  EXPECT_EQ(labels.at(0, 0, 0), 0);
   const LesionAssessment& acute = (*r)[0];
   EXPECT_EQ(acute.voxels, 64);
   EXPECT_NEAR(acute.volume_ml, 64 * 0.008, 1e-9);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -265,6 +266,64 @@ TEST(SegmentOffline, Bf16MaskAgreesWithFp32OnPhantoms) {
     std::printf("[ info ] seed %d: bf16 vs fp32 engine Dice %.5f\n", seed, m["dice"].get<double>());
     EXPECT_GE(m["dice"].get<double>(), 0.99) << "seed " << seed << ": " << m.dump(2);
   }
+  fs::remove_all(work);
+}
+
+// Every predicted lesion is checked against the ADC (issue 14): the phantom's infarcts restrict
+// diffusion; with the ADC inside them raised to 1300 x 1e-6 mm^2/s (T2 shine-through, chronic
+// lesion) whatever the model still predicts there is flagged, with a warning. The ADC unit is
+// recognised for NIfTI inputs (here 1e-6 mm^2/s and mm^2/s).
+TEST(SegmentOffline, LesionsWithoutRestrictedDiffusionAreFlagged) {
+  const fs::path work = fs::temp_directory_path() / ("strokebox-segpl-" + std::to_string(::getpid()));
+  fs::remove_all(work);
+  ASSERT_EQ(itest::run_command(kBin + " phantom --format nifti --seed 163 --out " + (work / "study").string())
+                .exit_code, 0);
+  const std::string py =
+      "import nibabel as nib, numpy as np\n"
+      "a = nib.load('" + (work / "study/image_0001.nii.gz").string() + "')\n"
+      "t = nib.load('" + (work / "study/truth.nii.gz").string() + "').get_fdata() > 0\n"
+      "d = a.get_fdata().astype(np.float32)\n"
+      "h = d.copy(); h[t] = 1300\n"
+      "nib.save(nib.Nifti1Image(h, a.affine, a.header), '" + (work / "adc_high.nii.gz").string() + "')\n"
+      "nib.save(nib.Nifti1Image((d * 1e-6).astype(np.float32), a.affine), '" + (work / "adc_mm2.nii.gz").string() +
+      "')\n";
+  std::ofstream(work / "make.py") << py;
+  if (itest::run_command("/usr/bin/python3 " + (work / "make.py").string() + " 2>&1").exit_code != 0) {
+    fs::remove_all(work);
+    GTEST_SKIP() << "python3 with nibabel not available";
+  }
+  const std::string dwi = " --image " + (work / "study/image_0000.nii.gz").string();
+  json normal = run_json(kBin + " segment --model " + kModel + dwi + " --image " +
+                         (work / "study/image_0001.nii.gz").string() + " --out " + (work / "a").string());
+  ASSERT_EQ(normal["status"], "done");
+  ASSERT_GT(normal["lesion_count"].get<int>(), 0);
+  const json& p = normal["plausibility"];
+  EXPECT_EQ(p["adc_unit_recognised"], "1e-6 mm2/s");
+  EXPECT_EQ(p["implausible_lesion_count"], 0) << p.dump(2);
+  EXPECT_GT(p["adc_core_volume_ml"].get<double>(), 0.5 * normal["lesion_volume_ml"].get<double>()) << p.dump(2);
+  ASSERT_EQ(p["lesions"].size(), normal["lesion_count"].get<size_t>());
+  for (const auto& l : p["lesions"]) {
+    EXPECT_TRUE(l["plausible"].get<bool>()) << l.dump();
+    EXPECT_LT(l["median_adc"].get<double>(), 620.0) << l.dump();
+    EXPECT_GT(l["surrounding_median_adc"].get<double>(), l["median_adc"].get<double>()) << l.dump();
+  }
+  json mm2 = run_json(kBin + " segment --model " + kModel + dwi + " --image " + (work / "adc_mm2.nii.gz").string() +
+                      " --out " + (work / "b").string());
+  EXPECT_EQ(mm2["plausibility"]["adc_unit_recognised"], "mm2/s");
+  EXPECT_EQ(mm2["plausibility"]["implausible_lesion_count"], 0);
+  json high = run_json(kBin + " segment --model " + kModel + dwi + " --image " + (work / "adc_high.nii.gz").string() +
+                       " --out " + (work / "c").string());
+  ASSERT_EQ(high["status"], "done");
+  if (high["lesion_count"].get<int>() > 0) {
+    EXPECT_EQ(high["plausibility"]["implausible_lesion_count"], high["lesion_count"]) << high.dump(2);
+    ASSERT_TRUE(high.contains("warnings")) << high.dump(2);
+    EXPECT_NE(high["warnings"].dump().find("no restricted diffusion"), std::string::npos) << high.dump(2);
+  }
+  std::printf("[ info ] phantom 163: %.1f ml predicted, ADC core %.1f ml; with ADC 1300 in the infarct %.1f ml "
+              "predicted, %d of %d lesions flagged\n",
+              normal["lesion_volume_ml"].get<double>(), p["adc_core_volume_ml"].get<double>(),
+              high["lesion_volume_ml"].get<double>(), high["plausibility"]["implausible_lesion_count"].get<int>(),
+              high["lesion_count"].get<int>());
   fs::remove_all(work);
 }
 
