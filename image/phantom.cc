@@ -471,6 +471,25 @@ void rasterise_lesion(const Template& t, const Lesion& lesion, uint8_t id, Rng& 
   }
 }
 
+// The lesion of the strongest of the 8 template voxels that trilinear() blends at (x, y, z);
+// 0 when none of them belongs to a lesion.
+uint8_t strongest_lesion_id(const std::vector<float>& lf, const std::vector<uint8_t>& lid,
+                            const std::array<int64_t, 3>& d, double x, double y, double z) {
+  if (!(x >= 0.0 && y >= 0.0 && z >= 0.0)) return 0;
+  const int64_t i = static_cast<int64_t>(x), j = static_cast<int64_t>(y), k = static_cast<int64_t>(z);
+  if (i >= d[0] - 1 || j >= d[1] - 1 || k >= d[2] - 1) return 0;
+  uint8_t id = 0;
+  float best = 0.0f;
+  for (int c = 0; c < 8; ++c) {
+    const size_t idx = static_cast<size_t>((i + (c & 1)) + d[0] * ((j + ((c >> 1) & 1)) + d[1] * (k + (c >> 2))));
+    if (lid[idx] != 0 && lf[idx] > best) {
+      best = lf[idx];
+      id = lid[idx];
+    }
+  }
+  return id;
+}
+
 nlohmann::json vec_json(const Vector3d& v, double round_to = 1e-3) {
   auto r = [&](double x) { return std::round(x / round_to) * round_to; };
   return nlohmann::json::array({r(v.x()), r(v.y()), r(v.z())});
@@ -655,9 +674,14 @@ base::Result<PhantomStudy> make_phantom(const PhantomOptions& options) {
               sb = f_csf * tissue.s0_csf * e_csf + keep * (f_gm * tissue.s0_gm * e_gm + f_wm * tissue.s0_wm * e_wm) +
                    l * s0_l * std::exp(-b * adc_l);
               les_sum += l;
-              if (l > best_les && id != 0) {
+              // The nearest template voxel may lie just outside the lesion whose neighbours give
+              // the sample its fraction: credit the sample to their lesion, so that every truth
+              // voxel belongs to one and the lesions' volume_ml add up to the truth (which
+              // rounding differences, e.g. fused multiply-add on arm64, would otherwise break).
+              const uint8_t owner = id != 0 ? id : strongest_lesion_id(lf, lid, td, u.x(), u.y(), u.z());
+              if (l > best_les && owner != 0) {
                 best_les = l;
-                best_id = id;
+                best_id = owner;
               }
             }
           }
