@@ -30,8 +30,9 @@ int kind_order(DiffusionImageKind k) {
   return 5;
 }
 
-/// Grouping key: kind, rounded b (-1 when none), direction in 1e-3 units.
-using VolumeKey = std::tuple<int, long, long, long, long>;
+/// Grouping key: kind, rounded b (-1 when none), direction in 1e-3 units, matrix (rows,
+/// columns: images of another size never share a volume).
+using VolumeKey = std::tuple<int, long, long, long, long, int, int>;
 
 base::Status check_same_grids(const std::vector<VolumeF>& volumes, const char* what) {
   if (volumes.empty()) return base::invalid_argument(std::string(what) + ": no volumes");
@@ -132,7 +133,7 @@ base::Result<std::vector<DiffusionVolume>> split_diffusion_volumes(const DicomSe
     if (untagged) b = 0.0;
     const VolumeKey key{kind_order(kind), b ? std::lround(*b) : -1, direction ? std::lround((*direction)[0] * 1000) : 0,
                         direction ? std::lround((*direction)[1] * 1000) : 0,
-                        direction ? std::lround((*direction)[2] * 1000) : 0};
+                        direction ? std::lround((*direction)[2] * 1000) : 0, inst->rows, inst->columns};
     auto [it, inserted] = groups.try_emplace(key);
     Group& g = it->second;
     if (inserted) {

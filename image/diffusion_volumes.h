@@ -56,7 +56,7 @@ struct DiffusionVolume {
 /// One line for logs: "b=1000 directional (0.49, 0.84, -0.21), 9 images".
 std::string describe_volume(const DiffusionVolume& volume);
 
-/// Splits `series` into volumes keyed by (kind, b-value, direction); images of one key at the
+/// Splits `series` into volumes keyed by (kind, b-value, direction, matrix size); images of one key at the
 /// same position (rounded to 0.01 mm) become repeats. Volumes are ordered by kind (b0, trace,
 /// directional, unspecified, ADC), then b-value, then first appearance, then repeat.
 /// Errors: kInvalidArgument when the series has no images or an image has no position.

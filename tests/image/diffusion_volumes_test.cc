@@ -438,6 +438,24 @@ TEST(DiffusionVolumes, RepeatedVolumesOfOneKeyBecomeRepeats) {
   EXPECT_EQ(sel->b0_volumes.size(), 2u);  // averaged by the pipeline
 }
 
+TEST(DiffusionVolumes, ImagesOfAnotherMatrixSizeFormTheirOwnVolume) {
+  // E.g. a mosaic that could not be unpacked next to the tiles of one that could.
+  DicomSeries s = make_diffusion_series(16, {b0(), iso()});
+  DicomInstance big = s.instances.front();
+  big.rows = big.columns = 8;
+  big.b_value = 0.0;
+  big.diffusion_direction.reset();
+  s.instances.push_back(big);
+  auto volumes = split_diffusion_volumes(s);
+  ASSERT_TRUE(volumes.ok());
+  ASSERT_EQ(volumes->size(), 3u);
+  auto sel = select_diffusion_series({s});
+  ASSERT_TRUE(sel.ok()) << sel.status().to_string();
+  ASSERT_EQ(sel->b0_volumes.size(), 1u);
+  expect_one_image_per_position(sel->b0);
+  EXPECT_EQ(sel->b0.instances.front().rows, 4);
+}
+
 TEST(DiffusionVolumes, ScannerAdcInTheSameSeriesIsGiven) {
   ImageSpec adc{std::nullopt, std::nullopt, "", {"DERIVED", "PRIMARY", "DIFFUSION", "ADC"}};
   const DicomSeries s = make_diffusion_series(8, {b0(), iso(), adc});

@@ -301,9 +301,11 @@ class BadInput : public ::testing::Test {
     alive_after_ = daemon.running() && itest::run_command(echo).exit_code == 0;
     ASSERT_TRUE(alive_after_) << "daemon died or stopped answering:\n" << itest::read_file(daemon_log_);
 
-    // Wait until every study the node indexed has a final result.
+    // Wait until every study the node indexed has a final result. The derived-ADC study runs
+    // the network first and the worker takes one study at a time: on a loaded 2-core machine
+    // that alone takes minutes, so the bound is generous (it only stops a hung daemon).
     const fs::path db = work_ / "data" / "strokebox.db";
-    for (int i = 0; i < 600; ++i) {
+    for (int i = 0; i < 4800; ++i) {
       study_state_.clear();
       for (const std::string& row : query(db, "SELECT study_uid, state FROM studies")) {
         const size_t bar = row.rfind('|');
