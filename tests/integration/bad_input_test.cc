@@ -392,7 +392,9 @@ TEST_F(BadInput, EveryFileSentGotADimseStatus) {
   int stored = 0, refused = 0, not_sent = 0;
   for (const Case& c : cases_) {
     ASSERT_FALSE(c.sent.empty()) << c.name;
-    if (c.sent == "refused") EXPECT_FALSE(c.detail.empty()) << c.name;
+    if (c.sent == "refused") {
+      EXPECT_FALSE(c.detail.empty()) << c.name;
+    }
     if (c.sent == "stored") ++stored;
     if (c.sent == "refused") ++refused;
     if (c.sent == "not sent") {
