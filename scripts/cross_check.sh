@@ -47,14 +47,22 @@ SYSROOT_PACKAGES=(
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# apt is shared with other users of this machine: wait for its locks instead of failing.
+# apt is shared with other users of this machine: wait for its locks instead of failing
+# (never kill whoever holds them); any other apt error stops the script.
 apt_get() {
-  local try
-  for try in $(seq 1 30); do
-    if $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=60 "$@"; then return 0; fi
-    echo "cross_check: apt-get $1 failed (lock held?), retrying in 20 s" >&2
-    sleep 20
+  local attempt errors
+  errors=$(mktemp)
+  for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    if $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 "$@" 2>"$errors"; then
+      rm -f "$errors"
+      return 0
+    fi
+    cat "$errors" >&2
+    grep -qi 'lock' "$errors" || break
+    echo "cross_check: apt is busy (attempt $attempt of 10), retrying in 30 s" >&2
+    sleep 30
   done
+  rm -f "$errors"
   return 1
 }
 
@@ -103,7 +111,7 @@ fi
 
 # 3. Build everything (library, binary, tests, benchmarks) for arm64.
 cmake --no-warn-unused-cli -S . -B "$BUILD" -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-arm64.cmake -DCMAKE_SYSROOT="$SYSROOT" \
-  -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo} >/dev/null
+  -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}" >/dev/null
 cmake --build "$BUILD" -j "$JOBS"
 file "$BUILD/strokebox" 2>/dev/null || true
 
