@@ -1016,6 +1016,16 @@ base::Result<std::unique_ptr<CpuEngine>> CpuEngine::load_graph(Graph graph, cons
 }
 
 std::string cpu_isa_name() {
+#if !defined(__x86_64__)
+  // dnnl::cpu_isa names x86 instruction sets only; oneDNN's value on other CPUs is not one of
+  // them (read as x86 it would say "sse41" on an Xavier). isa_traits() treats these names as
+  // "no JIT convolutions".
+#if defined(__aarch64__)
+  return "aarch64";
+#else
+  return "generic";
+#endif
+#else
   switch (dnnl::get_effective_cpu_isa()) {
     case dnnl::cpu_isa::sse41: return "sse41";
     case dnnl::cpu_isa::avx: return "avx";
@@ -1029,9 +1039,13 @@ std::string cpu_isa_name() {
     case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
     default: return "isa_" + std::to_string(static_cast<int>(dnnl::get_effective_cpu_isa()));
   }
+#endif
 }
 
 bool cpu_has_native_bf16() {
+#if !defined(__x86_64__)
+  return false;  // bf16 convolutions need AVX512-BF16 or AMX in oneDNN 2.6
+#endif
   const auto isa = dnnl::get_effective_cpu_isa();
   return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
 }

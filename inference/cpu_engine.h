@@ -98,8 +98,9 @@ class CpuEngine final : public PatchModel {
   std::unique_ptr<Impl> impl_;
 };
 
-/// oneDNN's name of the instruction set it dispatches to on this CPU, e.g. "avx2",
-/// "avx512_core_bf16", "avx512_core_amx".
+/// oneDNN's name of the instruction set it dispatches to on this CPU (after any
+/// ONEDNN_MAX_CPU_ISA cap), e.g. "avx2", "avx512_core_bf16", "avx512_core_amx"; "aarch64" or
+/// "generic" on other architectures.
 std::string cpu_isa_name();
 /// True when oneDNN runs bf16 convolutions natively here (AVX512-BF16 or AMX).
 bool cpu_has_native_bf16();

@@ -39,7 +39,7 @@ struct IsaTraits {
 
 /// Traits of a oneDNN ISA name as returned by cpu_isa_name() ("sse41", "avx2", "avx2_vnni",
 /// "avx512_core", "avx512_core_vnni", "avx512_core_bf16", "avx512_core_amx"); anything else
-/// (non-x86 builds) gets the generic traits.
+/// (non-x86 builds: "aarch64", "generic") gets the generic traits.
 IsaTraits isa_traits(const std::string& onednn_isa);
 
 /// How every activation tensor of an engine is laid out in memory (N = 1).

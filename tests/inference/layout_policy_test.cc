@@ -24,7 +24,7 @@ TEST(LayoutPolicy, TraitsOfEveryX86IsaAndOfNonX86Builds) {
   const IsaTraits amx = isa_traits("avx512_core_amx");
   EXPECT_TRUE(amx.native_bf16);
   EXPECT_TRUE(amx.amx);
-  for (const char* other : {"sse41", "avx", "generic", "isa_0"}) {
+  for (const char* other : {"sse41", "avx", "generic", "aarch64", "isa_0"}) {
     const IsaTraits t = isa_traits(other);
     EXPECT_FALSE(t.jit_convolution) << other;
     EXPECT_FALSE(t.native_bf16) << other;
