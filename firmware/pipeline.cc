@@ -215,7 +215,7 @@ struct Pipeline::Impl {
     int64_t voxels = 0;
     for (uint8_t v : result.labels.data) voxels += v != 0;
     r.lesion_volume_ml = static_cast<double>(voxels) * result.labels.grid.voxel_volume_ml();
-    assess_plausibility(result.labels, channels[adc_channel], r);
+    assess_plausibility(components, result.labels, channels[adc_channel], r);
     return std::move(result.labels);
   }
 
@@ -225,7 +225,8 @@ struct Pipeline::Impl {
   /// ADC's unit is recognised from its values (NIfTI inputs do not state it; DICOM ADC maps are
   /// 10^-6 mm^2/s by convention). Never fails the study: an ADC whose unit cannot be told is
   /// a warning and no assessment.
-  void assess_plausibility(const image::VolumeU8& mask, const image::VolumeF& adc, StudyReport& r) {
+  void assess_plausibility(const image::Components& components, const image::VolumeU8& mask,
+                           const image::VolumeF& adc, StudyReport& r) {
     display_mask = mask;
     plausibility_comment.clear();
     overlay_warning.clear();
@@ -237,8 +238,7 @@ struct Pipeline::Impl {
     image::VolumeF adc_micro = image::adc_to_micro(adc, *unit);
     adc_micro.grid = mask.grid;  // same voxels (checked by the predictor); NIfTI affines may differ in rounding
     const image::PlausibilityOptions po;
-    image::Volume<int32_t> labels;
-    auto lesions = image::assess_lesions(mask, adc_micro, po, &labels);
+    auto lesions = image::assess_lesions(components, adc_micro, po);
     if (!lesions.ok()) {
       add_warning(r, "lesion plausibility not assessed: " + lesions.status().message());
       return;
@@ -251,8 +251,8 @@ struct Pipeline::Impl {
       if (!a.plausible) {
         ++implausible;
         implausible_ml += a.volume_ml;
-        for (size_t v = 0; v < labels.data.size(); ++v) {
-          if (labels.data[v] == a.label) display_mask.data[v] = kOverlayFlaggedLesion;
+        for (size_t v = 0; v < components.labels.data.size(); ++v) {
+          if (components.labels.data[v] == a.label) display_mask.data[v] = kOverlayFlaggedLesion;
         }
       }
       list.push_back({{"label", a.label},

@@ -62,16 +62,15 @@ VolumeF adc_to_micro(const VolumeF& adc, AdcUnit unit) {
   return out;
 }
 
-base::Result<std::vector<LesionAssessment>> assess_lesions(const VolumeU8& mask, const VolumeF& adc_micro,
-                                                           const PlausibilityOptions& options,
-                                                           Volume<int32_t>* labels) {
-  if (!mask.grid.same_as(adc_micro.grid) || adc_micro.data.size() != mask.data.size()) {
-    return base::invalid_argument("assess_lesions: the mask and the ADC map are on different grids");
+base::Result<std::vector<LesionAssessment>> assess_lesions(const Components& cc, const VolumeF& adc_micro,
+                                                           const PlausibilityOptions& options) {
+  const Grid& grid = cc.labels.grid;
+  if (!grid.same_as(adc_micro.grid) || adc_micro.data.size() != cc.labels.data.size()) {
+    return base::invalid_argument("assess_lesions: the lesion labels and the ADC map are on different grids");
   }
-  SB_ASSIGN_OR_RETURN(Components cc, label_components(mask));
-  const auto dims = mask.grid.dims;
-  const auto spacing = mask.grid.spacing_mm();
-  const double voxel_ml = mask.grid.voxel_volume_ml();
+  const auto dims = grid.dims;
+  const auto spacing = grid.spacing_mm();
+  const double voxel_ml = grid.voxel_volume_ml();
   std::vector<LesionAssessment> out(static_cast<size_t>(cc.count()));
   std::vector<std::vector<float>> inside(out.size());
   std::vector<std::array<int64_t, 6>> box(out.size(), {dims[0], dims[1], dims[2], -1, -1, -1});
@@ -102,7 +101,7 @@ base::Result<std::vector<LesionAssessment>> assess_lesions(const VolumeU8& mask,
     a.label = static_cast<int>(q + 1);
     a.voxels = cc.sizes[q];
     a.volume_ml = static_cast<double>(a.voxels) * voxel_ml;
-    const Eigen::Vector3d c = mask.grid.to_patient(sum[q][0] / a.voxels, sum[q][1] / a.voxels, sum[q][2] / a.voxels);
+    const Eigen::Vector3d c = grid.to_patient(sum[q][0] / a.voxels, sum[q][1] / a.voxels, sum[q][2] / a.voxels);
     a.centroid_lps_mm = {c.x(), c.y(), c.z()};
     int64_t core = 0;
     for (float v : inside[q]) core += v < options.core_threshold;
@@ -149,7 +148,6 @@ base::Result<std::vector<LesionAssessment>> assess_lesions(const VolumeU8& mask,
                      options.core_threshold);
     }
   }
-  if (labels != nullptr) *labels = std::move(cc.labels);
   return out;
 }
 

@@ -5,7 +5,8 @@
 // predicted it. Usage:
 //   SB_ASSIGN_OR_RETURN(auto unit, image::infer_adc_unit(adc));   // NIfTI: the unit is unstated
 //   VolumeF adc_um = image::adc_to_micro(adc, unit);                // 10^-6 mm^2/s
-//   SB_ASSIGN_OR_RETURN(auto lesions, image::assess_lesions(mask, adc_um));
+//   SB_ASSIGN_OR_RETURN(auto cc, image::label_components(mask));
+//   SB_ASSIGN_OR_RETURN(auto lesions, image::assess_lesions(cc, adc_um));
 #pragma once
 
 #include <array>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "image/connected_components.h"
 #include "image/volume.h"
 
 namespace image {
@@ -50,7 +52,7 @@ struct PlausibilityOptions {
 
 /// What assess_lesions() found for one connected component of the mask.
 struct LesionAssessment {
-  int label = 0;                       ///< 1-based, in memory order of the first voxel (connected_components.h)
+  int label = 0;                       ///< the component's label in Components::labels
   int64_t voxels = 0;
   double volume_ml = 0.0;
   std::array<double, 3> centroid_lps_mm{0.0, 0.0, 0.0};
@@ -62,12 +64,11 @@ struct LesionAssessment {
   std::string reason;                  ///< why it is implausible; empty when plausible
 };
 
-/// Assesses every 26-connected component of `mask` (non-zero = lesion) against `adc_micro`
-/// (10^-6 mm^2/s) on the same grid; `labels`, when not null, receives the component labels
-/// (LesionAssessment::label per voxel, 0 = background). Errors: kInvalidArgument when the grids
-/// differ.
-base::Result<std::vector<LesionAssessment>> assess_lesions(const VolumeU8& mask, const VolumeF& adc_micro,
-                                                           const PlausibilityOptions& options = {},
-                                                           Volume<int32_t>* labels = nullptr);
+/// Assesses every lesion of `lesions` (connected components of the predicted mask, from
+/// image::label_components) against `adc_micro` (10^-6 mm^2/s) on the same grid; the result
+/// holds one LesionAssessment per label, in label order. Errors: kInvalidArgument when the
+/// grids differ.
+base::Result<std::vector<LesionAssessment>> assess_lesions(const Components& lesions, const VolumeF& adc_micro,
+                                                           const PlausibilityOptions& options = {});
 
 }  // namespace image

@@ -336,6 +336,15 @@ struct CpuEngine::Impl {
     return {arg, -1, buf, {}};
   }
 
+  /// A (de)convolution whose kernel equals its stride, without padding (nnU-Net's upsampling).
+  static bool is_kernel_equals_stride(const GraphOp& op) {
+    if (op.conv.kernel != op.conv.strides) return false;
+    for (size_t k = 0; k < op.conv.pads_begin.size(); ++k) {
+      if (op.conv.pads_begin[k] != 0 || op.conv.pads_end[k] != 0) return false;
+    }
+    return true;
+  }
+
   /// Compute type of a convolution: the engine's, except that a bf16 engine keeps the
   /// convolutions reading the network input in fp32 (Bf16Policy).
   memory::data_type conv_compute_type(const GraphOp& op) const {
@@ -370,10 +379,7 @@ struct CpuEngine::Impl {
     const memory::dims strides = to_dims(op.conv.strides);
     const memory::dims pad_l = to_dims(op.conv.pads_begin);
     const memory::dims pad_r = to_dims(op.conv.pads_end);
-    bool kernel_equals_stride = op.conv.kernel == op.conv.strides;
-    for (size_t k = 0; k < op.conv.pads_begin.size(); ++k) {
-      kernel_equals_stride = kernel_equals_stride && op.conv.pads_begin[k] == 0 && op.conv.pads_end[k] == 0;
-    }
+    const bool kernel_equals_stride = is_kernel_equals_stride(op);
     dnnl::primitive_attr attr = base_attr();
     if (!op.has_norm && op.activation != Activation::kNone) {
       dnnl::post_ops po;
@@ -387,8 +393,8 @@ struct CpuEngine::Impl {
     memory::desc weights_md, scratch_md;
     std::vector<Step> before, after;
     // Where the primitive reads and writes: the graph tensors, or staging buffers.
-    ArgSpec src_arg = staged_input(i, DNNL_ARG_SRC, x, with_type(tmd[x], cdt), before);
     const memory::desc src_md = with_type(tmd[x], cdt);
+    ArgSpec src_arg = staged_input(i, DNNL_ARG_SRC, x, src_md, before);
     ArgSpec dst_arg{DNNL_ARG_DST, y, -1, {}};
     if (transpose && before.empty() && odt == cdt && add_deconv_as_conv(i, op)) return;
     if (transpose) {
@@ -482,10 +488,7 @@ struct CpuEngine::Impl {
     const bool channels_last = format == ActivationFormat::kChannelsLast;
     if (!channels_last && (dt != memory::data_type::f32 || block <= 1)) return false;
     if (op.has_norm || op.activation != Activation::kNone || tmd[x].data_type() != dt) return false;
-    if (op.conv.kernel != op.conv.strides) return false;
-    for (size_t k = 0; k < op.conv.pads_begin.size(); ++k) {
-      if (op.conv.pads_begin[k] != 0 || op.conv.pads_end[k] != 0) return false;
-    }
+    if (!is_kernel_equals_stride(op)) return false;
     const int64_t c_in = in_shape[1], c_out = out_shape[1];
     if (!channels_last && c_out % block != 0) return false;
     int64_t taps = 1;
@@ -1043,11 +1046,12 @@ std::string cpu_isa_name() {
 }
 
 bool cpu_has_native_bf16() {
-#if !defined(__x86_64__)
-  return false;  // bf16 convolutions need AVX512-BF16 or AMX in oneDNN 2.6
-#endif
+#if defined(__x86_64__)
   const auto isa = dnnl::get_effective_cpu_isa();
   return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+#else
+  return false;  // bf16 convolutions need AVX512-BF16 or AMX in oneDNN 2.6
+#endif
 }
 
 base::Result<std::string> resolve_precision(const std::string& requested) {

@@ -35,16 +35,6 @@ ActivationFormat activation_format(const IsaTraits& isa, bool bf16) {
   return ActivationFormat::kBlocked8;
 }
 
-int channel_block(ActivationFormat f, int64_t channels) {
-  switch (f) {
-    case ActivationFormat::kPlain: return 1;
-    case ActivationFormat::kBlocked8: return 8;
-    case ActivationFormat::kBlocked16: return 16;
-    case ActivationFormat::kChannelsLast: return static_cast<int>(channels);
-  }
-  return 1;
-}
-
 bool concat_can_be_free(ActivationFormat f) { return f != ActivationFormat::kChannelsLast; }
 
 KernelIsa kernel_isa(const IsaTraits& isa) {

@@ -57,10 +57,6 @@ const char* activation_format_name(ActivationFormat f);
 /// measurements at the top of this file).
 ActivationFormat activation_format(const IsaTraits& isa, bool bf16);
 
-/// Channel block of a format for a tensor of `channels` channels: 1 for plain, 8 or 16 for the
-/// blocked formats, `channels` for channels-last (which is "one block of all channels").
-int channel_block(ActivationFormat f, int64_t channels);
-
 /// Whether inputs of a concat in this format can be channel slices of one buffer (free
 /// concat): true for plain and blocked formats when every input fills whole blocks.
 bool concat_can_be_free(ActivationFormat f);

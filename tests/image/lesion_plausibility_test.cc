@@ -6,6 +6,12 @@
 namespace image {
 namespace {
 
+base::Result<std::vector<LesionAssessment>> assess(const VolumeU8& mask, const VolumeF& adc,
+                                                   const PlausibilityOptions& options = {}) {
+  SB_ASSIGN_OR_RETURN(Components cc, label_components(mask));
+  return assess_lesions(cc, adc, options);
+}
+
 Grid grid_2mm(int64_t n) {
   Grid g;
   g.dims = {n, n, n};
@@ -58,13 +64,11 @@ TEST(LesionPlausibility, AcuteInfarctIsPlausibleAndShineThroughIsFlagged) {
   VolumeU8 mask(adc.grid, 0);
   cube(&mask, &adc, 5, 4, 450.0f);   // acute: restricted
   cube(&mask, &adc, 12, 3, 1100.0f);  // bright DWI, high ADC: T2 shine-through / chronic
-  Volume<int32_t> labels;
-  auto r = assess_lesions(mask, adc, {}, &labels);
+  auto r = assess(mask, adc);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   ASSERT_EQ(r->size(), 2u);
-  EXPECT_EQ(labels.at(6, 6, 6), 1);
-  EXPECT_EQ(labels.at(13, 13, 13), 2);
-  EXPECT_EQ(labels.at(0, 0, 0), 0);
+  EXPECT_EQ((*r)[0].label, 1);
+  EXPECT_EQ((*r)[1].label, 2);
   const LesionAssessment& acute = (*r)[0];
   EXPECT_EQ(acute.voxels, 64);
   EXPECT_NEAR(acute.volume_ml, 64 * 0.008, 1e-9);
@@ -89,23 +93,23 @@ TEST(LesionPlausibility, PartlyRestrictedLesionCountsItsCore) {
   for (int64_t i = 5; i < 10; ++i)
     for (int64_t j = 5; j < 10; ++j)
       for (int64_t k = 5; k < 7; ++k) adc.at(i, j, k) = 500.0f;  // 50 voxels (40 %) restricted
-  auto r = assess_lesions(mask, adc);
+  auto r = assess(mask, adc);
   ASSERT_TRUE(r.ok());
   ASSERT_EQ(r->size(), 1u);
   EXPECT_NEAR((*r)[0].core_volume_ml, 50 * 0.008, 1e-9);
   EXPECT_TRUE((*r)[0].plausible);
   PlausibilityOptions strict;
   strict.min_core_fraction = 0.5;
-  EXPECT_FALSE((*assess_lesions(mask, adc, strict))[0].plausible);
+  EXPECT_FALSE((*assess(mask, adc, strict))[0].plausible);
 }
 
 TEST(LesionPlausibility, EmptyMaskAndMismatchedGrids) {
   VolumeF adc = brain(8);
-  auto none = assess_lesions(VolumeU8(adc.grid, 0), adc);
+  auto none = assess(VolumeU8(adc.grid, 0), adc);
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty());
   VolumeU8 other(grid_2mm(9), 0);
-  EXPECT_FALSE(assess_lesions(other, adc).ok());
+  EXPECT_FALSE(assess(other, adc).ok());
 }
 
 }  // namespace

@@ -43,11 +43,7 @@ TEST(LayoutPolicy, ActivationFormatPerIsaAndPrecision) {
   EXPECT_EQ(activation_format(isa_traits("generic"), false), ActivationFormat::kPlain);
 }
 
-TEST(LayoutPolicy, ChannelBlocksAndFreeConcat) {
-  EXPECT_EQ(channel_block(ActivationFormat::kPlain, 8), 1);
-  EXPECT_EQ(channel_block(ActivationFormat::kBlocked8, 2), 8);  // padded: 2 logits in one block
-  EXPECT_EQ(channel_block(ActivationFormat::kBlocked16, 32), 16);
-  EXPECT_EQ(channel_block(ActivationFormat::kChannelsLast, 80), 80);  // one block of all channels
+TEST(LayoutPolicy, FreeConcatOnlyWhereChannelSlicesAreContiguous) {
   EXPECT_TRUE(concat_can_be_free(ActivationFormat::kPlain));
   EXPECT_TRUE(concat_can_be_free(ActivationFormat::kBlocked8));
   EXPECT_TRUE(concat_can_be_free(ActivationFormat::kBlocked16));

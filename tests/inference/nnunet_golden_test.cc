@@ -33,6 +33,22 @@ float fp16_ulp(float x) {
   return std::ldexp(1.0f, (int)std::floor(std::log2(ax)) - 10);
 }
 
+// Fraction of voxels where `labels` equals nnU-Net's segmentation <case>.nii.gz of `folder`
+// (0 when it cannot be read or has another size, with a test failure); `differ` gets the count
+// of differing voxels.
+double golden_segmentation_agreement(const std::string& folder, const std::string& case_id,
+                                     const image::VolumeU8& labels, int64_t* differ) {
+  auto seg = image::read_nifti(kGolden + "/prediction/" + folder + "/" + case_id + ".nii.gz");
+  if (!seg.ok() || seg->data.size() != labels.data.size()) {
+    ADD_FAILURE() << folder << ": the golden segmentation " << (seg.ok() ? "has another size" : seg.status().to_string());
+    return 0.0;
+  }
+  int64_t agree = 0;
+  for (size_t v = 0; v < seg->data.size(); ++v) agree += labels.data[v] == static_cast<uint8_t>(seg->data[v]);
+  *differ = static_cast<int64_t>(seg->data.size()) - agree;
+  return (double)agree / (double)seg->data.size();
+}
+
 // The golden model as a package: model.json written from nnU-Net's plans.json into a temp
 // folder and read back through load_model_spec; the engine compiled once for all tests.
 class NnunetGolden : public ::testing::Test {
@@ -163,12 +179,8 @@ TEST_F(NnunetGolden, PredictorFromNiftiReproducesNnunetSegmentation) {
     EXPECT_EQ(r->details["bbox_used_for_cropping"], pj["bbox_used_for_cropping"]);
     ASSERT_EQ(r->timings_ms.size(), 3u);
 
-    auto seg = image::read_nifti(kGolden + "/prediction/" + folder + "/" + case_id + ".nii.gz");
-    ASSERT_TRUE(seg.ok()) << seg.status().to_string();
-    ASSERT_EQ(seg->data.size(), r->labels.data.size());
-    int64_t agree = 0;
-    for (size_t v = 0; v < seg->data.size(); ++v) agree += r->labels.data[v] == static_cast<uint8_t>(seg->data[v]);
-    const double agreement = (double)agree / (double)seg->data.size();
+    int64_t differ = -1;
+    const double agreement = golden_segmentation_agreement(folder, case_id, r->labels, &differ);
     EXPECT_GE(agreement, 0.999) << folder;
 
     // Parity figures for docs/nnunet_parity.md: our preprocessing of the NIfTI inputs vs
@@ -197,7 +209,7 @@ TEST_F(NnunetGolden, PredictorFromNiftiReproducesNnunetSegmentation) {
                 "max(1e-3, 2 fp16 ulp); segmentation agreement %.5f%% (%lld voxels differ); preprocess %.0f ms, "
                 "inference %.0f ms, export %.0f ms\n",
                 c, pre_diff, logit_diff, (long long)beyond, golden_logits.data.size(), 100.0 * agreement,
-                (long long)(seg->data.size() - agree), r->timings_ms[0].second, r->timings_ms[1].second,
+                (long long)differ, r->timings_ms[0].second, r->timings_ms[1].second,
                 r->timings_ms[2].second);
   }
 }
@@ -220,14 +232,10 @@ TEST_F(NnunetGolden, Bf16EngineReproducesNnunetSegmentation) {
     ASSERT_TRUE(predictor.ok()) << predictor.status().to_string();
     auto r = (*predictor)->predict(channels, pixdim);
     ASSERT_TRUE(r.ok()) << r.status().to_string();
-    auto seg = image::read_nifti(kGolden + "/prediction/" + folder + "/" + case_id + ".nii.gz");
-    ASSERT_TRUE(seg.ok()) << seg.status().to_string();
-    ASSERT_EQ(seg->data.size(), r->labels.data.size());
-    int64_t agree = 0;
-    for (size_t v = 0; v < seg->data.size(); ++v) agree += r->labels.data[v] == static_cast<uint8_t>(seg->data[v]);
-    const double agreement = (double)agree / (double)seg->data.size();
+    int64_t differ = -1;
+    const double agreement = golden_segmentation_agreement(folder, case_id, r->labels, &differ);
     std::printf("[ bf16 %s ] segmentation agreement with nnU-Net %.5f%% (%lld voxels differ)\n", c, 100.0 * agreement,
-                (long long)(seg->data.size() - agree));
+                (long long)differ);
     EXPECT_GE(agreement, 0.999) << folder;
   }
 }
