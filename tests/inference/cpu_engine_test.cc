@@ -201,7 +201,9 @@ TEST(CpuEngine, ArenaIsSmallerThanTheNaiveSumAndDescribedWithThePlan) {
     for (size_t at = d.find(kind); at != std::string::npos; at = d.find(kind, at + 1)) {
       const std::string impl = d.substr(at + std::strlen(kind), d.find_first_of(", ", at + std::strlen(kind)) - at -
                                                                    std::strlen(kind));
-      if (slow_convolution_exception(isa, "deconv", false).empty()) {
+      // Only a deconvolution that is not kernel == stride may be slow, where documented (AVX2).
+      const bool excused = std::string(kind) == "deconv:" && !slow_convolution_exception(isa, "deconv", false).empty();
+      if (!excused && slow_convolution_exception(isa, "conv", false).empty()) {
         EXPECT_FALSE(is_slow_convolution(impl)) << kind << impl << " on " << isa.onednn_isa << "\n" << d;
       }
     }
