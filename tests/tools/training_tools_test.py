@@ -1,0 +1,154 @@
+#!/usr/bin/python3
+"""Tests of the cloud-side training tools (tools/phantom_dr.py, tools/train_demo.py) and of the
+bundled demo model on domain-randomized studies it never saw (issue 14).
+
+Run: /usr/bin/python3 -m unittest tests/tools/training_tools_test.py
+(ctest `tools.training`; STROKEBOX_BINARY points at build/strokebox for the model checks).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import phantom_dr  # noqa: E402
+import train_demo  # noqa: E402
+
+BINARY = os.environ.get("STROKEBOX_BINARY", os.path.join(ROOT, "build", "strokebox"))
+MODEL = os.path.join(ROOT, "models", "demo")
+
+
+def adc_micro(study):
+    scale = {"1e-6 mm2/s": 1.0, "1e-3 mm2/s": 1e3, "mm2/s": 1e6}[study["params"]["adc_unit"]]
+    return study["adc"] * scale
+
+
+class PhantomDrPhysics(unittest.TestCase):
+    """The generator's infarcts restrict diffusion and its look-alikes do not."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.study = phantom_dr.make_study(9901, lesions=2)
+        cls.free = phantom_dr.make_study(9902, lesions=0)
+
+    def test_volumes_share_one_grid_and_truth_is_binary(self):
+        s = self.study
+        self.assertEqual(s["dwi"].shape, s["adc"].shape)
+        self.assertEqual(s["dwi"].shape, s["truth"].shape)
+        self.assertEqual(set(np.unique(s["truth"])) - {0, 1}, set())
+        self.assertGreater(int(s["truth"].sum()), 0)
+        self.assertEqual(list(s["dwi"].shape), s["params"]["shape"])
+
+    def test_infarct_adc_is_restricted_and_dwi_bright(self):
+        s = self.study
+        t = s["truth"] > 0
+        adc = adc_micro(s)
+        inner = t & (np.roll(t, 1, 0) & np.roll(t, -1, 0) & np.roll(t, 1, 1) & np.roll(t, -1, 1))
+        inner = inner if inner.sum() > 20 else t
+        med_lesion = float(np.median(adc[inner]))
+        self.assertLess(med_lesion, 700, s["params"]["lesions"])
+        self.assertGreater(med_lesion, 250, s["params"]["lesions"])
+        brain = (adc > 500) & (adc < 1100) & ~t
+        self.assertGreater(float(np.median(s["dwi"][inner])), 1.2 * float(np.median(s["dwi"][brain])))
+
+    def test_normal_tissue_adc_is_physiological(self):
+        adc = adc_micro(self.free)
+        tissue = adc[(adc > 300) & (adc < 1500)]
+        self.assertGreater(tissue.size, 1000)
+        self.assertTrue(600 < float(np.median(tissue)) < 1000, float(np.median(tissue)))
+        self.assertEqual(int(self.free["truth"].sum()), 0)
+        self.assertEqual(self.free["params"]["lesion_count"], 0)
+
+    def test_same_seed_same_study(self):
+        again = phantom_dr.make_study(9902, lesions=0)
+        np.testing.assert_array_equal(again["dwi"], self.free["dwi"])
+        np.testing.assert_array_equal(again["adc"], self.free["adc"])
+
+    def test_written_study_reads_back_with_its_spacing(self):
+        with tempfile.TemporaryDirectory() as d:
+            phantom_dr.write_study(self.study, d)
+            data, spacing, _ = train_demo.npp.read_nifti(os.path.join(d, "image_0000.nii.gz"))
+            self.assertEqual(data.shape, self.study["dwi"].shape[::-1])
+            np.testing.assert_allclose(spacing[::-1], self.study["params"]["spacing_mm"], rtol=1e-3)
+            with open(os.path.join(d, "phantom.json")) as f:
+                p = json.load(f)
+            self.assertEqual(p["seed"], 9901)
+
+
+class TrainingRecipe(unittest.TestCase):
+    def test_hd95_of_shifted_cube(self):
+        a = np.zeros((20, 20, 20), bool)
+        a[5:15, 5:15, 5:15] = True
+        b = np.roll(a, 2, axis=0)
+        self.assertAlmostEqual(train_demo.hd95_mm(a, a, (1, 1, 1)), 0.0)
+        self.assertAlmostEqual(train_demo.hd95_mm(a, b, (2, 1, 1)), 4.0, delta=0.01)
+        self.assertIsNone(train_demo.hd95_mm(a, np.zeros_like(a), (1, 1, 1)))
+
+    def test_augmentation_keeps_image_and_label_aligned(self):
+        # The label is the image thresholded; after any augmentation draw, the label must
+        # still sit where the (mirrored/rotated/scaled) bright cube is.
+        rng = np.random.default_rng(3)
+        x = torch.zeros(1, 2, 32, 32, 32)
+        x[:, :, 8:20, 10:24, 6:16] = 5.0
+        y = (x[:, 0] > 0).long()
+        for _ in range(30):
+            xa, ya = train_demo.augment_batch(x.clone(), y.clone(), rng)
+            self.assertEqual(tuple(xa.shape), (1, 2, 32, 32, 32))
+            self.assertEqual(ya.dtype, torch.int64)
+            lab = ya[0] > 0
+            if lab.sum() < 50:
+                continue
+            inside = xa[0, 1][lab].mean()
+            outside = xa[0, 1][~lab].mean()
+            self.assertGreater(float(inside), float(outside) + 1.0)
+
+    def test_bf16_native_reads_cpu_flags(self):
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        self.assertEqual(train_demo.bf16_native(), " avx512_bf16" in flags or " amx_bf16" in flags)
+
+
+@unittest.skipUnless(os.path.exists(BINARY), f"{BINARY} not built")
+class DemoModelOnUnseenDomainRandomizedStudies(unittest.TestCase):
+    """The bundled model on phantom_dr studies from seeds never used in training or
+    validation (>= 9900): infarcts found, a lesion-free brain left (almost) empty."""
+
+    def segment(self, study, d):
+        phantom_dr.write_study(study, d)
+        out = os.path.join(d, "out")
+        p = subprocess.run([BINARY, "segment", "--model", MODEL, "--image", os.path.join(d, "image_0000.nii.gz"),
+                            "--image", os.path.join(d, "image_0001.nii.gz"), "--out", out],
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr[-500:])
+        m = subprocess.run([BINARY, "evaluate", "--pred", os.path.join(out, "lesion_mask.nii.gz"),
+                            "--truth", os.path.join(d, "truth.nii.gz")], capture_output=True, text=True)
+        self.assertEqual(m.returncode, 0, m.stderr)
+        return json.loads(m.stdout)
+
+    def test_lesion_free_brain_under_two_millilitres(self):
+        for seed in (9910, 9911):
+            with tempfile.TemporaryDirectory() as d:
+                m = self.segment(phantom_dr.make_study(seed, lesions=0), d)
+                print(f"[ info ] phantom_dr {seed} lesion-free: {m['pred_volume_ml']:.2f} mL predicted")
+                self.assertLess(m["pred_volume_ml"], 2.0, m)
+
+    def test_infarcts_are_found(self):
+        dices = []
+        for seed in (9920, 9921, 9922):
+            with tempfile.TemporaryDirectory() as d:
+                m = self.segment(phantom_dr.make_study(seed, lesions=2), d)
+                print(f"[ info ] phantom_dr {seed}: Dice {m.get('dice')}, truth {m['truth_volume_ml']:.2f} mL, "
+                      f"predicted {m['pred_volume_ml']:.2f} mL")
+                dices.append(m.get("dice") or 0.0)
+        self.assertGreater(float(np.mean(dices)), 0.5, dices)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,173 @@
+#!/usr/bin/python3
+"""Evaluates model packages with the appliance itself (`strokebox segment`), side by side.
+
+For each model and each study:
+  * synthetic studies with truth (folders holding image_0000/0001.nii.gz and truth.nii.gz, from
+    `strokebox phantom --format nifti` or tools/phantom_dr.py): Dice, HD95 (mm), volume error
+    (predicted - true, mL) and false-positive volume (predicted outside the truth, mL);
+  * real healthy DICOM studies (every folder of --realdicom; the Siemens XA30 ADC and TRACEW
+    series are one study): predicted volume, which should be ~0, and the volume the
+    plausibility check flags. Studies whose b-value lies outside the model's accepted range are
+    segmented with --allow-b-outside-range and marked.
+
+Usage:
+  tools/evaluate_model.py --model old=DIR --model new=DIR --studies 'data/phantoms/seed_90*' \\
+      --realdicom ../shared/realdicom --json out.json
+Prints a Markdown table per model (means) and per study.
+"""
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import nibabel as nib
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_demo import hd95_mm  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def segment(binary, model, args, out, precision):
+    cmd = [binary, "segment", "--model", model, "--out", out, "--precision", precision] + args
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        rep = json.load(open(os.path.join(out, "report.json")))
+    except (OSError, ValueError):
+        rep = {"status": "failed", "reason": (p.stderr or p.stdout)[-300:]}
+    return p.returncode, rep
+
+
+def eval_synthetic(binary, model, folder, tmp, precision):
+    out = os.path.join(tmp, "syn_" + os.path.basename(folder))
+    rc, rep = segment(binary, model, ["--image", os.path.join(folder, "image_0000.nii.gz"),
+                                      "--image", os.path.join(folder, "image_0001.nii.gz")], out, precision)
+    if rc != 0:
+        return {"status": "failed", "reason": rep.get("reason")}
+    pimg = nib.load(os.path.join(out, "lesion_mask.nii.gz"))
+    pred = np.asarray(pimg.dataobj) > 0
+    truth = np.asarray(nib.load(os.path.join(folder, "truth.nii.gz")).dataobj) > 0
+    sp = [float(z) for z in pimg.header.get_zooms()[:3]]
+    vml = float(np.prod(sp)) / 1000.0
+    r = {"truth_ml": round(truth.sum() * vml, 2), "pred_ml": round(pred.sum() * vml, 2),
+         "fp_ml": round((pred & ~truth).sum() * vml, 2),
+         "volume_error_ml": round((pred.sum() - truth.sum()) * vml, 2),
+         "implausible_ml": round(sum(l["volume_ml"] for l in rep.get("plausibility", {}).get("lesions", [])
+                                     if not l.get("plausible", True)), 2)}
+    if truth.any():
+        r["dice"] = round(2 * (pred & truth).sum() / (pred.sum() + truth.sum()), 4)
+        h = hd95_mm(pred, truth, sp)
+        r["hd95_mm"] = None if h is None else round(h, 2)
+    return r
+
+
+def real_studies(root):
+    """(name, [folders]) per study: the XA30 ADC + TRACEW exports are one study."""
+    out, xa = [], []
+    for d in sorted(os.listdir(root)):
+        p = os.path.join(root, d)
+        if not os.path.isdir(p):
+            continue
+        if d.startswith("dcm_qa_xa30i__"):
+            xa.append(p)
+        else:
+            out.append((d, [p]))
+    if xa:
+        out.append(("dcm_qa_xa30i (ADC + TRACEW)", xa))
+    return out
+
+
+def eval_real(binary, model, name, folders, tmp, precision):
+    study = folders[0]
+    if len(folders) > 1:  # one folder holding every file (the study search does not follow links)
+        study = os.path.join(tmp, "study_" + str(abs(hash(name))))
+        if not os.path.isdir(study):
+            os.makedirs(study)
+            for f in folders:
+                for dirpath, _, files in os.walk(f):
+                    for fn in files:
+                        os.symlink(os.path.join(dirpath, fn),
+                                   os.path.join(study, os.path.basename(f) + "_" + fn))
+    out = os.path.join(tmp, "real_" + os.path.basename(model.rstrip("/")) + str(abs(hash(name))))
+    rc, rep = segment(binary, model, ["--study", study], out, precision)
+    flag = False
+    if rc != 0 and "range" in str(rep.get("reason", "")):
+        rc, rep = segment(binary, model, ["--study", study, "--allow-b-outside-range"], out, precision)
+        flag = True
+    if rc != 0:
+        return {"status": "failed", "reason": str(rep.get("reason"))[:200]}
+    pl = rep.get("plausibility", {})
+    return {"pred_ml": round(rep.get("lesion_volume_ml", 0.0), 2),
+            "implausible_ml": round(sum(l["volume_ml"] for l in pl.get("lesions", []) if not l.get("plausible", True)), 2),
+            "b_outside_range": flag, "b_value": rep.get("diffusion", {}).get("b_value_s_mm2")}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", required=True, help="NAME=DIR (repeatable)")
+    ap.add_argument("--studies", action="append", default=[], help="glob of synthetic study folders")
+    ap.add_argument("--realdicom", default=None)
+    ap.add_argument("--strokebox", default=os.path.join(REPO, "build", "strokebox"))
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    synth = sorted({f for g in a.studies for f in glob.glob(g) if os.path.exists(os.path.join(f, "truth.nii.gz"))})
+    real = real_studies(a.realdicom) if a.realdicom else []
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="strokebox-eval-") as tmp:
+        for spec in a.model:
+            name, model = spec.split("=", 1)
+            t0 = time.time()
+            res = {"synthetic": {}, "real": {}}
+            for f in synth:
+                res["synthetic"][os.path.relpath(f, REPO)] = eval_synthetic(a.strokebox, model, f, tmp, a.precision)
+            for rn, folders in real:
+                res["real"][rn] = eval_real(a.strokebox, model, rn, folders, tmp, a.precision)
+            res["seconds"] = round(time.time() - t0, 1)
+            results[name] = res
+            print(f"{name}: {len(synth)} synthetic, {len(real)} real studies in {res['seconds']} s", file=sys.stderr)
+    names = list(results)
+
+    def mean(vals):
+        v = [x for x in vals if x is not None]
+        return f"{np.mean(v):.3f}" if v else "-"
+    groups = {}
+    for f in synth:
+        key = os.path.relpath(os.path.dirname(f), REPO)
+        key += " (lesion-free)" if "lesions0" in f else ""
+        groups.setdefault(key, []).append(os.path.relpath(f, REPO))
+    print("| studies | n | model | Dice | HD95 mm | abs volume error mL | FP volume mL |")
+    print("|---|---|---|---|---|---|---|")
+    for g, fs in groups.items():
+        for n in names:
+            rs = [results[n]["synthetic"][f] for f in fs]
+            print(f"| {g} | {len(fs)} | {n} | {mean([r.get('dice') for r in rs])} | "
+                  f"{mean([r.get('hd95_mm') for r in rs])} | "
+                  f"{mean([abs(r['volume_error_ml']) if 'volume_error_ml' in r else None for r in rs])} | "
+                  f"{mean([r.get('fp_ml') for r in rs])} |")
+    if real:
+        print()
+        print("| real healthy study | " + " | ".join(f"{n}: predicted mL (flagged implausible)" for n in names) + " |")
+        print("|---|" + "---|" * len(names))
+        for rn, _ in real:
+            cells = []
+            for n in names:
+                r = results[n]["real"][rn]
+                if r.get("status") == "failed":
+                    cells.append("failed: " + r["reason"][:60])
+                else:
+                    cells.append(f"{r['pred_ml']:.2f} ({r['implausible_ml']:.2f})" + (" [b outside range]" if r["b_outside_range"] else ""))
+            print(f"| {rn} | " + " | ".join(cells) + " |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
