@@ -428,18 +428,29 @@ def make_study(seed: int, lesions: Optional[int] = None) -> Dict:
     s0 *= bias
     sb *= bias
 
-    # Acquisition grid: axial slices, random thickness/gap/coverage, in-plane k-space.
+    # Slice orientation: axial mostly, else coronal or sagittal (slices along y or x); the
+    # arrays are transposed so the slice axis is the last one, as a scanner's volume would be.
+    orient = ["axial"] * 15 + ["coronal"] * 2 + ["sagittal"] * 3
+    orient = orient[int(rng.integers(len(orient)))]
+    perm = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}[orient]
+    s0, sb, truth_frac = (np.ascontiguousarray(v.transpose(perm)) for v in (s0, sb, truth_frac))
+    shape = s0.shape
+    origin = [t.origin[a] for a in perm]
+
+    # Acquisition grid: random thickness/gap/coverage (sometimes a thin slab), in-plane k-space.
     thick = float(rng.uniform(2.5, 6.0))
     gap = float(rng.uniform(0, 1.5)) if rng.random() < 0.5 else 0.0
     acq = float(rng.uniform(1.5, 2.5))
     interp = rng.random() < 0.5
-    fov_z = t.shape[2] * WORK_MM
+    fov_z = shape[2] * WORK_MM
     n_sl = int(rng.uniform(0.6, 0.95) * fov_z / (thick + gap))
+    if rng.random() < 0.15:
+        n_sl = min(n_sl, int(rng.integers(8, 21)))
     z0 = rng.uniform(0, max(fov_z - n_sl * (thick + gap), 0)) / WORK_MM
     s0z = slice_profile(s0, thick / WORK_MM, (thick + gap) / WORK_MM, n_sl, z0)
     sbz = slice_profile(sb, thick / WORK_MM, (thick + gap) / WORK_MM, n_sl, z0)
     trz = slice_profile(truth_frac, thick / WORK_MM, (thick + gap) / WORK_MM, n_sl, z0)
-    nx, ny = t.shape[:2]
+    nx, ny = shape[:2]
     n_acq = (int(round(nx * WORK_MM / acq)) // 2 * 2, int(round(ny * WORK_MM / acq)) // 2 * 2)
     n_out = (n_acq[0] * 2, n_acq[1] * 2) if interp else n_acq
     ghost = float(rng.uniform(0.01, 0.08)) if rng.random() < 0.5 else 0.0
@@ -476,14 +487,22 @@ def make_study(seed: int, lesions: Optional[int] = None) -> Dict:
     adc *= {"1e-6 mm2/s": 1.0, "1e-3 mm2/s": 1e-3, "mm2/s": 1e-6}[unit]
     gain = float(np.exp(rng.uniform(np.log(30), np.log(3000))))
     dwi = dwi / sig_ref * gain * 0.1
+    masked = rng.random() < 0.3  # some scanners zero the DWI background as well
+    if masked:
+        dwi = np.where(b0_img > floor, dwi, 0).astype(np.float32)
 
-    affine = np.diag([out_sp[0], out_sp[1], out_sp[2], 1.0])
-    affine[:3, 3] = [t.origin[0] + (WORK_MM - out_sp[0]) / 2 - WORK_MM / 2 + out_sp[0] / 2,
-                     t.origin[1] + (WORK_MM - out_sp[1]) / 2 - WORK_MM / 2 + out_sp[1] / 2,
-                     t.origin[2] + z0 * WORK_MM + thick / 2 - WORK_MM / 2]
+    # Voxel (i, j, k) -> working-grid mm: the k-space resampling keeps sample 0 at working
+    # voxel 0; slice k is centred on its box profile.
+    affine = np.zeros((4, 4))
+    affine[3, 3] = 1.0
+    offs = [origin[0], origin[1], origin[2] + z0 * WORK_MM + thick / 2 - WORK_MM / 2]
+    for a in range(3):
+        affine[perm[a], a] = out_sp[a]
+        affine[perm[a], 3] = offs[a]
     vox_ml = float(np.prod(out_sp)) / 1000.0
     p.update({"slice_thickness_mm": round(thick, 2), "slice_gap_mm": round(gap, 2),
               "acquired_in_plane_mm": round(acq, 2), "interpolated": bool(interp),
+              "orientation": orient, "slices": n_sl, "dwi_background_masked": bool(masked),
               "spacing_mm": [round(float(s), 3) for s in out_sp], "shape": list(dwi.shape),
               "ghost": round(ghost, 3), "snr": round(snr, 1), "adc_unit": unit,
               "lesion_count": len(les), "total_lesion_volume_ml": round(float(truth.sum()) * vox_ml, 2)})
