@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Trains the default model (models/demo) from nothing but this tree and Debian's packages:
+# phantom studies (strokebox phantom + tools/phantom_dr.py), preprocessing, the accelerated
+# recipe (bf16 autocast where native, batch from memory, early stopping), validation, ONNX.
+#   tools/train_default_model.sh [--compare] [--out DIR]
+# --compare also trains the baseline recipe (fp32, batch 2, fixed iterations) on the same data
+# and seed at the same time, one thread each, for the table in models/demo/TRAINING.md.
+# Needs build/strokebox (scripts/build.sh). Data and runs go to data/ (git-ignored).
+# Seeds: training 1-60 (strokebox phantom) and 1000-1179 (phantom_dr); validation 9001-9012
+# and 9500-9519, lesion-free 9007 and 9600-9603. Never trained on a real patient.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+COMPARE=0
+OUT=models/demo
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --compare) COMPARE=1 ;;
+    --out) OUT=$2; shift ;;
+    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+PY=/usr/bin/python3
+[ -x build/strokebox ] || { echo "build/strokebox missing: run scripts/build.sh" >&2; exit 1; }
+export OMP_WAIT_POLICY=PASSIVE
+start=$(date +%s)
+
+$PY tools/train_demo.py generate --strokebox build/strokebox --seeds 1-60,9001-9006,9008-9012 --negative-seeds 9007
+$PY tools/phantom_dr.py --out data/dr --seeds 9500-9519 --jobs 2
+$PY tools/phantom_dr.py --out data/dr --seeds 9600-9603 --lesions 0 --jobs 2
+$PY tools/phantom_dr.py --out data/dr --seeds 1000-1179 --jobs 2
+
+COMMON=(--seed 1 --train-seeds 1-60 --dr-train-seeds 1000-1179
+        --val-seeds 9001-9006,9008-9012 --negative-seeds 9007
+        --dr-val-seeds 9500-9519 --dr-negative-seeds 9600-9603
+        --train-patch 48,48,48 --p-fg 0.4 --hard-stop-min 110)
+# Fill the preprocessing cache once (both runs read it).
+$PY tools/train_demo.py train "${COMMON[@]}" --prepare-only --run-dir data/run_prepare
+THREADS=2
+if [ "$COMPARE" = 1 ]; then
+  THREADS=1
+  $PY tools/train_demo.py train "${COMMON[@]}" --threads 1 --recipe baseline --batch 2 --iterations 6000 \
+    --run-dir data/run_baseline --out data/model_baseline > data/run_baseline.out 2>&1 &
+  baseline=$!
+fi
+$PY tools/train_demo.py train "${COMMON[@]}" --threads $THREADS --recipe accelerated --iterations 3000 \
+  --val-every 300 --patience 3 --min-iterations 900 --run-dir data/run_accelerated --out "$OUT"
+if [ "$COMPARE" = 1 ]; then
+  wait $baseline
+fi
+echo "train_default_model: $(( $(date +%s) - start )) s"
