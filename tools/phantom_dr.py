@@ -130,6 +130,11 @@ class Template:
         # Ventricles: CSF deep inside the brain (for CSF pulsation); sinuses for susceptibility.
         deep_brain = ndi.binary_erosion(bmask, iterations=int(12 / WORK_MM))
         self.ventricles = (f_csf > 0.6) & deep_brain
+        # Posterior fossa (cerebellum + brainstem): its own ADC/S0 per study (cerebellar cortex
+        # is denser than cerebral cortex: lower ADC, brighter DWI on real scanners).
+        self.infratentorial = ndi.gaussian_filter(
+            (self.territories["cerebellum_L"] | self.territories["cerebellum_R"] |
+             self.territories["brainstem"]).astype(np.float32), 1.5)
         self.sinus_points_mm = np.array([[0, 55, -20], [-30, 10, -30], [30, 10, -30],
                                          [0, 40, -35], [-40, -20, -35], [40, -20, -35]], float)
 
@@ -342,6 +347,7 @@ def make_study(seed: int, lesions: Optional[int] = None) -> Dict:
     les = [(warp(f, coords), d) for f, d in les_desc]
     mims = [(warp(f, coords), d) for f, d in mimics]
     vent = warp(t.ventricles.astype(np.float32), coords) > 0.5
+    infra = warp(t.infratentorial, coords)
 
     # Tissue parameters, 10^-6 mm^2/s and arbitrary S0 units relative to white matter.
     b = float(rng.uniform(800, 1500))
@@ -352,20 +358,29 @@ def make_study(seed: int, lesions: Optional[int] = None) -> Dict:
             "fat": rng.uniform(0.8, 2.5) * fat_supp, "soft": rng.uniform(0.4, 1.0)}
     p.update({"b_value": round(b, 1), "adc_tissue": {k: round(float(v), 1) for k, v in adc_t.items()},
               "s0_tissue": {k: round(float(v), 3) for k, v in s0_t.items()}})
-    # Slow variation of tissue ADC/S0 across the brain (real tissue is not piecewise constant).
-    tex = 1.0 + coarse_field(rng, t.shape, 5, rng.uniform(0.0, 0.05))
+    # Tissue ADC and S0 vary slowly across the brain (real tissue is not piecewise constant),
+    # and the posterior fossa has its own values.
+    tex = 1.0 + coarse_field(rng, t.shape, 5, rng.uniform(0.0, 0.08))
+    infra_adc, infra_s0 = float(rng.uniform(0.82, 1.05)), float(rng.uniform(0.9, 1.35))
+    p["infratentorial"] = {"adc_factor": round(infra_adc, 3), "s0_factor": round(infra_s0, 3)}
+    adc_mod = tex * (1 + infra * (infra_adc - 1))
+    s0_mod = 1 + infra * (infra_s0 - 1)
     s0 = np.zeros(t.shape, np.float32)
     sb = np.zeros(t.shape, np.float32)
     for n in ("wm", "gm", "csf", "fat", "soft"):
         f = fields[n]
-        s0 += f * s0_t[n]
-        sb += f * s0_t[n] * np.exp(-b * adc_t[n] * 1e-6 * (tex if n in ("wm", "gm") else 1.0))
+        if n in ("wm", "gm"):
+            s0 += f * s0_t[n] * s0_mod
+            sb += f * s0_t[n] * s0_mod * np.exp(-b * adc_t[n] * 1e-6 * adc_mod)
+        else:
+            s0 += f * s0_t[n]
+            sb += f * s0_t[n] * np.exp(-b * adc_t[n] * 1e-6)
     par = np.clip(fields["wm"] + fields["gm"], 0, None)
-    s0_par = (fields["wm"] * s0_t["wm"] + fields["gm"] * s0_t["gm"]) / np.maximum(par, 1e-3)
-
+    s0_par = (fields["wm"] * s0_t["wm"] + fields["gm"] * s0_t["gm"]) * s0_mod / np.maximum(par, 1e-3)
     # Parenchymal b-signal per unit parenchyma (white/grey mixture at their own ADC).
-    sb_par = (fields["wm"] * s0_t["wm"] * np.exp(-b * adc_t["wm"] * 1e-6) +
-              fields["gm"] * s0_t["gm"] * np.exp(-b * adc_t["gm"] * 1e-6)) / np.maximum(par, 1e-3)
+    sb_par = (fields["wm"] * s0_t["wm"] * np.exp(-b * adc_t["wm"] * 1e-6 * adc_mod) +
+              fields["gm"] * s0_t["gm"] * np.exp(-b * adc_t["gm"] * 1e-6 * adc_mod)) * s0_mod \
+        / np.maximum(par, 1e-3)
 
     def replace(frac, adc, s0_factor, het):
         # A lesion replaces the parenchymal compartment (not CSF) over fraction `frac`.
@@ -423,8 +438,24 @@ def make_study(seed: int, lesions: Optional[int] = None) -> Dict:
     p["epi_distortion_mm"] = round(float(np.abs(disp).max() * WORK_MM), 2)
     del idx, X, Y, Z
 
-    # Bias field (receive coil), same for both images.
-    bias = np.exp(coarse_field(rng, t.shape, 3, rng.uniform(0.05, 0.25))).astype(np.float32)
+    # Receive-coil sensitivity, the same for both images (so the ADC does not see it): a smooth
+    # bias field plus surface-coil brightening near the head's surface, strongest on a random
+    # side (posterior elements of a head coil, say): up to 3x brighter cortex on real arrays.
+    bias = np.exp(coarse_field(rng, t.shape, 3, rng.uniform(0.05, 0.35))).astype(np.float32)
+    head = (s0 > 0.05 * float(np.percentile(s0[s0 > 0], 50))) if (s0 > 0).any() else s0 > 0
+    # Depth below the head's surface, mm (computed at half resolution: it only shapes a smooth gain).
+    half = ndi.distance_transform_edt(ndi.binary_fill_holes(head[::2, ::2, ::2])) * 2 * WORK_MM
+    depth = ndi.zoom(half, 2, order=1)[: t.shape[0], : t.shape[1], : t.shape[2]]
+    depth = np.pad(depth, [(0, t.shape[a] - depth.shape[a]) for a in range(3)], mode="edge")
+    gain_c = float(rng.uniform(0, 2.0)) if rng.random() < 0.7 else 0.0
+    if gain_c > 0:
+        u = rng.normal(size=3)
+        u /= np.linalg.norm(u)
+        cidx = [np.arange(t.shape[a], dtype=np.float32) - t.shape[a] / 2 for a in range(3)]
+        proj = (cidx[0][:, None, None] * u[0] + cidx[1][None, :, None] * u[1] + cidx[2][None, None, :] * u[2])
+        side = 0.5 + 0.5 * np.clip(proj / (0.4 * max(t.shape)), -1, 1)
+        bias *= (1 + gain_c * side * np.exp(-depth / rng.uniform(15, 45))).astype(np.float32)
+    p["coil_surface_gain"] = round(gain_c, 2)
     s0 *= bias
     sb *= bias
 

@@ -75,13 +75,16 @@ def neg_case_dir(data_dir: str, seed: int) -> str:
     return os.path.join(data_dir, "phantoms", f"seed_{seed}_lesions0")
 
 
+DR_DIR = "dr"  # sub-folder of --data-dir holding tools/phantom_dr.py studies (--dr-dir)
+
+
 def dr_case_dir(data_dir: str, seed: int) -> str:
     """Studies of tools/phantom_dr.py (domain-randomized generator)."""
-    return os.path.join(data_dir, "dr", f"seed_{seed}")
+    return os.path.join(data_dir, DR_DIR, f"seed_{seed}")
 
 
 def dr_neg_case_dir(data_dir: str, seed: int) -> str:
-    return os.path.join(data_dir, "dr", f"seed_{seed}_lesions0")
+    return os.path.join(data_dir, DR_DIR, f"seed_{seed}_lesions0")
 
 
 def study_folders(args, kind: str) -> List[str]:
@@ -697,6 +700,9 @@ def write_package(args, out_dir: str, prov: Dict) -> None:
     pkg = {
         "format": "strokebox-model/1",
         "model_id": f"strokebox-demo-{date}",
+        # Trained on b = 800-1500 s/mm^2 (phantom_dr) and 1000 (strokebox phantom): the box
+        # refuses studies outside the accepted range unless told otherwise (docs/model_package.md).
+        "diffusion": {"b_value_s_mm2": 1000, "accepted_b_range_s_mm2": [700, 1500]},
         "networks": ["model.onnx"],
         "channels": [{"name": c, "normalization": "ZScoreNormalization", "use_mask_for_norm": False}
                      for c in CHANNELS],
@@ -786,10 +792,7 @@ def cmd_train(args) -> None:
     prov = {
         "source": "tools/train_demo.py",
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-        "reproduce": f"python3 tools/train_demo.py train --seed {args.seed} --iterations {done} "
-                     f"--train-seeds {args.train_seeds} --features {','.join(map(str, args.features))} "
-                     f"--train-patch {','.join(map(str, args.train_patch or args.patch))} "
-                     f"--p-fg {args.p_fg} --lr {args.lr}",
+        "reproduce": "python3 tools/train_demo.py " + " ".join(sys.argv[1:]),
         "seed": args.seed,
         "recipe": args.recipe,
         "precision": "bf16 autocast" if amp else "fp32",
@@ -840,6 +843,7 @@ def main(argv=None) -> None:
     common.add_argument("--val-seeds", default="9001-9006")
     common.add_argument("--negative-seeds", default="9007",
                         help="seeds generated with --lesions 0 (false-positive check)")
+    common.add_argument("--dr-dir", default="dr", help="sub-folder of --data-dir with phantom_dr studies")
     common.add_argument("--dr-train-seeds", default="",
                         help="tools/phantom_dr.py studies (DATA/dr/seed_N) to train on")
     common.add_argument("--dr-val-seeds", default="", help="phantom_dr studies to validate on")
@@ -893,6 +897,8 @@ def main(argv=None) -> None:
         t.add_argument("--out", default=os.path.join(REPO, "models", "demo"))
         t.set_defaults(fn=fn)
     args = ap.parse_args(argv)
+    global DR_DIR
+    DR_DIR = args.dr_dir
     args.fn(args)
 
 
