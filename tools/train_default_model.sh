@@ -3,8 +3,10 @@
 # phantom studies (strokebox phantom + tools/phantom_dr.py), preprocessing, the accelerated
 # recipe (bf16 autocast where native, batch from memory, early stopping), validation, ONNX.
 #   tools/train_default_model.sh [--compare] [--out DIR]
-# --compare also trains the baseline recipe (fp32, batch 2, fixed iterations) on the same data
-# and seed at the same time, one thread each, for the table in models/demo/TRAINING.md.
+# --compare also trains the baseline recipe (fp32, batch 2, fixed iterations, the same number of
+# samples) on the same data and seed at the same time, one thread each (models/demo/TRAINING.md).
+# One thread: on the shared 2-core machine 2-thread torch ran 3x slower per iteration than 1
+# thread whenever another process held the second core (OpenMP barriers).
 # Needs build/strokebox (scripts/build.sh). Data and runs go to data/ (git-ignored).
 # Seeds: training 1-60 (strokebox phantom) and 1000-1179 (phantom_dr); validation 9001-9012
 # and 9500-9519, lesion-free 9007 and 9600-9603. Never trained on a real patient.
@@ -37,15 +39,13 @@ COMMON=(--seed 1 --train-seeds 1-60 --dr-train-seeds 1000-1179
         --train-patch 48,48,48 --p-fg 0.4 --hard-stop-min 110)
 # Fill the preprocessing cache once (both runs read it).
 $PY tools/train_demo.py train "${COMMON[@]}" --prepare-only --run-dir data/run_prepare
-THREADS=2
 if [ "$COMPARE" = 1 ]; then
-  THREADS=1
-  $PY tools/train_demo.py train "${COMMON[@]}" --threads 1 --recipe baseline --batch 2 --iterations 6000 \
+  $PY tools/train_demo.py train "${COMMON[@]}" --threads 1 --recipe baseline --batch 2 --iterations 4000 \
     --run-dir data/run_baseline --out data/model_baseline > data/run_baseline.out 2>&1 &
   baseline=$!
 fi
-$PY tools/train_demo.py train "${COMMON[@]}" --threads $THREADS --recipe accelerated --iterations 3000 \
-  --val-every 300 --patience 3 --min-iterations 900 --run-dir data/run_accelerated --out "$OUT"
+$PY tools/train_demo.py train "${COMMON[@]}" --threads 1 --recipe accelerated --iterations 2000 \
+  --val-every 250 --patience 3 --min-iterations 750 --run-dir data/run_accelerated --out "$OUT"
 if [ "$COMPARE" = 1 ]; then
   wait $baseline
 fi

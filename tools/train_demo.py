@@ -731,7 +731,8 @@ def write_package(args, out_dir: str, prov: Dict) -> None:
 
 def finish(net, args, log, run_dir, prov):
     """Validation, ONNX export, package files."""
-    val = validate(net, args, log, run_dir)
+    val = {"skipped": "--no-final-validation (tools/evaluate_model.py evaluates the package)"} \
+        if getattr(args, "no_final_validation", False) else validate(net, args, log, run_dir)
     os.makedirs(args.out, exist_ok=True)
     onnx_info = export_onnx(net, args, os.path.join(args.out, "model.onnx"), log)
     prov.update(onnx_info)
@@ -882,6 +883,8 @@ def main(argv=None) -> None:
         t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                        help="accelerated recipe: bf16 autocast where native (auto), or forced")
         t.add_argument("--max-batch", type=int, default=4)
+        t.add_argument("--no-final-validation", action="store_true",
+                       help="skip the Python validation after training (evaluate with tools/evaluate_model.py)")
         t.add_argument("--memory-fraction", type=float, default=0.5)
         t.add_argument("--val-every", type=int, default=400)
         t.add_argument("--patience", type=int, default=4)
