@@ -99,10 +99,14 @@ PACKAGES=(
 echo "== mmdebstrap bookworm arm64 into $WORK/root (maintainer scripts under qemu-user; several minutes)"
 include=$(IFS=,; echo "${PACKAGES[*]}")
 # shellcheck disable=SC2016  # the hooks are evaluated by mmdebstrap with "$1" = the root
-run_emulated "${EMU[@]}" mmdebstrap --architectures=arm64 --variant=apt --quiet --include="$include" \
-  --customize-hook="copy-in $DEB /tmp" \
-  --customize-hook='chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /tmp/'"$(basename "$DEB")"' >"$1/tmp/apt.log" 2>&1 || { cat "$1/tmp/apt.log"; exit 1; }' \
-  --customize-hook='tail -n 3 "$1/tmp/apt.log"; rm -f "$1/tmp/apt.log" "$1/tmp/"*.deb' \
+# The package is given by path in --include: the host side of mmdebstrap downloads its Depends
+# (apt inside the chroot has no name service here); apt in the chroot reads the file by that path.
+# initramfs-tools' settings go in before the kernel is installed (essential hook).
+run_emulated "${EMU[@]}" mmdebstrap --architectures=arm64 --variant=apt --quiet --include="$include,$DEB" \
+  --setup-hook='mkdir -p "$1'"$(dirname "$DEB")"'" && cp "'"$DEB"'" "$1'"$DEB"'"' \
+  --essential-hook="mkdir -p \"\$1/etc/initramfs-tools\"" \
+  --essential-hook="sync-in $OVERLAY/rootfs/etc/initramfs-tools /etc/initramfs-tools" \
+  --customize-hook='rm -f "$1'"$DEB"'"' \
   --customize-hook="sync-in $OVERLAY/rootfs /" \
   --customize-hook='chroot "$1" systemctl enable systemd-networkd.service systemd-timesyncd.service systemd-resolved.service strokebox-box-config.service strokebox.service' \
   --customize-hook='chroot "$1" systemctl mask systemd-networkd-wait-online.service' \
@@ -173,8 +177,8 @@ mapfile -t starts < <(sfdisk --dump "$IMG" | sed -n 's/^.*start= *\([0-9]*\),.*$
 [ ${#starts[@]} -eq 3 ] || { echo "image: unexpected partition table" >&2; sfdisk --dump "$IMG"; exit 1; }
 mkfs.fat -F 16 -n SBCONFIG --offset "${starts[0]}" "$IMG" $(( CONFIG_MIB * 1024 )) >/dev/null
 mcopy -i "$IMG@@$(( starts[0] * 512 ))" "$C/strokebox-box.toml" ::/strokebox-box.toml
-mke2fs -q -F -t ext4 -L sbroot -d "$R" -E offset=$(( starts[1] * 512 )) "$IMG" "${root_mib}M"
-mke2fs -q -F -t ext4 -L sbdata -d "$D" -E offset=$(( starts[2] * 512 )) "$IMG" "${DATA_MIB}M"
+mke2fs -q -F -t ext4 -b 4096 -L sbroot -d "$R" -E offset=$(( starts[1] * 512 )) "$IMG" "${root_mib}M"
+mke2fs -q -F -t ext4 -b 4096 -L sbdata -d "$D" -E offset=$(( starts[2] * 512 )) "$IMG" "${DATA_MIB}M"
 # mke2fs must not have grown the file past the table's end (the backup GPT).
 [ "$(stat -c %s "$IMG")" -eq $(( total_mib * 1024 * 1024 )) ] || { echo "image: image size changed" >&2; exit 1; }
 sfdisk --verify "$IMG" >/dev/null
