@@ -128,6 +128,8 @@ tr -d '-' </proc/sys/kernel/random/uuid >"$R/etc/machine-id"
 # Mount points; /var/lib/strokebox is what systemd makes for StateDirectory= with DynamicUser=yes
 # (a link into /var/lib/private, which is bound from the data partition).
 mkdir -p "$R/data" "$R/config" "$R/var/lib/private" "$R/var/log/journal" "$R/var/lib/systemd/timesync"
+# StateDirectory= of units that cannot create it on the read-only root (systemd-logind).
+mkdir -p "$R/var/lib/systemd/linger"
 chmod 0700 "$R/var/lib/private"
 rm -rf "$R/var/lib/strokebox"
 ln -s private/strokebox "$R/var/lib/strokebox"

@@ -120,13 +120,14 @@ boot() {  # boot N: starts qemu, waits for READY; sets QEMU_PID, T_READY_S
     -kernel "$KERNEL" -initrd "$INITRD" -append "$CMDLINE" \
     -drive if=none,id=disk,file="$DISK",format=raw -device virtio-blk-pci,drive=disk \
     -netdev user,id=net0,hostfwd=tcp:127.0.0.1:"$DICOM_PORT"-:11112,hostfwd=tcp:127.0.0.1:"$HTTP_PORT"-:8080 \
-    -device virtio-net-pci,netdev=net0 -device virtio-rng-pci \
+    -device virtio-net-pci,netdev=net0,romfile= -device virtio-rng-pci \
     -display none -serial file:"$log" -monitor none -no-reboot >"$WORK/qemu-$n.log" 2>&1 &
   QEMU_PID=$!
   local deadline=$(( $(date +%s) + STEP_TIMEOUT_S ))
-  until grep -qE 'Started (strokebox\.service|strokebox stroke)' "$log" 2>/dev/null; do
+  # systemd's status lines carry colour codes: "Started <esc>[0;1;39mstrokebox.service<esc>[0m - ..."
+  until grep -aqE 'Started .*strokebox\.service' "$log" 2>/dev/null; do
     kill -0 "$QEMU_PID" 2>/dev/null || { cat "$WORK/qemu-$n.log" >&2; fail "qemu exited during boot $n"; }
-    grep -qE 'Failed to start (strokebox\.service|strokebox stroke)' "$log" && fail "strokebox.service failed to start (boot $n)"
+    grep -aqE 'Failed to start .*strokebox' "$log" && fail "strokebox.service failed to start (boot $n)"
     [ "$(date +%s)" -lt $deadline ] || fail "no READY within $STEP_TIMEOUT_S s (boot $n)"
     sleep 1
   done
@@ -160,7 +161,7 @@ wait_results() {  # wait_results UID SLICES: until SEG, SR and every overlay sli
   T_ALL_MS=$(now_ms)
 }
 send() {  # send DIR LOG: storescu, verbose (one "Received Store Response" per instance)
-  storescu -v -aet MR1 -aec STROKEBOX +sd +r 127.0.0.1 "$DICOM_PORT" "$1" >"$2" 2>&1
+  storescu -v -aet MR1 -aec STROKEBOX +sd 127.0.0.1 "$DICOM_PORT" "$1/DWI" "$1/ADC" >"$2" 2>&1
 }
 # The index on the data partition, read offline from a copy of the disk (e2fsck replays the
 # journal, as the kernel does at mount). Sets DB (path of a copy of strokebox.db, -wal beside it).
