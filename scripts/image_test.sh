@@ -98,6 +98,13 @@ port = $SCP_PORT
 objects = ["seg", "overlay", "sr"]
 END
 mcopy -o -i "$DISK@@$(( starts[0] * 512 ))" "$WORK/strokebox-box.toml" ::/strokebox-box.toml
+# The root partition's checksum: unchanged at the end if the root was never written (read-only).
+root_sum() {
+  local size
+  size=$(sfdisk --dump "$DISK" | sed -n 's/^.*2 : start= *[0-9]*, size= *\([0-9]*\),.*$/\1/p')
+  dd if="$DISK" bs=1M iflag=skip_bytes,count_bytes skip=$(( starts[1] * 512 )) count=$(( size * 512 )) status=none | sha256sum | cut -c1-16
+}
+ROOT_SUM=$(root_sum)
 
 echo "== phantom studies A (seed 101) and B (seed 102), storescp (AE HOSTSCP) on port $SCP_PORT"
 "$STROKEBOX" phantom --out "$WORK/studyA" --seed 101 --lesions 2 >/dev/null
@@ -166,13 +173,15 @@ send() {  # send DIR LOG: storescu, verbose (one "Received Store Response" per i
 # The index on the data partition, read offline from a copy of the disk (e2fsck replays the
 # journal, as the kernel does at mount). Sets DB (path of a copy of strokebox.db, -wal beside it).
 read_data_partition() {
-  local tag=$1 part=$WORK/data-$tag.ext4 dir=$WORK/data-$tag
-  local size_sectors
+  local tag=$1
+  local part=$WORK/data-$tag.ext4 dir=$WORK/data-$tag size_sectors
   size_sectors=$(sfdisk --dump "$DISK" | sed -n 's/^.*3 : start= *[0-9]*, size= *\([0-9]*\),.*$/\1/p')
-  dd if="$DISK" of="$part" bs=512 skip="${starts[2]}" count="$size_sectors" conv=sparse status=none
+  dd if="$DISK" of="$part" bs=1M iflag=skip_bytes,count_bytes skip=$(( starts[2] * 512 )) count=$(( size_sectors * 512 )) conv=sparse status=none
   e2fsck -fy "$part" >"$WORK/e2fsck-$tag.log" 2>&1 || [ $? -le 1 ] || { cat "$WORK/e2fsck-$tag.log"; fail "e2fsck of the data partition ($tag)"; }
   mkdir -p "$dir"
   debugfs -R "rdump /private/strokebox $dir" "$part" >/dev/null 2>&1
+  JOURNAL_FILES=$(debugfs -R "rdump /journal $dir" "$part" >/dev/null 2>&1; find "$dir/journal" -name '*.journal' | wc -l)
+  JOURNAL_KIB=$(du -sk "$dir/journal" | cut -f1)
   rm -f "$part"
   DB=$dir/strokebox/strokebox.db
   [ -f "$DB" ] || fail "no strokebox.db on the data partition ($tag)"
@@ -257,6 +266,11 @@ JOBS_B=$(q "SELECT count(*) FROM jobs WHERE study_uid = '$UID_B'")
 STATE=$(q "SELECT group_concat(state, ',') FROM (SELECT state FROM studies WHERE study_uid IN ('$UID_A', '$UID_B') ORDER BY study_uid = '$UID_B')")
 read -r segA srA scA < <(received "$UID_A")
 read -r segB srB scB < <(received "$UID_B")
+echo "journal on the data partition: $JOURNAL_FILES journal files, $JOURNAL_KIB KiB (persistent across the power cuts)"
+[ "$JOURNAL_FILES" -ge 1 ] || fail "no persistent journal on the data partition"
+ROOT_SUM_END=$(root_sum)
+echo "root partition: sha256 $ROOT_SUM before the first boot, $ROOT_SUM_END after two boots and two power cuts"
+[ "$ROOT_SUM" = "$ROOT_SUM_END" ] || fail "the root partition was written to (it is mounted read-only)"
 echo "index: study A $INST_A of $N_A instances, $JOBS_A job(s); study B $INST_B of $N_B instances ($LOST_END acknowledged lost), $JOBS_B job(s); states $STATE"
 echo "storescp: A $segA SEG, $srA SR, $scA overlay; B $segB SEG, $srB SR, $scB overlay"
 [ "$INST_A" -eq "$N_A" ] && [ "$INST_B" -eq "$N_B" ] && [ "$LOST_END" -eq 0 ] || fail "instances missing from the index"
