@@ -130,6 +130,9 @@ tr -d '-' </proc/sys/kernel/random/uuid >"$R/etc/machine-id"
 mkdir -p "$R/data" "$R/config" "$R/var/lib/private" "$R/var/log/journal" "$R/var/lib/systemd/timesync"
 # StateDirectory= of units that cannot create it on the read-only root (systemd-logind).
 mkdir -p "$R/var/lib/systemd/linger"
+# What systemd-tmpfiles would link at boot (dbus' machine id).
+mkdir -p "$R/var/lib/dbus"
+ln -sfn /etc/machine-id "$R/var/lib/dbus/machine-id"
 chmod 0700 "$R/var/lib/private"
 rm -rf "$R/var/lib/strokebox"
 ln -s private/strokebox "$R/var/lib/strokebox"

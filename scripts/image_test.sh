@@ -134,7 +134,7 @@ boot() {  # boot N: starts qemu, waits for READY; sets QEMU_PID, T_READY_S
   # systemd's status lines carry colour codes: "Started <esc>[0;1;39mstrokebox.service<esc>[0m - ..."
   until grep -aqE 'Started .*strokebox\.service' "$log" 2>/dev/null; do
     kill -0 "$QEMU_PID" 2>/dev/null || { cat "$WORK/qemu-$n.log" >&2; fail "qemu exited during boot $n"; }
-    grep -aqE 'Failed to start .*strokebox' "$log" && fail "strokebox.service failed to start (boot $n)"
+    grep -aqE 'Failed to start .*strokebox' "$log" 2>/dev/null && fail "strokebox.service failed to start (boot $n)"
     [ "$(date +%s)" -lt $deadline ] || fail "no READY within $STEP_TIMEOUT_S s (boot $n)"
     sleep 1
   done
@@ -266,7 +266,9 @@ JOBS_B=$(q "SELECT count(*) FROM jobs WHERE study_uid = '$UID_B'")
 STATE=$(q "SELECT group_concat(state, ',') FROM (SELECT state FROM studies WHERE study_uid IN ('$UID_A', '$UID_B') ORDER BY study_uid = '$UID_B')")
 read -r segA srA scA < <(received "$UID_A")
 read -r segB srB scB < <(received "$UID_B")
-echo "journal on the data partition: $JOURNAL_FILES journal files, $JOURNAL_KIB KiB (persistent across the power cuts)"
+boots=""
+command -v journalctl >/dev/null && boots=", $(journalctl -D "$WORK/data-end/journal" --list-boots --no-pager -q 2>/dev/null | wc -l) boots in it"
+echo "journal on the data partition: $JOURNAL_FILES file(s), $JOURNAL_KIB KiB$boots"
 [ "$JOURNAL_FILES" -ge 1 ] || fail "no persistent journal on the data partition"
 ROOT_SUM_END=$(root_sum)
 echo "root partition: sha256 $ROOT_SUM before the first boot, $ROOT_SUM_END after two boots and two power cuts"
