@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Boots the box image (scripts/image.sh) in qemu-system-aarch64 and uses it as a scanner would:
-# not part of CI (about 25 minutes of software emulation on 2 cores), needs no root.
+# not part of CI (about 17 minutes of software emulation on 2 busy cores); root is not needed.
 #   scripts/image_test.sh [IMG]         (default: dist/strokebox-arm64.img)
 # 1. A copy of the image gets a strokebox-box.toml on its config partition (mtools): the qemu
 #    user-network address 10.0.2.15/24 and one destination, a storescp on this machine (the
