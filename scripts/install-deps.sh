@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages strokebox needs to build, test and demo, when missing.
 # Safe to run repeatedly: does nothing when everything is present.
+#   scripts/install-deps.sh          the build, test and demo packages
+#   scripts/install-deps.sh image    those plus the box image's (scripts/image.sh, image_test.sh)
 set -euo pipefail
 
 PACKAGES=(
@@ -24,6 +26,15 @@ PACKAGES=(
   python3-torch python3-onnx python3-numpy python3-scipy python3-nibabel   # tools/ (training, checks)
   debhelper dpkg-dev fakeroot lintian      # scripts/package.sh and the packaging.deb test
 )
+# Optional: the arm64 box image (not needed by the build, the tests or CI).
+IMAGE_PACKAGES=(
+  g++-aarch64-linux-gnu qemu-user-static mmdebstrap arch-test   # scripts/package.sh arm64, the root's maintainer scripts
+  e2fsprogs fdisk dosfstools mtools        # scripts/image.sh: partitions and file systems without loop devices
+  qemu-system-arm                          # scripts/image_test.sh: qemu-system-aarch64 (TCG)
+)
+if [ "${1:-}" = image ]; then
+  PACKAGES+=("${IMAGE_PACKAGES[@]}")
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
