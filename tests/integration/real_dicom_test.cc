@@ -178,7 +178,7 @@ TEST_F(RealDicom, SiemensXaTraceAndAdcAreUsedAsTheScannerMadeThem) {
 // of that flagged); the model that learned one phantom generator's look called 134-241 mL of
 // infarct on each and fails these bounds. Studies outside the model's b range go through
 // --allow-b-outside-range, as a user would after reading the refusal.
-TEST_F(RealDicom, HealthyVolunteersGetAlmostNoLesionFromTheDefaultModel) {
+TEST_F(RealDicom, HealthyVolunteersStayFarBelowTheOldModelsVolumes) {
   struct Case {
     std::vector<std::string> folders;
     std::string flags;
