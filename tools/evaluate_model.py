@@ -44,6 +44,12 @@ def segment(binary, model, args, out, precision):
     return p.returncode, rep
 
 
+def flagged_ml(report) -> float:
+    """Volume (mL) of the lesions the plausibility check flags (report.json `plausibility`)."""
+    return round(sum(l["volume_ml"] for l in report.get("plausibility", {}).get("lesions", [])
+                     if not l.get("plausible", True)), 2)
+
+
 def eval_synthetic(binary, model, folder, tmp, precision):
     out = os.path.join(tmp, "syn_" + os.path.basename(folder))
     rc, rep = segment(binary, model, ["--image", os.path.join(folder, "image_0000.nii.gz"),
@@ -58,8 +64,7 @@ def eval_synthetic(binary, model, folder, tmp, precision):
     r = {"truth_ml": round(truth.sum() * vml, 2), "pred_ml": round(pred.sum() * vml, 2),
          "fp_ml": round((pred & ~truth).sum() * vml, 2),
          "volume_error_ml": round((pred.sum() - truth.sum()) * vml, 2),
-         "implausible_ml": round(sum(l["volume_ml"] for l in rep.get("plausibility", {}).get("lesions", [])
-                                     if not l.get("plausible", True)), 2)}
+         "implausible_ml": flagged_ml(rep)}
     if truth.any():
         r["dice"] = round(2 * (pred & truth).sum() / (pred.sum() + truth.sum()), 4)
         h = hd95_mm(pred, truth, sp)
@@ -102,9 +107,8 @@ def eval_real(binary, model, name, folders, tmp, precision):
         flag = True
     if rc != 0:
         return {"status": "failed", "reason": str(rep.get("reason"))[:200]}
-    pl = rep.get("plausibility", {})
     return {"pred_ml": round(rep.get("lesion_volume_ml", 0.0), 2),
-            "implausible_ml": round(sum(l["volume_ml"] for l in pl.get("lesions", []) if not l.get("plausible", True)), 2),
+            "implausible_ml": flagged_ml(rep),
             "b_outside_range": flag, "b_value": rep.get("diffusion", {}).get("b_value_s_mm2")}
 
 

@@ -108,7 +108,6 @@ class Template:
                     names[int(p[0])] = p[1]
         self.label_names = names
         mm = self.mm_grid()
-        self.mm = mm
         self.territories = {}
         for side in ("L", "R"):
             def mask_of(prefixes):
@@ -241,28 +240,27 @@ def draw_lesions(rng, t: Template, count: int):
     return total, desc
 
 
+def _mimic_blob(rng, t: Template, territories, ml_range, kind, adc_range, s0_range, out) -> None:
+    """One look-alike blob in a random territory and side (log-uniform volume, mL), with its
+    ADC (10^-6 mm^2/s) and S0 factor drawn from the ranges; appended to out."""
+    side = "L" if rng.random() < 0.5 else "R"
+    terr = territories[int(rng.integers(len(territories)))] + "_" + side
+    ml = float(np.exp(rng.uniform(np.log(ml_range[0]), np.log(ml_range[1]))))
+    f, d = make_blob(rng, t, t.territories[terr], ml, t.parenchyma)
+    if f is not None:
+        d.update({"kind": kind, "adc": float(rng.uniform(*adc_range)), "s0_factor": float(rng.uniform(*s0_range))})
+        out.append((f, d))
+
+
 def draw_mimics(rng, t: Template):
     """Negatives: bright-DWI look-alikes that do not restrict diffusion."""
     out = []
     if rng.random() < 0.35:  # T2 shine-through: subacute/vasogenic, high S0, ADC normal-high
         for _ in range(int(rng.integers(1, 3))):
-            side = "L" if rng.random() < 0.5 else "R"
-            terr = ["MCA", "PCA", "deep"][int(rng.integers(3))] + "_" + side
-            f, d = make_blob(rng, t, t.territories[terr], float(np.exp(rng.uniform(np.log(0.5), np.log(40)))),
-                             t.parenchyma)
-            if f is not None:
-                d.update({"kind": "t2_shine_through", "adc": float(rng.uniform(850, 1400)),
-                          "s0_factor": float(rng.uniform(1.8, 3.5))})
-                out.append((f, d))
+            _mimic_blob(rng, t, ["MCA", "PCA", "deep"], (0.5, 40), "t2_shine_through", (850, 1400), (1.8, 3.5), out)
     if rng.random() < 0.35:  # chronic infarct / gliosis: high ADC, high S0 (DWI iso to bright)
-        side = "L" if rng.random() < 0.5 else "R"
-        terr = ["MCA", "ACA", "PCA", "deep", "cerebellum"][int(rng.integers(5))] + "_" + side
-        f, d = make_blob(rng, t, t.territories[terr], float(np.exp(rng.uniform(np.log(0.3), np.log(60)))),
-                         t.parenchyma)
-        if f is not None:
-            d.update({"kind": "chronic", "adc": float(rng.uniform(1400, 2600)),
-                      "s0_factor": float(rng.uniform(2.0, 4.0))})
-            out.append((f, d))
+        _mimic_blob(rng, t, ["MCA", "ACA", "PCA", "deep", "cerebellum"], (0.3, 60), "chronic", (1400, 2600),
+                    (2.0, 4.0), out)
     if rng.random() < 0.25:  # white-matter hyperintensities (T2 bright, ADC mildly raised)
         f = np.zeros(t.shape, np.float32)
         for _ in range(int(rng.integers(3, 12))):

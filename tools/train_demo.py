@@ -412,7 +412,21 @@ def lr_at(it: int, total: int, base: float, warmup: int = 20) -> float:
     return base * (1 - it / total) ** 0.9
 
 
-def measure_iteration_time(args, cases, log: Logger, n: int = 6) -> float:
+def train_step(net, opt, x: torch.Tensor, y: torch.Tensor, amp: bool, clip: Optional[float] = None) -> float:
+    """One optimizer step on batch (x, y): forward under bf16 autocast when amp (loss in fp32),
+    backward, optional gradient-norm clipping, step. Returns the loss."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        logits = net(x)
+    loss = dice_ce_loss(logits.float(), y)
+    opt.zero_grad()
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
+    opt.step()
+    return float(loss)
+
+
+def measure_iteration_time(args, cases, log: Logger, amp: bool, n: int = 6) -> float:
     """Seconds per training iteration (median of n after 1 warm-up), on a throw-away net."""
     rng = seed_everything(args.seed + 12345)
     net = build_net(args.features)
@@ -422,10 +436,7 @@ def measure_iteration_time(args, cases, log: Logger, n: int = 6) -> float:
     for i in range(n + 1):
         t = time.time()
         x, y = sampler.batch(args.batch)
-        loss = dice_ce_loss(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(net, opt, x, y, amp)
         if i:
             times.append(time.time() - t)
     log(f"iteration time: {['%.2f' % t for t in times]} s")
@@ -452,12 +463,7 @@ def auto_batch_size(args, cases, amp: bool, log: Logger) -> int:
     except OSError:
         pass
     before = _proc_kib("/proc/self/status", "VmRSS")
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-        out = net(x)
-    loss = dice_ce_loss(out.float(), y)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
+    train_step(net, opt, x, y, amp)
     peak = _proc_kib("/proc/self/status", "VmHWM")
     per_sample = max((peak - before) * 1024 / 2, 32 << 20)
     avail = _proc_kib("/proc/meminfo", "MemAvailable") * 1024
@@ -466,7 +472,7 @@ def auto_batch_size(args, cases, amp: bool, log: Logger) -> int:
     log(f"auto batch: {per_sample / 2**20:.0f} MiB per sample ({'bf16' if amp else 'fp32'}), "
         f"MemAvailable {avail / 2**30:.1f} GiB x {args.memory_fraction} -> fits {fit}, "
         f"cap {args.max_batch} -> batch {batch}")
-    del net, opt, out, loss
+    del net, opt
     return batch
 
 
@@ -499,6 +505,9 @@ def quick_validate(net, val_cases, args, amp: bool) -> Dict:
 
 def train(args, cases, iterations: int, log: Logger, run_dir: str, amp: bool = False,
           val_cases=None):
+    """Trains a fresh network for up to `iterations` steps; with val_cases, validates every
+    args.val_every steps and stops early on a plateau, keeping the best-Dice weights.
+    Returns (net, iterations done, seconds, losses, kept iteration, validation history)."""
     rng = seed_everything(args.seed)
     net = build_net(args.features)
     nnunet_net.init_he(net)
@@ -516,14 +525,7 @@ def train(args, cases, iterations: int, log: Logger, run_dir: str, amp: bool = F
         for g in opt.param_groups:
             g["lr"] = lr_at(it, iterations, args.lr)
         x, y = sampler.batch(args.batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            logits = net(x)
-        loss = dice_ce_loss(logits.float(), y)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
-        opt.step()
-        losses.append(float(loss))
+        losses.append(train_step(net, opt, x, y, amp, clip=12))
         done = it + 1
         el = time.time() - t0
         if done % 10 == 0 or done == iterations:
@@ -554,14 +556,13 @@ def train(args, cases, iterations: int, log: Logger, run_dir: str, amp: bool = F
             log(f"HARD STOP after {done} iterations ({el:.0f} s > {hard_stop:.0f} s)")
             break
     train_s = time.time() - t0
-    train.history = history
-    train.best_iteration = done
+    kept = done
     if best["state"] is not None:
         net.load_state_dict(best["state"])
-        train.best_iteration = best["iteration"]
+        kept = best["iteration"]
     torch.save({"net": net.state_dict(), "iteration": done, "features": list(args.features)},
                os.path.join(run_dir, "checkpoint.pt"))
-    return net, done, train_s, losses
+    return net, done, train_s, losses, kept, history
 
 
 # ------------------------------------------------------------------ validation
@@ -732,7 +733,7 @@ def write_package(args, out_dir: str, prov: Dict) -> None:
 def finish(net, args, log, run_dir, prov):
     """Validation, ONNX export, package files."""
     val = {"skipped": "--no-final-validation (tools/evaluate_model.py evaluates the package)"} \
-        if getattr(args, "no_final_validation", False) else validate(net, args, log, run_dir)
+        if args.no_final_validation else validate(net, args, log, run_dir)
     os.makedirs(args.out, exist_ok=True)
     onnx_info = export_onnx(net, args, os.path.join(args.out, "model.onnx"), log)
     prov.update(onnx_info)
@@ -782,14 +783,15 @@ def cmd_train(args) -> None:
         log(f"early stopping on {len(val_cases)} validation studies every {args.val_every} iterations, "
             f"patience {args.patience}")
     if args.iterations == "auto":
-        t_it = measure_iteration_time(args, cases, log)
+        t_it = measure_iteration_time(args, cases, log, amp)
         iterations = max(20, int(args.train_budget_min * 60 / (t_it * 1.08)) // 10 * 10)
         log(f"{t_it:.2f} s/iteration -> {iterations} iterations for {args.train_budget_min} min")
     else:
         iterations = int(args.iterations)
-    net, done, train_s, losses = train(args, cases, iterations, log, run_dir, amp=amp, val_cases=val_cases)
+    net, done, train_s, losses, kept, history = train(args, cases, iterations, log, run_dir, amp=amp,
+                                                      val_cases=val_cases)
     log(f"trained {done} iterations in {train_s:.0f} s, final loss {np.mean(losses[-50:]):.4f}, "
-        f"kept iteration {train.best_iteration}")
+        f"kept iteration {kept}")
     prov = {
         "source": "tools/train_demo.py",
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
@@ -798,9 +800,9 @@ def cmd_train(args) -> None:
         "recipe": args.recipe,
         "precision": "bf16 autocast" if amp else "fp32",
         "iterations": done,
-        "kept_iteration": train.best_iteration,
+        "kept_iteration": kept,
         "iterations_planned": iterations,
-        "early_stopping_history": train.history,
+        "early_stopping_history": history,
         "batch_size": args.batch,
         "train_patch": list(args.train_patch or args.patch),
         "optimizer": f"AdamW lr {args.lr} wd 3e-5, warm-up 20 it, poly 0.9, grad clip 12",
