@@ -190,6 +190,8 @@ base::Status Daemon::start() {
     stopping_ = false;
   }
   started_ms_ = storage::now_ms();
+  // Before the panel and the status page: its first sample writes the daemon_state row they read.
+  SB_RETURN_IF_ERROR(telemetry_->start(sampler_hb));
   scheduler_ = std::thread(&Daemon::scheduler_loop, this, scheduler_hb);
   worker_ = std::thread(&Daemon::worker_loop, this, worker_hb);
   panel_ = std::thread(&Daemon::panel_loop, this, panel_hb);
@@ -204,7 +206,6 @@ base::Status Daemon::start() {
       SB_LOG(kError) << "no status page: " << server.status().to_string() << " (check [status] bind_address and port)";
     }
   }
-  SB_RETURN_IF_ERROR(telemetry_->start(sampler_hb));
   if (outbox_->has_destinations()) outbox_->start();
   supervisor_ = std::make_unique<watchdog::Supervisor>(registry_, *notifier_, supervisor_interval_);
   SB_RETURN_IF_ERROR(supervisor_->start());

@@ -322,6 +322,9 @@ base::Status Telemetry::start(std::shared_ptr<watchdog::Heartbeat> heartbeat) {
   std::lock_guard lock(run_mu_);
   if (thread_.joinable()) return base::failed_precondition("telemetry sampler already running");
   stop_requested_ = false;
+  // The first sample (with the daemon_state row) is stored before start() returns, so a
+  // status page read right after the daemon starts never shows it as "not running".
+  sample_and_beat(heartbeat.get());
   thread_ = std::thread(&Telemetry::run, this, std::move(heartbeat));
   return base::Status();
 }
@@ -335,24 +338,27 @@ void Telemetry::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Telemetry::sample_and_beat(watchdog::Heartbeat* heartbeat) {
+  const double cpu0 = thread_cpu_s();
+  auto s = sample_now();
+  const double used = thread_cpu_s() - cpu0;
+  {
+    std::lock_guard m(mu_);
+    sampler_cpu_s_ += used;
+  }
+  ++sampler_samples_;
+  if (!s.ok() && !store_failing_) SB_LOG(kWarning) << "telemetry: cannot store a sample: " << s.status().to_string();
+  store_failing_ = !s.ok();
+  if (heartbeat) heartbeat->beat();
+}
+
 void Telemetry::run(std::shared_ptr<watchdog::Heartbeat> heartbeat) {
-  bool store_failing = false;
   std::unique_lock lock(run_mu_);
-  while (!stop_requested_) {
+  // start() took the first sample; this thread takes the next one an interval later.
+  while (!cv_.wait_for(lock, options_.interval, [&] { return stop_requested_; })) {
     lock.unlock();
-    const double cpu0 = thread_cpu_s();
-    auto s = sample_now();
-    const double used = thread_cpu_s() - cpu0;
-    {
-      std::lock_guard m(mu_);
-      sampler_cpu_s_ += used;
-    }
-    ++sampler_samples_;
-    if (!s.ok() && !store_failing) SB_LOG(kWarning) << "telemetry: cannot store a sample: " << s.status().to_string();
-    store_failing = !s.ok();
-    if (heartbeat) heartbeat->beat();
+    sample_and_beat(heartbeat.get());
     lock.lock();
-    cv_.wait_for(lock, options_.interval, [&] { return stop_requested_; });
   }
 }
 

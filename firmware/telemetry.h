@@ -100,8 +100,8 @@ class Telemetry {
   static base::Result<std::unique_ptr<Telemetry>> open(TelemetryOptions options, hal::Board& board);
   ~Telemetry();  // stop()
 
-  /// Starts the sampler thread (first sample at once); it beats `heartbeat` (may be null)
-  /// after every sample and every wake-up. kFailedPrecondition when already running.
+  /// Takes and stores the first sample (and the daemon_state row) before returning, then
+  /// starts the sampler thread; it beats `heartbeat` (may be null) after every sample. kFailedPrecondition when already running.
   base::Status start(std::shared_ptr<watchdog::Heartbeat> heartbeat);
   void stop();
 
@@ -134,6 +134,9 @@ class Telemetry {
   TelemetrySample read_sensors();
   base::Status store(const TelemetrySample& s);
   void run(std::shared_ptr<watchdog::Heartbeat> heartbeat);
+  // One sample: stores it, accounts the sampler's CPU time, logs the first of a run of store
+  // failures, beats `heartbeat` (may be null). Called by start() and then only by the thread.
+  void sample_and_beat(watchdog::Heartbeat* heartbeat);
 
   TelemetryOptions options_;
   hal::Board& board_;
@@ -158,6 +161,7 @@ class Telemetry {
 
   std::atomic<bool> holding_{false};
   std::atomic<uint64_t> sampler_samples_{0};
+  bool store_failing_ = false;  // start() and then the sampler thread only
   std::mutex run_mu_;
   std::condition_variable cv_;
   bool stop_requested_ = false;
