@@ -9,8 +9,12 @@ parenchyma, in a vascular territory. Look-alikes with bright DWI but high ADC (T
 chronic lesions, CSF pulsation) and susceptibility pile-up are negatives.
 
 Signal model (per voxel, tissue compartments t with volume fraction f_t):
-    S(b) = sum_t f_t * S0_t * exp(-b * ADC_t)            (Stejskal-Tanner, mono-exponential)
-and the scanner's ADC = ln(S(0) / S(b)) / b from the two noisy magnitude images, as a scanner
+    S(b) = sum_t f_t * S0_t * exp(-b D_t + (b D_t)^2 K_t / 6)   (diffusion kurtosis, DKI)
+with each tissue's apparent ADC at b = 1000 s/mm^2 (the clinical convention the ADC ranges
+below use) and kurtosis K_t drawn per study; D_t follows from them. Brain tissue is not
+mono-exponential (Jensen et al., Magn Reson Med 2005;53:1432), so its apparent ADC falls with b:
+normal white matter at b = 1500-2000 comes near the infarct range, and the acute infarct's own
+kurtosis is raised (Hui et al., Stroke 2012;43:2968). The scanner's ADC = ln(S(0) / S(b)) / b from the two noisy magnitude images, as a scanner
 computes it (0 where S(0) is background noise).
 
 Anatomy: the Colin27 head (Debian package mricron-data: ch2 = whole head 1 mm, ch2bet = brain)
@@ -329,6 +333,32 @@ def slice_profile(vol: np.ndarray, thickness_vox: float, spacing_vox: float, n_s
     return ((at(a + thickness_vox) - at(a)) / thickness_vox).astype(vol.dtype)
 
 
+def dki_attenuation(b: float, adc_b1000, kurtosis):
+    """S(b) / S(0) = exp(-b D + (b D)^2 K / 6) (Jensen 2005) for a tissue whose apparent ADC
+    ln(S0/S(1000))/1000 is `adc_b1000` (mm^2/s, scalar or array) and whose kurtosis is `kurtosis`.
+    D solves D - 1000 K D^2 / 6 = adc_b1000; b is limited to the model's monotonic range
+    b < 3 / (D K)."""
+    adc = np.asarray(adc_b1000, dtype=np.float64)
+    k = float(kurtosis)
+    if k <= 1e-9:
+        return np.exp(-b * adc)
+    c = 1000.0 * k / 6.0
+    d = (1.0 - np.sqrt(np.clip(1.0 - 4.0 * c * adc, 0.0, None))) / (2.0 * c)
+    b_eff = np.minimum(b, 3.0 / (np.maximum(d, 1e-12) * k))
+    return np.exp(-b_eff * d + (b_eff * d) ** 2 * k / 6.0)
+
+
+def draw_kurtosis(seed: int) -> Dict[str, float]:
+    """Per-study mean kurtosis of each tissue and lesion kind (dimensionless), from its own
+    random stream so the rest of a seed's study is unchanged by it. Ranges from DKI studies of
+    the brain (white matter 0.8-1.2, grey matter 0.55-0.9; acute infarct raised, 1.1-1.8;
+    vasogenic/chronic lesions and free water low)."""
+    r = np.random.default_rng(seed + 11_000_001)
+    return {"wm": r.uniform(0.8, 1.2), "gm": r.uniform(0.55, 0.9), "csf": 0.0, "fat": r.uniform(0.0, 0.5),
+            "soft": r.uniform(0.3, 0.7), "infarct": r.uniform(1.1, 1.8), "t2_shine_through": r.uniform(0.4, 0.8),
+            "chronic": r.uniform(0.2, 0.5), "wmh": r.uniform(0.5, 0.9)}
+
+
 def make_study(seed: int, lesions: Optional[int] = None) -> Dict:
     """One domain-randomized study. Returns dict with dwi, adc (float32, (x, y, z)), truth
     (uint8), affine (4x4 RAS mm), params (json-able)."""
@@ -354,8 +384,13 @@ def make_study(seed: int, lesions: Optional[int] = None) -> Dict:
     fat_supp = rng.uniform(0.03, 0.6)  # residual fat signal after fat suppression
     s0_t = {"wm": 1.0, "gm": rng.uniform(1.05, 1.5), "csf": rng.uniform(1.8, 4.0),
             "fat": rng.uniform(0.8, 2.5) * fat_supp, "soft": rng.uniform(0.4, 1.0)}
+    kurt = draw_kurtosis(seed)
     p.update({"b_value": round(b, 1), "adc_tissue": {k: round(float(v), 1) for k, v in adc_t.items()},
-              "s0_tissue": {k: round(float(v), 3) for k, v in s0_t.items()}})
+              "s0_tissue": {k: round(float(v), 3) for k, v in s0_t.items()},
+              "kurtosis": {k: round(float(v), 3) for k, v in kurt.items()}})
+
+    def att(adc_e6, tissue):  # S(b)/S(0) for ADC at b=1000 in 10^-6 mm^2/s
+        return dki_attenuation(b, adc_e6 * 1e-6, kurt[tissue]).astype(np.float32)
     # Tissue ADC and S0 vary slowly across the brain (real tissue is not piecewise constant),
     # and the posterior fossa has its own values.
     tex = 1.0 + coarse_field(rng, t.shape, 5, rng.uniform(0.0, 0.08))
@@ -369,31 +404,31 @@ def make_study(seed: int, lesions: Optional[int] = None) -> Dict:
         f = fields[n]
         if n in ("wm", "gm"):
             s0 += f * s0_t[n] * s0_mod
-            sb += f * s0_t[n] * s0_mod * np.exp(-b * adc_t[n] * 1e-6 * adc_mod)
+            sb += f * s0_t[n] * s0_mod * att(adc_t[n] * adc_mod, n)
         else:
             s0 += f * s0_t[n]
-            sb += f * s0_t[n] * np.exp(-b * adc_t[n] * 1e-6)
+            sb += f * s0_t[n] * att(adc_t[n], n)
     par = np.clip(fields["wm"] + fields["gm"], 0, None)
     s0_par = (fields["wm"] * s0_t["wm"] + fields["gm"] * s0_t["gm"]) * s0_mod / np.maximum(par, 1e-3)
     # Parenchymal b-signal per unit parenchyma (white/grey mixture at their own ADC).
-    sb_par = (fields["wm"] * s0_t["wm"] * np.exp(-b * adc_t["wm"] * 1e-6 * adc_mod) +
-              fields["gm"] * s0_t["gm"] * np.exp(-b * adc_t["gm"] * 1e-6 * adc_mod)) * s0_mod \
+    sb_par = (fields["wm"] * s0_t["wm"] * att(adc_t["wm"] * adc_mod, "wm") +
+              fields["gm"] * s0_t["gm"] * att(adc_t["gm"] * adc_mod, "gm")) * s0_mod \
         / np.maximum(par, 1e-3)
 
-    def replace(frac, adc, s0_factor, het):
+    def replace(frac, adc, s0_factor, het, kind):
         # A lesion replaces the parenchymal compartment (not CSF) over fraction `frac`.
         nonlocal s0, sb
         l = np.clip(frac, 0, 1) * np.clip(par, 0, 1)
         s_l = s0_par * s0_factor
         s0 = s0 + l * (s_l - s0_par)
-        sb = sb + l * (s_l * np.exp(-b * adc * (1 + het) * 1e-6) - sb_par)
+        sb = sb + l * (s_l * att(adc * (1 + het), kind) - sb_par)
     het = smooth_noise(rng, t.shape, 2.0, 0.08)
     truth_frac = np.zeros(t.shape, np.float32)
     for f, d in les:
-        replace(f, d["adc"], d["s0_factor"], het)
+        replace(f, d["adc"], d["s0_factor"], het, "infarct")
         truth_frac = np.maximum(truth_frac, f * (par > 0.3))
     for f, d in mims:
-        replace(f, d["adc"], d["s0_factor"], het)
+        replace(f, d["adc"], d["s0_factor"], het, d["kind"])
     p["lesions"] = [d for _, d in les]
     p["mimics"] = [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in d.items()} for _, d in mims]
 
@@ -484,7 +519,7 @@ def make_study(seed: int, lesions: Optional[int] = None) -> Dict:
     n_out = (n_acq[0] * 2, n_acq[1] * 2) if interp else n_acq
     ghost = float(rng.uniform(0.01, 0.08)) if rng.random() < 0.5 else 0.0
     snr = float(rng.uniform(8, 40))  # white-matter DWI signal / noise sigma
-    sig_ref = float(np.exp(-b * adc_t["wm"] * 1e-6)) * float(np.median(bias))
+    sig_ref = float(att(adc_t["wm"], "wm")) * float(np.median(bias))
     sigma = sig_ref / snr
 
     def acquire(vol):

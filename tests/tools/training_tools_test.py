@@ -66,6 +66,21 @@ class PhantomDrPhysics(unittest.TestCase):
         self.assertEqual(int(self.free["truth"].sum()), 0)
         self.assertEqual(self.free["params"]["lesion_count"], 0)
 
+    def test_apparent_adc_falls_with_b_as_kurtosis_says(self):
+        # At b = 1000 the apparent ADC is the drawn one; above it a kurtotic tissue's falls
+        # (white matter 780, K 1: about 709 at b 1500), free water's does not.
+        a = lambda b, adc, k: float(np.log(1.0 / phantom_dr.dki_attenuation(b, adc * 1e-6, k)) / b * 1e6)
+        self.assertAlmostEqual(a(1000, 780, 1.0), 780.0, places=3)
+        self.assertAlmostEqual(a(1500, 780, 1.0), 709.2, places=1)
+        self.assertAlmostEqual(a(2000, 3000, 0.0), 3000.0, places=3)
+        self.assertGreater(a(800, 500, 1.5), a(1000, 500, 1.5))
+        # Signal never rises with b (the model is kept in its monotonic range).
+        s = [float(phantom_dr.dki_attenuation(b, 2.6e-3, 1.2)) for b in range(0, 4001, 250)]
+        self.assertTrue(all(x >= y for x, y in zip(s, s[1:])), s)
+        k = self.study["params"]["kurtosis"]
+        self.assertGreater(k["infarct"], k["gm"])
+        self.assertEqual(k["csf"], 0.0)
+
     def test_same_seed_same_study(self):
         again = phantom_dr.make_study(9902, lesions=0)
         np.testing.assert_array_equal(again["dwi"], self.free["dwi"])
