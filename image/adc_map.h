@@ -29,4 +29,13 @@ struct AdcOptions {
 base::Result<VolumeF> derive_adc(const VolumeF& low, const VolumeF& high, double b_high,
                                  const AdcOptions& options = {});
 
+/// Median apparent ADC of the foreground (the voxels derive_adc() does not call background),
+/// ln(median(S_low / S_high)) / (b_high - b_low), in 10^-6 mm^2/s, without clamping; 0 when
+/// there is no foreground. Why: a study whose high-b images are no weaker than its b=0 images
+/// carries no diffusion weighting (e.g. b=0 images exported under a b=1000 tag), and every
+/// brain tissue would give 300 or more (free water about 3000), so a median near 0 means the
+/// DWI is T2-weighted and the ADC meaningless. Errors: as derive_adc().
+base::Result<double> median_foreground_adc(const VolumeF& low, const VolumeF& high, double b_high,
+                                           const AdcOptions& options = {});
+
 }  // namespace image

@@ -66,5 +66,26 @@ TEST(AdcMap, RefusesDifferentGridsAndANonIncreasingBValue) {
   EXPECT_EQ(derive_adc(a, a, 0.0).status().code(), base::Code::kInvalidArgument);
 }
 
+TEST(AdcMap, MedianForegroundAdcIsNearZeroWithoutDiffusionWeighting) {
+  // b=0 images copied under a b=1000 tag: no attenuation anywhere, median ADC 0.
+  std::vector<float> s0(100);
+  for (size_t i = 0; i < s0.size(); ++i) s0[i] = 500.0f + static_cast<float>(i);
+  VolumeF low = volume_of(s0);
+  auto same = median_foreground_adc(low, low, 1000.0);
+  ASSERT_TRUE(same.ok()) << same.status().to_string();
+  EXPECT_NEAR(*same, 0.0, 1e-6);
+  // Real tissue: 60 % at 800, 40 % at 3000 (CSF): the median is the tissue's.
+  std::vector<float> s1(s0.size());
+  for (size_t i = 0; i < s0.size(); ++i) s1[i] = s0[i] * std::exp(-1000.0f * (i < 60 ? 0.0008f : 0.003f));
+  auto real = median_foreground_adc(low, volume_of(s1), 1000.0);
+  ASSERT_TRUE(real.ok());
+  EXPECT_NEAR(*real, 800.0, 1.0);
+  // Background (below 5 % of the 99th percentile) does not count; no foreground gives 0.
+  EXPECT_NEAR(*median_foreground_adc(volume_of({0, 0, 0}), volume_of({0, 0, 0}), 1000.0), 0.0, 1e-9);
+  // Same errors as derive_adc.
+  EXPECT_EQ(median_foreground_adc(low, low, 0.0).status().code(), base::Code::kInvalidArgument);
+  EXPECT_EQ(median_foreground_adc(low, volume_of({1, 2}), 1000.0).status().code(), base::Code::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace image

@@ -369,6 +369,33 @@ TEST(SegmentOffline, StudyWithoutAdcFailsWithAReason) {
   fs::remove_all(work);
 }
 
+TEST(SegmentOffline, B0ImagesStoredAsB1000AreRefusedForLackOfDiffusionWeighting) {
+  // The DWI's own images copied as its b=0 images (new SOP instance UIDs, b-value 0), the ADC
+  // series removed: the derived ADC would be 0 everywhere, so the study must be refused.
+  const fs::path work = fs::temp_directory_path() / ("strokebox-nodiff-" + std::to_string(::getpid()));
+  fs::remove_all(work);
+  ASSERT_EQ(itest::run_command(kBin + " phantom --format dicom --seed 163 --out " + (work / "study").string())
+                .exit_code, 0);
+  fs::remove_all(work / "study" / "ADC");
+  fs::create_directories(work / "study" / "B0");
+  for (const auto& e : fs::directory_iterator(work / "study" / "DWI")) {
+    fs::copy_file(e.path(), work / "study" / "B0" / e.path().filename());
+  }
+  auto mod = itest::run_command("dcmodify -q -nb -gin -i '(0018,9087)=0' " + (work / "study" / "B0").string() +
+                                "/* 2>&1");
+  ASSERT_EQ(mod.exit_code, 0) << mod.output;
+  auto r = itest::run_command(kBin + " segment --model " + kModel + " --study " + (work / "study").string() +
+                              " --out " + (work / "out").string());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  json report = json::parse(itest::read_file((work / "out" / "report.json").string()));
+  EXPECT_EQ(report["status"], "failed");
+  EXPECT_EQ(report["error_code"], "failed_precondition");
+  EXPECT_NE(report["reason"].get<std::string>().find("no diffusion weighting"), std::string::npos) << report.dump(2);
+  EXPECT_EQ(report["adc_derived"], true) << report.dump(2);
+  EXPECT_FALSE(fs::exists(work / "out" / "seg.dcm"));
+  fs::remove_all(work);
+}
+
 TEST(Cli, BadUsageExitsWithTwoAndHelpWorks) {
   EXPECT_EQ(itest::run_command(kBin + " segment --bogus 2>/dev/null").exit_code, 2);
   EXPECT_EQ(itest::run_command(kBin + " nonsense 2>/dev/null").exit_code, 2);

@@ -109,15 +109,23 @@ TEST_F(RealDicom, PhilipsIsotropicImageIsTheDwiAndTheAdcIsDerived) {
   EXPECT_EQ(d["b_value_source"], "Philips (2001,xx03)");
 }
 
-TEST_F(RealDicom, GeDirectionsAreCombinedIntoTheTrace) {
+TEST_F(RealDicom, GeDirectionsAreCombinedButImagesWithoutDiffusionWeightingAreRefused) {
+  // The GE series is read (b-value from GE's private tag, 6 directions combined into the
+  // trace), but this public copy's b=1000 images are byte-identical to its b=0 images: no
+  // diffusion weighting, so the box refuses to segment what would be a T2-weighted image.
   REQUIRE_REAL("dcm_qa_ge__4_Ax_DWI_TENSOR_R2MB2");
   const json r = segment(real_dir("dcm_qa_ge__4_Ax_DWI_TENSOR_R2MB2"));
-  expect_done_with_outputs(r, out_);
+  EXPECT_EQ(exit_code_, 1);
+  EXPECT_EQ(r.value("status", ""), "failed") << r.dump(2);
+  EXPECT_EQ(r.value("error_code", ""), "failed_precondition") << r.dump(2);
+  EXPECT_NE(r.value("reason", "").find("no diffusion weighting"), std::string::npos) << r.dump(2);
+  EXPECT_FALSE(fs::exists(out_ / "seg.dcm"));
   const json& d = r["diffusion"];
   EXPECT_EQ(d["trace"], "computed") << d.dump();
   EXPECT_EQ(d["trace_directions"], 6);
   EXPECT_EQ(d["adc"], "derived");
   EXPECT_EQ(d["b_values_s_mm2"], json({0.0, 1000.0}));
+  EXPECT_LT(d["median_head_adc"].get<double>(), 1.0);
 }
 
 TEST_F(RealDicom, CanonEnhancedFileIsSplitByItsFunctionalGroups) {
@@ -236,9 +244,9 @@ TEST_F(RealDicom, NibabelMosaicIsUnpackedButItsPixelsAreBlank) {
 }
 
 TEST_F(RealDicom, StudyWithoutFrameOfReferenceIsSegmentedWithoutSegAndSr) {
-  REQUIRE_REAL("dcm_qa_ge__4_Ax_DWI_TENSOR_R2MB2");
+  REQUIRE_REAL("dcm_qa_canon_61__3000_DTI_PA-ortho__enh");
   const fs::path study = tmp_ / "noframe";
-  fs::copy(real_dir("dcm_qa_ge__4_Ax_DWI_TENSOR_R2MB2"), study);
+  fs::copy(real_dir("dcm_qa_canon_61__3000_DTI_PA-ortho__enh"), study);
   for (const auto& e : fs::directory_iterator(study)) {
     fs::permissions(e.path(), fs::perms::owner_read | fs::perms::owner_write);
   }
@@ -254,9 +262,9 @@ TEST_F(RealDicom, StudyWithoutFrameOfReferenceIsSegmentedWithoutSegAndSr) {
   EXPECT_EQ(r["outputs"], json({"lesion_mask.nii.gz", "overlay/"}));
 }
 
-TEST_F(RealDicom, GeSeriesSentOverDicomToTheDaemonIsSegmented) {
-  REQUIRE_REAL("dcm_qa_ge__4_Ax_DWI_TENSOR_R2MB2");
-  const std::string folder = real_dir("dcm_qa_ge__4_Ax_DWI_TENSOR_R2MB2");
+TEST_F(RealDicom, CanonEnhancedFileSentOverDicomToTheDaemonIsSegmented) {
+  REQUIRE_REAL("dcm_qa_canon_61__3000_DTI_PA-ortho__enh");
+  const std::string folder = real_dir("dcm_qa_canon_61__3000_DTI_PA-ortho__enh");
   DcmFileFormat ff;
   ASSERT_TRUE(ff.loadFile((*fs::directory_iterator(folder)).path().c_str()).good());
   OFString study_uid;
@@ -288,7 +296,7 @@ TEST_F(RealDicom, GeSeriesSentOverDicomToTheDaemonIsSegmented) {
   const json r = json::parse(itest::read_file(report.string()), nullptr, false);
   ASSERT_EQ(r.value("status", ""), "done") << r.dump(2);
   EXPECT_EQ(r["diffusion"]["trace"], "computed");
-  EXPECT_EQ(r["diffusion"]["trace_directions"], 6);
+  EXPECT_EQ(r["diffusion"]["trace_directions"], 12);
   EXPECT_EQ(r["diffusion"]["adc"], "derived");
   EXPECT_TRUE(fs::exists(report.parent_path() / "seg.dcm"));
   EXPECT_EQ(WEXITSTATUS(daemon.stop()), 0);
