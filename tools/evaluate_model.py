@@ -20,6 +20,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,15 +91,15 @@ def real_studies(root):
 
 def eval_real(binary, model, name, folders, tmp, precision):
     study = folders[0]
-    if len(folders) > 1:  # one folder holding every file (the study search does not follow links)
+    if len(folders) > 1:  # one folder holding a copy of every file (the study search skips links)
         study = os.path.join(tmp, "study_" + str(abs(hash(name))))
         if not os.path.isdir(study):
             os.makedirs(study)
             for f in folders:
                 for dirpath, _, files in os.walk(f):
                     for fn in files:
-                        os.symlink(os.path.join(dirpath, fn),
-                                   os.path.join(study, os.path.basename(f) + "_" + fn))
+                        shutil.copyfile(os.path.join(dirpath, fn),
+                                        os.path.join(study, os.path.basename(f) + "_" + fn))
     out = os.path.join(tmp, "real_" + os.path.basename(model.rstrip("/")) + str(abs(hash(name))))
     rc, rep = segment(binary, model, ["--study", study], out, precision)
     flag = False
