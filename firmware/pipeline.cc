@@ -420,8 +420,10 @@ struct Pipeline::Impl {
       r.extra["diffusion"]["median_head_adc"] = std::isfinite(*median) ? nlohmann::json(*median) : nlohmann::json();
       if (*median < kMinMedianAdc) {
         char text[160];
-        std::snprintf(text, sizeof(text), "the b=%.0f images of series ", *choice.dwi_b_value);
-        std::string message = text + image::describe_series(dwi_series);
+        // Name the series, not the one-direction part of it that `dwi` is for a computed trace.
+        std::snprintf(text, sizeof(text), "the b=%.0f images of series #%d '", *choice.dwi_b_value,
+                      dwi_series.series_number);
+        std::string message = text + dwi_series.series_description + "'";
         std::snprintf(text, sizeof(text), " are no weaker than its b=%.0f images (median apparent ADC in the head %.0f",
                       choice.b0_value, *median);
         return base::failed_precondition(
