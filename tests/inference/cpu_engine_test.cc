@@ -25,6 +25,7 @@
 #include "inference/engine_file.h"
 #include "inference/onnx_model.h"
 #include "tests/support/npy.h"
+#include "tests/support/shared_data.h"
 
 // ---- counting allocator ------------------------------------------------------------------
 // Replaces the global operator new/delete of this test binary (and so of every library it
@@ -143,6 +144,7 @@ void expect_matches_torch(CpuEngine& engine, double tolerance) {
 }
 
 TEST(CpuEngine, GoldenModelMatchesTorchOnBothPatches) {
+  SKIP_WITHOUT_GOLDEN();
   auto engine = load_or_die(kGoldenOnnx);
   ASSERT_NE(engine, nullptr);
   EXPECT_EQ(engine->input_shape(), (std::array<int64_t, 5>{1, 2, 32, 32, 32}));
@@ -153,6 +155,7 @@ TEST(CpuEngine, GoldenModelMatchesTorchOnBothPatches) {
 }
 
 TEST(CpuEngine, RepeatedRunsGiveIdenticalOutputs) {
+  SKIP_WITHOUT_GOLDEN();
   auto engine = load_or_die(kGoldenOnnx);
   ASSERT_NE(engine, nullptr);
   const size_t n = golden().patch_size();
@@ -164,6 +167,7 @@ TEST(CpuEngine, RepeatedRunsGiveIdenticalOutputs) {
 }
 
 TEST(CpuEngine, UnfusedGraphAndLinearPlanGiveTheSameResult) {
+  SKIP_WITHOUT_GOLDEN();
   EngineOptions unfused;
   unfused.fuse = false;
   auto e1 = load_or_die(kGoldenOnnx, unfused);
@@ -180,6 +184,7 @@ TEST(CpuEngine, UnfusedGraphAndLinearPlanGiveTheSameResult) {
 }
 
 TEST(CpuEngine, ArenaIsSmallerThanTheNaiveSumAndDescribedWithThePlan) {
+  SKIP_WITHOUT_GOLDEN();
   auto engine = load_or_die(kGoldenOnnx);
   ASSERT_NE(engine, nullptr);
   EXPECT_GT(engine->arena_bytes(), 0u);
@@ -211,6 +216,7 @@ TEST(CpuEngine, ArenaIsSmallerThanTheNaiveSumAndDescribedWithThePlan) {
 }
 
 TEST(CpuEngine, RunAllocatesNothingAfterLoad) {
+  SKIP_WITHOUT_GOLDEN();
   auto engine = load_or_die(kGoldenOnnx);
   ASSERT_NE(engine, nullptr);
   const size_t n = golden().patch_size();
@@ -259,6 +265,7 @@ TEST(CpuEngine, RunAllocatesNothingAfterLoad) {
 }
 
 TEST(CpuEngine, UnknownPrecisionsAndBf16WithoutCpuSupportAreRejected) {
+  SKIP_WITHOUT_GOLDEN();
   EngineOptions bf16;
   bf16.precision = "bf16";
   auto e = CpuEngine::load_onnx(kGoldenOnnx, bf16);

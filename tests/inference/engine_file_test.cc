@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "tests/support/npy.h"
+#include "tests/support/shared_data.h"
 
 namespace inference {
 namespace {
@@ -39,6 +40,7 @@ void write_all(const std::string& path, const std::string& bytes) {
 class EngineFileTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    SKIP_WITHOUT_GOLDEN();
     dir_ = fs::temp_directory_path() /
            ("sb_engine_file_" + std::to_string(::getpid()) + "_" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name());

@@ -1,6 +1,7 @@
 // model.json parsing and validation (inference/model_spec.h): the documented example, errors that
 // name the bad field, round trip, files, and conversion from nnU-Net plans.
 #include "inference/model_spec.h"
+#include "tests/support/shared_data.h"
 
 #include <gtest/gtest.h>
 
@@ -193,6 +194,7 @@ TEST(ModelSpec, LoadsFromFolderAndReportsMissingOrBrokenFiles) {
 }
 
 TEST(ModelSpec, ConvertsNnunetPlansOfTheGoldenModel) {
+  SKIP_WITHOUT_GOLDEN();
   std::ifstream pf(kModel + "/plans.json"), df(kModel + "/dataset.json");
   const json plans = json::parse(pf), dataset = json::parse(df);
   auto r = spec_from_nnunet_plans(plans, dataset, "3d_fullres");

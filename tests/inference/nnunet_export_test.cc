@@ -9,6 +9,7 @@
 
 #include "image/nifti_io.h"
 #include "tests/support/npy.h"
+#include "tests/support/shared_data.h"
 
 namespace inference {
 namespace {
@@ -31,6 +32,7 @@ Tensor4f to_tensor(const testing_support::NpyArray& a) {
 class ExportGolden : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ExportGolden, ReproducesNnunetSegmentationAndProbabilities) {
+  SKIP_WITHOUT_GOLDEN();
   const std::string dir = kGolden + "/prediction/" + GetParam();
   const auto pj = read_json(dir + "/prediction.json");
   auto spec = spec_from_nnunet_plans(read_json(kModel + "/plans.json"), read_json(kModel + "/dataset.json"), "3d_fullres");

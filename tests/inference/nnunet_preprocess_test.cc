@@ -10,6 +10,7 @@
 
 #include "image/nifti_io.h"
 #include "tests/support/npy.h"
+#include "tests/support/shared_data.h"
 
 namespace inference {
 namespace {
@@ -48,6 +49,7 @@ struct GoldenCase {
 class PreprocessGolden : public ::testing::TestWithParam<GoldenCase> {};
 
 TEST_P(PreprocessGolden, MatchesNnunetRunCase) {
+  SKIP_WITHOUT_GOLDEN();
   const std::string dir = kGolden + "/preprocessing/" + GetParam().folder;
   auto spec = spec_from_nnunet_plans(read_json(dir + "/plans.json"), read_json(dir + "/dataset.json"), "3d_fullres");
   ASSERT_TRUE(spec.ok()) << spec.status().to_string();

@@ -10,6 +10,7 @@
 
 #include "inference/cpu_engine.h"
 #include "inference/graph.h"
+#include "tests/support/shared_data.h"
 
 namespace inference {
 namespace {
@@ -175,6 +176,7 @@ TEST(OnnxImport, GarbageIsInvalidArgument) {
 }
 
 TEST(OnnxImport, ReadsTheGoldenNnUnetExport) {
+  SKIP_WITHOUT_GOLDEN();
   auto m = read_onnx_file(kGoldenOnnx);
   ASSERT_TRUE(m.ok()) << m.status().to_string();
   EXPECT_EQ(m->nodes.size(), 49u);
@@ -186,6 +188,7 @@ TEST(OnnxImport, ReadsTheGoldenNnUnetExport) {
 }
 
 TEST(Graph, FusesConvInstanceNormLeakyReluChainsOfTheGoldenModel) {
+  SKIP_WITHOUT_GOLDEN();
   auto m = read_onnx_file(kGoldenOnnx);
   ASSERT_TRUE(m.ok());
   auto g = build_graph(*m);
@@ -205,6 +208,7 @@ TEST(Graph, FusesConvInstanceNormLeakyReluChainsOfTheGoldenModel) {
 }
 
 TEST(Graph, InfersShapesOfStridedConvAndTransposedConv) {
+  SKIP_WITHOUT_GOLDEN();
   auto m = read_onnx_file(kGoldenOnnx);
   ASSERT_TRUE(m.ok());
   auto g = build_graph(*m);

@@ -9,6 +9,7 @@
 #include <functional>
 
 #include "tests/support/npy.h"
+#include "tests/support/shared_data.h"
 
 namespace inference {
 namespace {
@@ -49,6 +50,7 @@ Tensor4f ramp(int64_t c, Shape3 s) {
 }
 
 TEST(SlidingWindowSteps, MatchNnunetForEveryGoldenCase) {
+  SKIP_WITHOUT_GOLDEN();
   for (const char* c : {"case01__mirror", "case01__nomirror", "case02__nomirror", "case03__nomirror", "case04__nomirror"}) {
     std::ifstream f(kGolden + "/prediction/" + c + "/prediction.json");
     const auto j = nlohmann::json::parse(f);
@@ -66,6 +68,7 @@ TEST(SlidingWindowSteps, RoundsHalfToEven) {
 }
 
 TEST(Gaussian, EqualsNnunetComputeGaussianBitForBit) {
+  SKIP_WITHOUT_GOLDEN();
   const auto golden = testing_support::read_npy(kGolden + "/sliding_window/gaussian_32x32x32.npy");
   const auto g = compute_gaussian({32, 32, 32});
   ASSERT_EQ(g.size(), golden.data.size());
