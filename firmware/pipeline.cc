@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -411,29 +410,26 @@ struct Pipeline::Impl {
       if (!choice.dwi_b_value) return base::invalid_argument("cannot derive the ADC: the DWI has no b-value");
       image::AdcOptions adc_options;
       adc_options.b_low = choice.b0_value;
+      image::AdcStats stats;
+      adc = image::derive_adc(*b0, *dwi, *choice.dwi_b_value, adc_options, &stats);
+      if (!adc.ok()) return adc.status().with_context("deriving the ADC");
       // Every brain tissue attenuates (apparent ADC 300 or more; free water about 3000): high-b
       // images no weaker than the b=0 ones are not diffusion-weighted, and a model would read
       // a T2-weighted image as DWI. Refused rather than segmented.
       constexpr double kMinMedianAdc = 150.0;  // 10^-6 mm^2/s, half the most restricted tissue
-      auto median = image::median_foreground_adc(*b0, *dwi, *choice.dwi_b_value, adc_options);
-      if (!median.ok()) return median.status().with_context("checking the diffusion weighting");
-      r.extra["diffusion"]["median_head_adc"] = std::isfinite(*median) ? nlohmann::json(*median) : nlohmann::json();
-      if (*median < kMinMedianAdc) {
-        char text[160];
-        // Name the series, not the one-direction part of it that `dwi` is for a computed trace.
-        std::snprintf(text, sizeof(text), "the b=%.0f images of series #%d '", *choice.dwi_b_value,
-                      dwi_series.series_number);
-        std::string message = text + dwi_series.series_description + "'";
-        std::snprintf(text, sizeof(text), " are no weaker than its b=%.0f images (median apparent ADC in the head %.0f",
-                      choice.b0_value, *median);
+      const double median = stats.median_foreground_adc;
+      r.extra["diffusion"]["median_head_adc"] = std::isfinite(median) ? nlohmann::json(median) : nlohmann::json();
+      if (median < kMinMedianAdc) {
+        // Names the series, not the one-direction part of it that `dwi` is for a computed trace.
         return base::failed_precondition(
-            message + text +
+            "the b=" + std::to_string(std::lround(*choice.dwi_b_value)) + " images of series #" +
+            std::to_string(dwi_series.series_number) + " '" + dwi_series.series_description +
+            "' are no weaker than its b=" + std::to_string(std::lround(choice.b0_value)) +
+            " images (median apparent ADC in the head " + std::to_string(std::lround(median)) +
             " x 10^-6 mm^2/s; brain tissue gives 300 or more): they carry no diffusion weighting, so the DWI "
             "would be a T2-weighted image and no ADC can be derived. Check the scanner's export (b=0 images "
             "stored under a diffusion b-value?) and send the study again");
       }
-      adc = image::derive_adc(*b0, *dwi, *choice.dwi_b_value, adc_options);
-      if (!adc.ok()) return adc.status().with_context("deriving the ADC");
       r.adc_series_instance_uid.clear();
       r.extra["adc_derived_from"] = {{"b0_series_instance_uid", choice.b0.series_instance_uid},
                                      {"b_low", choice.b0_value},

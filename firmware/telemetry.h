@@ -101,7 +101,8 @@ class Telemetry {
   ~Telemetry();  // stop()
 
   /// Takes and stores the first sample (and the daemon_state row) before returning, then
-  /// starts the sampler thread; it beats `heartbeat` (may be null) after every sample. kFailedPrecondition when already running.
+  /// starts the sampler thread; it beats `heartbeat` (may be null) after every sample.
+  /// kFailedPrecondition when already running.
   base::Status start(std::shared_ptr<watchdog::Heartbeat> heartbeat);
   void stop();
 

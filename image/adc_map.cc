@@ -8,10 +8,8 @@
 
 namespace image {
 
-namespace {
-
-// The checks shared by derive_adc() and median_foreground_adc(); returns b_high - b_low.
-base::Result<double> check_pair(const VolumeF& low, const VolumeF& high, double b_high, const AdcOptions& options) {
+base::Result<VolumeF> derive_adc(const VolumeF& low, const VolumeF& high, double b_high, const AdcOptions& options,
+                                 AdcStats* stats) {
   if (!low.grid.same_as(high.grid) || low.data.size() != high.data.size()) {
     return base::invalid_argument("derive_adc: the b=" + std::to_string(options.b_low) + " and b=" +
                                   std::to_string(b_high) + " images are on different grids");
@@ -21,62 +19,39 @@ base::Result<double> check_pair(const VolumeF& low, const VolumeF& high, double 
     return base::invalid_argument("derive_adc: the high b-value (" + std::to_string(b_high) +
                                   ") must exceed the low one (" + std::to_string(options.b_low) + ")");
   }
-  return db;
-}
-
-// Background threshold: a fraction of the 99th percentile of the positive low-b signal.
-double background_threshold(const VolumeF& low, const AdcOptions& options) {
+  // Background threshold from the 99th percentile of the positive low-b signal.
   std::vector<float> positive;
   positive.reserve(low.data.size());
   for (float v : low.data) {
     if (v > 0 && std::isfinite(v)) positive.push_back(v);
   }
-  if (positive.empty()) return 0.0;
-  const size_t at = std::min(positive.size() - 1, static_cast<size_t>(0.99 * static_cast<double>(positive.size())));
-  std::nth_element(positive.begin(), positive.begin() + static_cast<std::ptrdiff_t>(at), positive.end());
-  return options.background_fraction * positive[at];
-}
-
-bool is_foreground(double s_low, double s_high, double threshold) {
-  return std::isfinite(s_low) && std::isfinite(s_high) && s_low > 0 && s_low > threshold;
-}
-
-}  // namespace
-
-base::Result<VolumeF> derive_adc(const VolumeF& low, const VolumeF& high, double b_high, const AdcOptions& options) {
-  SB_ASSIGN_OR_RETURN(const double db, check_pair(low, high, b_high, options));
-  const double threshold = background_threshold(low, options);
+  double threshold = 0.0;
+  if (!positive.empty()) {
+    const size_t at = std::min(positive.size() - 1, static_cast<size_t>(0.99 * static_cast<double>(positive.size())));
+    std::nth_element(positive.begin(), positive.begin() + static_cast<std::ptrdiff_t>(at), positive.end());
+    threshold = options.background_fraction * positive[at];
+  }
   VolumeF adc(low.grid, 0.0f);
   const double scale = 1e6 / db;  // mm^2/s -> 10^-6 mm^2/s
+  std::vector<double> foreground_ln_ratio;  // for stats only
   for (size_t v = 0; v < low.data.size(); ++v) {
     const double s_low = low.data[v], s_high = high.data[v];
-    if (!is_foreground(s_low, s_high, threshold)) continue;  // background
-    double value;
-    if (s_high <= 0) {
-      value = options.max_adc;
-    } else {
-      value = std::log(s_low / s_high) * scale;
-    }
+    if (!std::isfinite(s_low) || !std::isfinite(s_high) || s_low <= 0 || s_low <= threshold) continue;  // background
+    // No high-b signal at all is the strongest attenuation (max_adc; ranked last in stats).
+    const double ln_ratio = s_high > 0 ? std::log(s_low / s_high) : std::numeric_limits<double>::infinity();
+    if (stats) foreground_ln_ratio.push_back(ln_ratio);
+    const double value = s_high > 0 ? ln_ratio * scale : options.max_adc;
     adc.data[v] = static_cast<float>(std::clamp(value, 0.0, options.max_adc));
   }
-  return adc;
-}
-
-base::Result<double> median_foreground_adc(const VolumeF& low, const VolumeF& high, double b_high,
-                                           const AdcOptions& options) {
-  SB_ASSIGN_OR_RETURN(const double db, check_pair(low, high, b_high, options));
-  const double threshold = background_threshold(low, options);
-  std::vector<double> log_ratio;
-  for (size_t v = 0; v < low.data.size(); ++v) {
-    const double s_low = low.data[v], s_high = high.data[v];
-    if (!is_foreground(s_low, s_high, threshold)) continue;
-    // No high-b signal at all is the strongest attenuation: rank it last, as +infinity.
-    log_ratio.push_back(s_high > 0 ? std::log(s_low / s_high) : std::numeric_limits<double>::infinity());
+  if (stats) {
+    stats->median_foreground_adc = 0.0;
+    if (!foreground_ln_ratio.empty()) {
+      const auto mid = foreground_ln_ratio.begin() + static_cast<std::ptrdiff_t>(foreground_ln_ratio.size() / 2);
+      std::nth_element(foreground_ln_ratio.begin(), mid, foreground_ln_ratio.end());
+      stats->median_foreground_adc = *mid * scale;
+    }
   }
-  if (log_ratio.empty()) return 0.0;
-  const auto mid = log_ratio.begin() + static_cast<std::ptrdiff_t>(log_ratio.size() / 2);
-  std::nth_element(log_ratio.begin(), mid, log_ratio.end());
-  return *mid * 1e6 / db;
+  return adc;
 }
 
 }  // namespace image

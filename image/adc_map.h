@@ -20,22 +20,23 @@ struct AdcOptions {
   double max_adc = 4000.0;
 };
 
+/// What derive_adc() measured on its input (optional output).
+struct AdcStats {
+  /// Median apparent ADC of the foreground (the voxels not called background),
+  /// ln(median(S_low / S_high)) / (b_high - b_low) in 10^-6 mm^2/s, before clamping; 0 when
+  /// there is no foreground. Why: every brain tissue gives 300 or more (free water about 3000),
+  /// so a median near 0 means the high-b images carry no diffusion weighting (e.g. b=0 images
+  /// exported under a b=1000 tag): the DWI is T2-weighted and the ADC meaningless.
+  double median_foreground_adc = 0.0;
+};
+
 /// Mono-exponential ADC per voxel: ADC = ln(S_low / S_high) / (b_high - b_low) mm^2/s
 /// (Stejskal-Tanner, S(b) = S0 exp(-b ADC)), returned in 10^-6 mm^2/s, the unit of scanner ADC
 /// maps. Guards: background (see AdcOptions) and S_low <= 0 give 0; S_high <= 0 gives max_adc;
 /// a negative ADC (noise, S_high > S_low) is clamped to 0, a larger one to max_adc.
-/// `low` and `high` must share one grid (the result's grid).
-/// Errors: kInvalidArgument for different grids or b_high <= b_low.
+/// `low` and `high` must share one grid (the result's grid). `stats` (may be null) receives
+/// the median foreground ADC. Errors: kInvalidArgument for different grids or b_high <= b_low.
 base::Result<VolumeF> derive_adc(const VolumeF& low, const VolumeF& high, double b_high,
-                                 const AdcOptions& options = {});
-
-/// Median apparent ADC of the foreground (the voxels derive_adc() does not call background),
-/// ln(median(S_low / S_high)) / (b_high - b_low), in 10^-6 mm^2/s, without clamping; 0 when
-/// there is no foreground. Why: a study whose high-b images are no weaker than its b=0 images
-/// carries no diffusion weighting (e.g. b=0 images exported under a b=1000 tag), and every
-/// brain tissue would give 300 or more (free water about 3000), so a median near 0 means the
-/// DWI is T2-weighted and the ADC meaningless. Errors: as derive_adc().
-base::Result<double> median_foreground_adc(const VolumeF& low, const VolumeF& high, double b_high,
-                                           const AdcOptions& options = {});
+                                 const AdcOptions& options = {}, AdcStats* stats = nullptr);
 
 }  // namespace image

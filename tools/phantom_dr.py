@@ -14,8 +14,8 @@ with each tissue's apparent ADC at b = 1000 s/mm^2 (the clinical convention the 
 below use) and kurtosis K_t drawn per study; D_t follows from them. Brain tissue is not
 mono-exponential (Jensen et al., Magn Reson Med 2005;53:1432), so its apparent ADC falls with b:
 normal white matter at b = 1500-2000 comes near the infarct range, and the acute infarct's own
-kurtosis is raised (Hui et al., Stroke 2012;43:2968). The scanner's ADC = ln(S(0) / S(b)) / b from the two noisy magnitude images, as a scanner
-computes it (0 where S(0) is background noise).
+kurtosis is raised (Hui et al., Stroke 2012;43:2968). The scanner's ADC = ln(S(0) / S(b)) / b
+from the two noisy magnitude images, as a scanner computes it (0 where S(0) is background noise).
 
 Anatomy: the Colin27 head (Debian package mricron-data: ch2 = whole head 1 mm, ch2bet = brain)
 and the AAL atlas (vascular territories from its labels), deformed per study (rotation,
@@ -398,21 +398,22 @@ def make_study(seed: int, lesions: Optional[int] = None) -> Dict:
     p["infratentorial"] = {"adc_factor": round(infra_adc, 3), "s0_factor": round(infra_s0, 3)}
     adc_mod = tex * (1 + infra * (infra_adc - 1))
     s0_mod = 1 + infra * (infra_s0 - 1)
+    # Attenuation of white and grey matter, used for the tissue signal and for the lesions' background.
+    par_att = {n: att(adc_t[n] * adc_mod, n) for n in ("wm", "gm")}
     s0 = np.zeros(t.shape, np.float32)
     sb = np.zeros(t.shape, np.float32)
     for n in ("wm", "gm", "csf", "fat", "soft"):
         f = fields[n]
         if n in ("wm", "gm"):
             s0 += f * s0_t[n] * s0_mod
-            sb += f * s0_t[n] * s0_mod * att(adc_t[n] * adc_mod, n)
+            sb += f * s0_t[n] * s0_mod * par_att[n]
         else:
             s0 += f * s0_t[n]
             sb += f * s0_t[n] * att(adc_t[n], n)
     par = np.clip(fields["wm"] + fields["gm"], 0, None)
     s0_par = (fields["wm"] * s0_t["wm"] + fields["gm"] * s0_t["gm"]) * s0_mod / np.maximum(par, 1e-3)
     # Parenchymal b-signal per unit parenchyma (white/grey mixture at their own ADC).
-    sb_par = (fields["wm"] * s0_t["wm"] * att(adc_t["wm"] * adc_mod, "wm") +
-              fields["gm"] * s0_t["gm"] * att(adc_t["gm"] * adc_mod, "gm")) * s0_mod \
+    sb_par = (fields["wm"] * s0_t["wm"] * par_att["wm"] + fields["gm"] * s0_t["gm"] * par_att["gm"]) * s0_mod \
         / np.maximum(par, 1e-3)
 
     def replace(frac, adc, s0_factor, het, kind):

@@ -66,25 +66,33 @@ TEST(AdcMap, RefusesDifferentGridsAndANonIncreasingBValue) {
   EXPECT_EQ(derive_adc(a, a, 0.0).status().code(), base::Code::kInvalidArgument);
 }
 
-TEST(AdcMap, MedianForegroundAdcIsNearZeroWithoutDiffusionWeighting) {
+TEST(AdcMap, StatsGiveAMedianForegroundAdcNearZeroWithoutDiffusionWeighting) {
   // b=0 images copied under a b=1000 tag: no attenuation anywhere, median ADC 0.
   std::vector<float> s0(100);
   for (size_t i = 0; i < s0.size(); ++i) s0[i] = 500.0f + static_cast<float>(i);
   VolumeF low = volume_of(s0);
-  auto same = median_foreground_adc(low, low, 1000.0);
-  ASSERT_TRUE(same.ok()) << same.status().to_string();
-  EXPECT_NEAR(*same, 0.0, 1e-6);
+  AdcStats same;
+  ASSERT_TRUE(derive_adc(low, low, 1000.0, {}, &same).ok());
+  EXPECT_NEAR(same.median_foreground_adc, 0.0, 1e-6);
   // Real tissue: 60 % at 800, 40 % at 3000 (CSF): the median is the tissue's.
   std::vector<float> s1(s0.size());
   for (size_t i = 0; i < s0.size(); ++i) s1[i] = s0[i] * std::exp(-1000.0f * (i < 60 ? 0.0008f : 0.003f));
-  auto real = median_foreground_adc(low, volume_of(s1), 1000.0);
-  ASSERT_TRUE(real.ok());
-  EXPECT_NEAR(*real, 800.0, 1.0);
-  // Background (below 5 % of the 99th percentile) does not count; no foreground gives 0.
-  EXPECT_NEAR(*median_foreground_adc(volume_of({0, 0, 0}), volume_of({0, 0, 0}), 1000.0), 0.0, 1e-9);
-  // Same errors as derive_adc.
-  EXPECT_EQ(median_foreground_adc(low, low, 0.0).status().code(), base::Code::kInvalidArgument);
-  EXPECT_EQ(median_foreground_adc(low, volume_of({1, 2}), 1000.0).status().code(), base::Code::kInvalidArgument);
+  AdcStats real;
+  ASSERT_TRUE(derive_adc(low, volume_of(s1), 1000.0, {}, &real).ok());
+  EXPECT_NEAR(real.median_foreground_adc, 800.0, 1.0);
+  // Not clamped: S_high above S_low everywhere gives a negative median, the map gives 0.
+  AdcStats rising;
+  std::vector<float> s2(s0.size());
+  for (size_t i = 0; i < s0.size(); ++i) s2[i] = s0[i] * std::exp(0.2f);
+  auto map = derive_adc(low, volume_of(s2), 1000.0, {}, &rising);
+  ASSERT_TRUE(map.ok());
+  EXPECT_NEAR(rising.median_foreground_adc, -200.0, 0.5);
+  EXPECT_EQ(map->at(0, 0, 0), 0.0f);
+  // No foreground (all background) gives 0.
+  AdcStats none;
+  none.median_foreground_adc = 123.0;
+  ASSERT_TRUE(derive_adc(volume_of({0, 0, 0}), volume_of({0, 0, 0}), 1000.0, {}, &none).ok());
+  EXPECT_EQ(none.median_foreground_adc, 0.0);
 }
 
 }  // namespace
