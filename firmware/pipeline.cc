@@ -201,8 +201,22 @@ struct Pipeline::Impl {
   base::Result<image::VolumeU8> segment(const std::vector<image::VolumeF>& channels,
                                         std::array<double, 3> spacing_ijk_mm, StudyReport& r,
                                         const std::string& out_dir) {
+    // A model that reads absolute ADC values (CTNormalization) gets the ADC in its unit whatever
+    // unit the input used (NIfTI files come in mm^2/s, 10^-3 or 10^-6 mm^2/s).
+    std::vector<image::VolumeF> converted;
+    const std::vector<image::VolumeF>* inputs = &channels;
+    if (spec.channels[adc_channel].unit == inference::kAdcMicroUnit) {
+      auto unit = image::infer_adc_unit(channels[adc_channel]);
+      if (!unit.ok())
+        return base::failed_precondition("the model needs the ADC in 1e-6 mm2/s, but " + unit.status().message());
+      if (*unit != image::AdcUnit::kMicroMm2PerS) {
+        converted = channels;
+        converted[adc_channel] = image::adc_to_micro(channels[adc_channel], *unit);
+        inputs = &converted;
+      }
+    }
     SB_ASSIGN_OR_RETURN(auto result,
-                        predictor->predict(channels, spacing_ijk_mm, nullptr, options.write_probability, progress));
+                        predictor->predict(*inputs, spacing_ijk_mm, nullptr, options.write_probability, progress));
     if (result.foreground_probability) {
       SB_RETURN_IF_ERROR(image::write_nifti((fs::path(out_dir) / "lesion_probability.nii.gz").string(),
                                             *result.foreground_probability)
@@ -560,6 +574,10 @@ base::Result<std::unique_ptr<Pipeline>> Pipeline::create(const PipelineOptions& 
   if (impl->spec.channels.size() != 2 || impl->dwi_channel < 0 || impl->adc_channel < 0)
     return base::invalid_argument("model " + options.model_dir +
                                   " must have exactly two channels named DWI and ADC in model.json");
+  if (!impl->spec.channels[impl->dwi_channel].unit.empty())
+    return base::invalid_argument("model " + options.model_dir + ": channel '" +
+                                  impl->spec.channels[impl->dwi_channel].name +
+                                  "' has a unit, but only the ADC channel can have one (model.json)");
   inference::EngineOptions engine_options;
   engine_options.precision = options.precision;
   std::vector<inference::PatchModel*> networks;

@@ -267,6 +267,12 @@ base::Result<ModelSpec> parse_model_spec(const json& doc) {
     if (ip != nullptr && !ip->is_null()) {
       SB_ASSIGN_OR_RETURN(ch.intensity_properties, parse_intensity(*ip, p + ".intensity_properties"));
     }
+    SB_ASSIGN_OR_RETURN(const json* unit, get(cj, "unit", p + ".unit", false));
+    if (unit != nullptr && !unit->is_null()) {
+      SB_ASSIGN_OR_RETURN(ch.unit, get_string(*unit, p + ".unit"));
+      if (ch.unit != kAdcMicroUnit)
+        return bad(p + ".unit", "unknown unit '" + ch.unit + "' (known: \"" + kAdcMicroUnit + "\", for an ADC channel)");
+    }
     s.channels.push_back(std::move(ch));
   }
 
@@ -384,6 +390,7 @@ json model_spec_to_json(const ModelSpec& s) {
                                     {"percentile_00_5", p.percentile_00_5},
                                     {"percentile_99_5", p.percentile_99_5}};
     }
+    if (!c.unit.empty()) cj["unit"] = c.unit;
     j["channels"].push_back(cj);
   }
   j["target_spacing_mm"] = s.target_spacing_mm;

@@ -40,7 +40,14 @@ struct ChannelSpec {
   Normalization normalization = Normalization::kZScore;
   bool use_mask_for_norm = false;
   std::optional<IntensityProperties> intensity_properties;  // required for kCT
+  /// The unit the network expects the channel in, "" when the values are used as given. Only
+  /// kAdcMicroUnit is known: an ADC channel the box brings to 10^-6 mm^2/s before normalizing
+  /// (needed by CTNormalization, whose intensity_properties are absolute; docs/model_package.md).
+  std::string unit;
 };
+
+/// ChannelSpec::unit of an ADC channel in 10^-6 mm^2/s.
+inline constexpr const char* kAdcMicroUnit = "1e-6 mm2/s";
 
 /// nnU-Net's resampling_fn_data_kwargs / resampling_fn_probabilities_kwargs.
 struct ResamplingSpec {

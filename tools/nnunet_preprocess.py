@@ -12,7 +12,7 @@ Spacings are in mm, same order. Transpose_forward is the identity for the demo m
 """
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import nibabel as nib
 import numpy as np
@@ -94,6 +94,44 @@ def zscore_normalize(channel: np.ndarray, mask: Optional[np.ndarray] = None) -> 
         mean, std = x.mean(), x.std()
         out = (x - mean) / max(std, 1e-8)
     return out.astype(np.float32)
+
+
+def ct_normalize(channel: np.ndarray, props: Dict[str, float]) -> np.ndarray:
+    """nnU-Net's CTNormalization: clip to [percentile_00_5, percentile_99_5] of the dataset's
+    foreground, then (x - mean) / max(std, 1e-8) with the dataset's foreground mean and std
+    (nnunetv2/preprocessing/normalization/default_normalization_schemes.py). Fixed across
+    studies, so absolute values survive: the scheme for quantitative channels (CT in HU, ADC in
+    10^-6 mm^2/s). Computed in float64, returned float32."""
+    x = np.clip(channel.astype(np.float64), props["percentile_00_5"], props["percentile_99_5"])
+    return ((x - props["mean"]) / max(props["std"], 1e-8)).astype(np.float32)
+
+
+def foreground_intensity_properties(values: np.ndarray) -> Dict[str, float]:
+    """nnU-Net's dataset fingerprint of one channel (DatasetFingerprintExtractor): mean, median,
+    std, min, max and the 0.5 / 99.5 percentiles of foreground (label > 0) voxels pooled over
+    the training cases; CTNormalization reads mean, std and the two percentiles."""
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "median": float(np.median(v)), "std": float(v.std()),
+            "min": float(v.min()), "max": float(v.max()),
+            "percentile_99_5": float(np.percentile(v, 99.5)),
+            "percentile_00_5": float(np.percentile(v, 0.5))}
+
+
+def adc_unit_scale(adc: np.ndarray) -> float:
+    """Factor that brings an ADC map to 10^-6 mm^2/s, recognised from the median of its positive
+    voxels as the appliance does (image/lesion_plausibility.cc infer_adc_unit): [1.5e-4, 5e-3]
+    mm^2/s, [0.15, 5] 10^-3 mm^2/s, [150, 5000] 10^-6 mm^2/s. Raises ValueError otherwise."""
+    pos = adc[np.isfinite(adc) & (adc > 0)]
+    if pos.size == 0:
+        raise ValueError("the ADC map has no positive voxel: cannot tell its unit")
+    m = float(np.median(pos))
+    if 1.5e-4 <= m <= 5e-3:
+        return 1e6
+    if 0.15 <= m <= 5.0:
+        return 1e3
+    if 150.0 <= m <= 5000.0:
+        return 1.0
+    raise ValueError(f"the median positive ADC is {m:g}, which fits no known unit")
 
 
 def compute_new_shape(shape: Sequence[int], spacing: Sequence[float],
@@ -202,10 +240,13 @@ def resample_to_shape(data: np.ndarray, new_shape: Sequence[int],
 def preprocess_case(channels: Sequence[np.ndarray], spacing: Sequence[float],
                     target_spacing: Sequence[float], seg: Optional[np.ndarray] = None,
                     use_mask_for_norm: Sequence[bool] = (False, False),
-                    affine: Optional[np.ndarray] = None):
-    """nnU-Net's DefaultPreprocessor.run_case for ZScore channels and identity transpose.
+                    affine: Optional[np.ndarray] = None,
+                    ct_properties: Optional[Sequence[Optional[Dict[str, float]]]] = None):
+    """nnU-Net's DefaultPreprocessor.run_case for ZScore and CT channels, identity transpose.
 
-    channels: list of (z, y, x) arrays; spacing (z, y, x) mm. Returns (data (C, ...) float32
+    channels: list of (z, y, x) arrays; spacing (z, y, x) mm. ct_properties[c], when given and
+    not None, makes channel c CTNormalization with those foreground intensity properties
+    (foreground_intensity_properties); the others are ZScore. Returns (data (C, ...) float32
     on the target grid, seg (...) uint8 or None, CaseProperties). Label -1 (outside the
     nonzero mask) is mapped to background as nnU-Net's training transforms do.
     """
@@ -213,7 +254,10 @@ def preprocess_case(channels: Sequence[np.ndarray], spacing: Sequence[float],
     shape_before = data.shape[1:]
     data, seg_c, mask, bbox = crop_to_nonzero(data, seg)
     for c in range(data.shape[0]):
-        data[c] = zscore_normalize(data[c], mask if use_mask_for_norm[c] else None)
+        if ct_properties is not None and ct_properties[c] is not None:
+            data[c] = ct_normalize(data[c], ct_properties[c])
+        else:
+            data[c] = zscore_normalize(data[c], mask if use_mask_for_norm[c] else None)
     new_shape = compute_new_shape(data.shape[1:], spacing, target_spacing)
     out = resample_to_shape(data, new_shape, spacing, target_spacing, False, 3, 0)
     seg_out = None

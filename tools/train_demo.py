@@ -216,6 +216,10 @@ def load_case(folder: str, with_truth: bool = True):
         elif a.shape != chans[0].shape:
             raise ValueError(f"{folder}: channel shapes differ {a.shape} vs {chans[0].shape}")
         chans.append(a)
+    # The ADC in 10^-6 mm^2/s whatever unit the file used, as the appliance does before a
+    # CTNormalization channel (firmware/pipeline.cc); ZScore does not depend on the unit.
+    adc = CHANNELS.index("ADC")
+    chans[adc] = (chans[adc] * npp.adc_unit_scale(chans[adc])).astype(np.float32)
     truth = None
     tpath = os.path.join(folder, TRUTH_FILE)
     if with_truth and os.path.exists(tpath):
@@ -224,10 +228,12 @@ def load_case(folder: str, with_truth: bool = True):
     return chans, spacing, affine, truth
 
 
-def preprocess_cached(folder: str, cache_dir: str, target_spacing, log: Logger):
+def preprocess_cached(folder: str, cache_dir: str, target_spacing, log: Logger, ct_properties=None):
     """Preprocessed (data float32 (2, z, y, x), seg uint8 (z, y, x)) for one study, cached as
-    .npy keyed by the study folder and the target spacing."""
-    key = hashlib.sha1(f"{os.path.abspath(folder)}|{list(target_spacing)}".encode()).hexdigest()[:12]
+    .npy keyed by the study folder, the target spacing and the normalization (ct_properties:
+    per channel None for ZScore or CTNormalization's intensity properties)."""
+    norm = "" if ct_properties is None else "|" + json.dumps(ct_properties, sort_keys=True)
+    key = hashlib.sha1(f"{os.path.abspath(folder)}|{list(target_spacing)}{norm}".encode()).hexdigest()[:12]
     dpath = os.path.join(cache_dir, f"{key}_data.npy")
     spath = os.path.join(cache_dir, f"{key}_seg.npy")
     if os.path.exists(dpath) and os.path.exists(spath):
@@ -235,13 +241,48 @@ def preprocess_cached(folder: str, cache_dir: str, target_spacing, log: Logger):
     chans, spacing, affine, truth = load_case(folder)
     if truth is None:
         raise SystemExit(f"{folder}: no {TRUTH_FILE}")
-    data, seg, _ = npp.preprocess_case(chans, spacing, target_spacing, seg=truth, affine=affine)
+    data, seg, _ = npp.preprocess_case(chans, spacing, target_spacing, seg=truth, affine=affine,
+                                       ct_properties=ct_properties)
     os.makedirs(cache_dir, exist_ok=True)
     np.save(dpath, data)
     np.save(spath, seg)
     log(f"preprocessed {folder}: spacing {tuple(round(s, 3) for s in spacing)} "
         f"{chans[0].shape} -> {data.shape[1:]}, lesion voxels {int(seg.sum())}")
     return data, seg
+
+
+def adc_foreground_properties(folders: Sequence[str], cache_dir: str, log: Logger, region: str = "lesion",
+                              per_case: int = 10000) -> Dict[str, float]:
+    """The ADC channel's foreground intensity properties as nnU-Net's dataset fingerprint
+    computes them (DatasetFingerprintExtractor: voxels under label > 0, at most `per_case`
+    sampled per case with a fixed seed, pooled), in 10^-6 mm^2/s. region "tissue" pools every
+    voxel with a positive ADC instead (the whole head: background, CSF and brain keep distinct
+    values after clipping). Cached in cache_dir keyed by the folder list and region. With
+    region "lesion", lesion-free studies contribute nothing."""
+    key = hashlib.sha1(("|".join(os.path.abspath(f) for f in folders) + region).encode()).hexdigest()[:12]
+    path = os.path.join(cache_dir, f"adc_fg_{key}.json")
+    if os.path.exists(path):
+        return json.load(open(path))
+    rng = np.random.RandomState(1234)
+    pooled = []
+    for folder in folders:
+        chans, _, _, truth = load_case(folder)
+        adc = chans[CHANNELS.index("ADC")]
+        if region == "tissue":
+            v = adc[adc > 0]
+        elif truth is None or not truth.any():
+            continue
+        else:
+            v = adc[truth > 0]
+        pooled.append(v[rng.choice(v.size, per_case, replace=True)] if v.size > per_case else v)
+    if not pooled:
+        raise SystemExit("CTNormalization of the ADC needs training studies with lesions")
+    props = {k: round(x, 4) for k, x in npp.foreground_intensity_properties(np.concatenate(pooled)).items()}
+    os.makedirs(cache_dir, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(props, f)
+    log(f"ADC intensity properties ({region} voxels of {len(pooled)} studies): {props}")
+    return props
 
 
 # ------------------------------------------------------------------ sampling, augmentation
@@ -573,7 +614,8 @@ def predict_study(net, folder: str, args):
     Gaussian), export to the native grid. Returns (seg (z, y, x) uint8, truth or None,
     voxel volume mL)."""
     chans, spacing, affine, truth = load_case(folder)
-    data, _, props = npp.preprocess_case(chans, spacing, args.target_spacing, affine=affine)
+    data, _, props = npp.preprocess_case(chans, spacing, args.target_spacing, affine=affine,
+                                         ct_properties=args.ct_properties)
     net.eval()
     with torch.no_grad():
         logits = npp.sliding_window_logits(lambda t: net(torch.from_numpy(t)).numpy(), data,
@@ -696,6 +738,15 @@ def export_onnx(net, args, path: str, log: Logger) -> Dict:
             "onnx_ops": ops}
 
 
+def channel_entry(name: str, ct_props: Optional[Dict[str, float]]) -> Dict:
+    """model.json channel: ZScore, or CTNormalization with its intensity properties
+    (docs/model_package.md; the box converts an ADC channel to 10^-6 mm^2/s first)."""
+    if ct_props is None:
+        return {"name": name, "normalization": "ZScoreNormalization", "use_mask_for_norm": False}
+    return {"name": name, "normalization": "CTNormalization", "use_mask_for_norm": False,
+            "unit": "1e-6 mm2/s", "intensity_properties": ct_props}
+
+
 def write_package(args, out_dir: str, prov: Dict) -> None:
     date = datetime.date.today().strftime("%Y.%m.%d")
     pkg = {
@@ -705,8 +756,7 @@ def write_package(args, out_dir: str, prov: Dict) -> None:
         # refuses studies outside the accepted range unless told otherwise (docs/model_package.md).
         "diffusion": {"b_value_s_mm2": 1000, "accepted_b_range_s_mm2": [700, 1500]},
         "networks": ["model.onnx"],
-        "channels": [{"name": c, "normalization": "ZScoreNormalization", "use_mask_for_norm": False}
-                     for c in CHANNELS],
+        "channels": [channel_entry(c, props) for c, props in zip(CHANNELS, args.ct_properties or [None] * 2)],
         "target_spacing_mm": list(args.target_spacing),
         "patch_size": list(args.patch),
         "transpose_forward": [0, 1, 2],
@@ -754,10 +804,19 @@ def cmd_train(args) -> None:
     t_all = time.time()
     cache = os.path.join(args.data_dir, "cache")
     cases = []
-    for folder in study_folders(args, "train"):
+    train_folders = study_folders(args, "train")
+    for folder in train_folders:
         if not os.path.isdir(folder):
             raise SystemExit(f"training study {folder} missing: run `generate` / tools/phantom_dr.py first")
-        cases.append(preprocess_cached(folder, cache, args.target_spacing, log))
+    # ADC is quantitative (10^-6 mm^2/s; an infarct is below ~620): CTNormalization keeps the
+    # absolute value, ZScore (nnU-Net's MRI default) makes it relative to the study's own mix of
+    # background, brain and CSF.
+    args.ct_properties = None
+    if args.adc_normalization != "zscore":
+        region = "tissue" if args.adc_normalization == "ct-tissue" else "lesion"
+        args.ct_properties = [None, adc_foreground_properties(train_folders, cache, log, region)]
+    for folder in train_folders:
+        cases.append(preprocess_cached(folder, cache, args.target_spacing, log, args.ct_properties))
     t_pre = time.time() - t_all
     n_fg = sum(1 for _, s in cases if s.any())
     log(f"{len(cases)} training studies ({n_fg} with lesions) ready in {t_pre:.0f} s")
@@ -779,7 +838,7 @@ def cmd_train(args) -> None:
         folders = [f for f in study_folders(args, "val") + study_folders(args, "neg") if os.path.isdir(f)]
         if 0 < args.early_stop_studies < len(folders):  # evenly spaced subset: validation stays cheap
             folders = [folders[int(i)] for i in np.linspace(0, len(folders) - 1, args.early_stop_studies)]
-        val_cases = [preprocess_cached(f, cache, args.target_spacing, log) for f in folders]
+        val_cases = [preprocess_cached(f, cache, args.target_spacing, log, args.ct_properties) for f in folders]
         log(f"early stopping on {len(val_cases)} validation studies every {args.val_every} iterations, "
             f"patience {args.patience}")
     if args.iterations == "auto":
@@ -819,6 +878,8 @@ def cmd_train(args) -> None:
         "phantom_dr_val_seeds": args.dr_val_seeds,
         "phantom_dr_lesion_free_seeds": args.dr_negative_seeds,
         "final_train_loss": round(float(np.mean(losses[-50:])), 4),
+        "adc_normalization": args.adc_normalization,
+        "ct_properties": args.ct_properties,
     }
     finish(net, args, log, run_dir, prov)
     log(f"total wall time {time.time() - t_all:.0f} s")
@@ -835,6 +896,8 @@ def cmd_validate(args) -> None:
     if os.path.exists(summ):
         prov.update({k: v for k, v in json.load(open(summ)).items()
                      if k not in ("validation", "onnx_check", "onnx_vs_torch_max_abs", "onnx_ops")})
+    # The checkpoint was trained with these inputs: validate and package it the same way.
+    args.ct_properties = prov.get("ct_properties")
     finish(net, args, log, args.run_dir, prov)
 
 
@@ -898,6 +961,10 @@ def main(argv=None) -> None:
         t.add_argument("--lr", type=float, default=2e-3)
         t.add_argument("--p-fg", type=float, default=0.33)
         t.add_argument("--threads", type=int, default=2)
+        t.add_argument("--adc-normalization", choices=["ct", "ct-tissue", "zscore"], default="ct",
+                       help="ADC channel: CTNormalization (absolute ADC kept) with the intensity "
+                            "properties of the training lesions (ct, nnU-Net's fingerprint; default) or "
+                            "of all head voxels (ct-tissue), or ZScore per study")
         t.add_argument("--run-dir", default=os.path.join(REPO, "data", "demo_run"))
         t.add_argument("--out", default=os.path.join(REPO, "models", "demo"))
         t.set_defaults(fn=fn)

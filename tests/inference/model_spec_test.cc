@@ -145,6 +145,23 @@ TEST(ModelSpec, CTNormalizationNeedsIntensityProperties) {
   EXPECT_DOUBLE_EQ(r->channels[0].intensity_properties->percentile_99_5, 200.0);
 }
 
+TEST(ModelSpec, AdcChannelUnitIsParsedKeptAndChecked) {
+  json d = example();
+  EXPECT_EQ(parse_model_spec(d)->channels[1].unit, "");  // absent: values used as given
+  d["channels"][1]["normalization"] = "CTNormalization";
+  d["channels"][1]["intensity_properties"] = {{"mean", 600.0}, {"std", 200.0}, {"percentile_00_5", 300.0},
+                                              {"percentile_99_5", 1400.0}};
+  d["channels"][1]["unit"] = "1e-6 mm2/s";
+  auto r = parse_model_spec(d);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->channels[1].unit, kAdcMicroUnit);
+  EXPECT_EQ(model_spec_to_json(*r)["channels"][1]["unit"], "1e-6 mm2/s");
+  d["channels"][1]["unit"] = "mm2/s";
+  const std::string e = error_of(d);
+  EXPECT_NE(e.find("channels[1].unit"), std::string::npos) << e;
+  EXPECT_NE(e.find("1e-6 mm2/s"), std::string::npos) << e;
+}
+
 TEST(ModelSpec, RegionModelNeedsMatchingRegionsClassOrder) {
   json d = example();
   d["labels"] = {{"background", 0}, {"whole", {1, 2}}, {"core", 2}};

@@ -327,6 +327,62 @@ TEST(SegmentOffline, LesionsWithoutRestrictedDiffusionAreFlagged) {
   fs::remove_all(work);
 }
 
+// A model that reads absolute ADC values (CTNormalization, channel unit "1e-6 mm2/s") gets the ADC
+// in that unit whatever unit the NIfTI file used: the same study with its ADC in mm^2/s gives the
+// same probabilities. An ADC whose unit cannot be told fails the study, naming what was expected.
+TEST(SegmentOffline, AnAbsoluteAdcModelGetsTheAdcInItsUnitWhateverTheFileUsed) {
+  const fs::path work = fs::temp_directory_path() / ("strokebox-segunit-" + std::to_string(::getpid()));
+  fs::remove_all(work);
+  ASSERT_EQ(itest::run_command(kBin + " phantom --format nifti --seed 164 --out " + (work / "study").string())
+                .exit_code, 0);
+  const std::string adc = (work / "study/image_0001.nii.gz").string();
+  const std::string py =
+      "import nibabel as nib, numpy as np\n"
+      "a = nib.load('" + adc + "')\n"
+      "d = a.get_fdata().astype(np.float32)\n"
+      "nib.save(nib.Nifti1Image((d * 1e-6).astype(np.float32), a.affine), '" + (work / "adc_mm2.nii.gz").string() + "')\n"
+      "nib.save(nib.Nifti1Image((d * 100).astype(np.float32), a.affine), '" + (work / "adc_x100.nii.gz").string() + "')\n";
+  std::ofstream(work / "make.py") << py;
+  if (itest::run_command("/usr/bin/python3 " + (work / "make.py").string() + " 2>&1").exit_code != 0) {
+    fs::remove_all(work);
+    GTEST_SKIP() << "python3 with nibabel not available";
+  }
+  // The demo network with an absolute-ADC ADC channel (whatever the default model uses).
+  fs::create_directories(work / "model");
+  fs::copy_file(fs::path(kModel) / "model.onnx", work / "model/model.onnx");
+  json spec = json::parse(itest::read_file(kModel + "/model.json"));
+  spec["channels"][1] = {{"name", "ADC"}, {"normalization", "CTNormalization"}, {"use_mask_for_norm", false},
+                         {"unit", "1e-6 mm2/s"},
+                         {"intensity_properties",
+                          {{"mean", 600.0}, {"std", 200.0}, {"percentile_00_5", 300.0}, {"percentile_99_5", 1400.0}}}};
+  std::ofstream(work / "model/model.json") << spec.dump(2);
+  const std::string base = kBin + " segment --model " + (work / "model").string() + " --image " +
+                           (work / "study/image_0000.nii.gz").string() + " --probabilities --image ";
+  json micro = run_json(base + adc + " --out " + (work / "a").string());
+  ASSERT_EQ(micro["status"], "done") << micro.dump(2);
+  json mm2 = run_json(base + (work / "adc_mm2.nii.gz").string() + " --out " + (work / "b").string());
+  ASSERT_EQ(mm2["status"], "done") << mm2.dump(2);
+  const std::string cmp =
+      "import nibabel as nib, numpy as np\n"
+      "a = nib.load('" + (work / "a/lesion_probability.nii.gz").string() + "').get_fdata()\n"
+      "b = nib.load('" + (work / "b/lesion_probability.nii.gz").string() + "').get_fdata()\n"
+      "print(float(np.abs(a - b).max()))\n";
+  std::ofstream(work / "cmp.py") << cmp;
+  auto diff = itest::run_command("/usr/bin/python3 " + (work / "cmp.py").string());
+  ASSERT_EQ(diff.exit_code, 0) << diff.output;
+  EXPECT_LT(std::stod(diff.output), 1e-3) << "probabilities differ between the ADC in 1e-6 mm2/s and in mm2/s";
+  EXPECT_EQ(mm2["lesion_count"], micro["lesion_count"]);
+
+  auto bad = itest::run_command(base + (work / "adc_x100.nii.gz").string() + " --out " + (work / "c").string());
+  EXPECT_EQ(bad.exit_code, 1);
+  json report = json::parse(itest::read_file((work / "c/report.json").string()));
+  EXPECT_EQ(report["status"], "failed");
+  const std::string reason = report.value("reason", "");
+  EXPECT_NE(reason.find("needs the ADC in 1e-6 mm2/s"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("fits no known unit"), std::string::npos) << reason;
+  fs::remove_all(work);
+}
+
 TEST(SegmentOffline, NiftiImagesGiveAMaskOnTheFirstImagesGrid) {
   const fs::path work = fs::temp_directory_path() / ("strokebox-segn-" + std::to_string(::getpid()));
   fs::remove_all(work);

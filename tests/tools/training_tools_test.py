@@ -18,6 +18,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+import nnunet_preprocess as npp  # noqa: E402
 import phantom_dr  # noqa: E402
 import train_demo  # noqa: E402
 
@@ -123,6 +124,64 @@ class TrainingRecipe(unittest.TestCase):
             inside = xa[0, 1][lab].mean()
             outside = xa[0, 1][~lab].mean()
             self.assertGreater(float(inside), float(outside) + 1.0)
+
+    def test_ct_normalization_keeps_absolute_adc_where_zscore_does_not(self):
+        # The same tissue (ADC 500, an infarct; 800, normal) in a small and a large head: ZScore
+        # maps it to values that depend on how much background and CSF the volume holds,
+        # CTNormalization to the same value, clipped to the foreground percentiles.
+        props = {"mean": 600.0, "std": 200.0, "percentile_00_5": 300.0, "percentile_99_5": 1400.0}
+        small = np.zeros((10, 10, 10), np.float32)
+        small[2:8, 2:8, 2:8] = 800.0
+        small[4, 4, 4] = 500.0
+        large = np.full((10, 10, 10), 800.0, np.float32)
+        large[:, :, :3] = 3000.0  # CSF
+        large[4, 4, 4] = 500.0
+        for vol in (small, large):
+            ct = npp.ct_normalize(vol, props)
+            self.assertAlmostEqual(float(ct[4, 4, 4]), -0.5, places=5)
+            self.assertAlmostEqual(float(ct[5, 5, 5]), 1.0, places=5)
+        self.assertAlmostEqual(float(npp.ct_normalize(small, props).min()), -1.5, places=5)  # 0 -> 300
+        self.assertAlmostEqual(float(npp.ct_normalize(large, props).max()), 4.0, places=5)  # 3000 -> 1400
+        z_small, z_large = npp.zscore_normalize(small)[4, 4, 4], npp.zscore_normalize(large)[4, 4, 4]
+        self.assertGreater(abs(float(z_small - z_large)), 0.5)
+
+    def test_ct_channel_is_used_by_preprocess_case(self):
+        rng = np.random.default_rng(0)
+        dwi = rng.uniform(50, 100, (20, 20, 20)).astype(np.float32)
+        adc = np.full((20, 20, 20), 800.0, np.float32)
+        props = {"mean": 600.0, "std": 200.0, "percentile_00_5": 300.0, "percentile_99_5": 1400.0}
+        data, _, _ = npp.preprocess_case([dwi, adc], (2.0, 2.0, 2.0), (2.0, 2.0, 2.0),
+                                         ct_properties=[None, props])
+        np.testing.assert_allclose(data[1], 1.0, atol=1e-5)
+        self.assertAlmostEqual(float(data[0].mean()), 0.0, places=4)  # DWI stays ZScore
+        self.assertAlmostEqual(float(data[0].std()), 1.0, places=3)
+
+    def test_foreground_intensity_properties(self):
+        v = np.arange(1, 1001, dtype=np.float64)
+        p = npp.foreground_intensity_properties(v)
+        self.assertAlmostEqual(p["mean"], 500.5)
+        self.assertAlmostEqual(p["percentile_00_5"], np.percentile(v, 0.5))
+        self.assertAlmostEqual(p["percentile_99_5"], np.percentile(v, 99.5))
+        self.assertEqual((p["min"], p["max"]), (1.0, 1000.0))
+
+    def test_adc_unit_is_recognised_as_the_appliance_does(self):
+        brain = np.zeros((8, 8, 8), np.float32)
+        brain[2:6, 2:6, 2:6] = 800.0
+        self.assertEqual(npp.adc_unit_scale(brain), 1.0)
+        self.assertEqual(npp.adc_unit_scale(brain * 1e-3), 1e3)
+        self.assertEqual(npp.adc_unit_scale(brain * 1e-6), 1e6)
+        with self.assertRaises(ValueError):
+            npp.adc_unit_scale(brain * 100)  # median 80000: not an ADC in any unit
+        with self.assertRaises(ValueError):
+            npp.adc_unit_scale(np.zeros((4, 4, 4), np.float32))
+
+    def test_package_channels_say_how_the_adc_was_normalized(self):
+        props = {"mean": 600.0, "std": 200.0, "percentile_00_5": 300.0, "percentile_99_5": 1400.0}
+        adc = train_demo.channel_entry("ADC", props)
+        self.assertEqual(adc["normalization"], "CTNormalization")
+        self.assertEqual(adc["unit"], "1e-6 mm2/s")
+        self.assertEqual(adc["intensity_properties"], props)
+        self.assertEqual(train_demo.channel_entry("DWI", None)["normalization"], "ZScoreNormalization")
 
     def test_bf16_native_reads_cpu_flags(self):
         with open("/proc/cpuinfo") as f:
