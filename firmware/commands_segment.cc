@@ -20,7 +20,9 @@ Segments the acute ischemic lesion of one diffusion study, offline.
                    b-value nearest the model's) and the ADC (the scanner's, else derived from
                    b0) are picked automatically; classic, Siemens MOSAIC and Enhanced MR files
   --image FILE     instead of --study: one NIfTI volume per model channel, in the model's
-                   channel order (nnU-Net's file convention, research use)
+                   channel order (nnU-Net's file convention, research use); the ADC may be in
+                   mm2/s, 1e-3 or 1e-6 mm2/s (recognised from its values; a model whose ADC
+                   channel states a unit gets it converted, see docs/model_package.md)
   --out DIR        output folder: report.json, lesion_mask.nii.gz, seg.dcm (DICOM input)
   --model DIR      model package (default: models/demo of the source tree)
   --precision P    engine precision: fp32 (default), bf16, fp16, auto
