@@ -139,6 +139,10 @@ inline base::Result<LoadReport> run_load(const LoadOptions& o) {
   LoadReport report;
   report.senders = o.senders;
   std::mutex mu;
+  // DCMTK's DcmItem copy constructor walks the source's element list with the list's own
+  // cursor, so two senders copying one shared source dataset at once corrupt the copies
+  // (elements twice or missing: a sender once failed an instance with no SOP Class UID).
+  std::mutex copy_mu;
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + std::chrono::milliseconds(static_cast<int64_t>(o.duration_s * 1000));
   const std::string run_id = std::to_string(
@@ -179,7 +183,9 @@ inline base::Result<LoadReport> run_load(const LoadOptions& o) {
       for (int k = 0; k < n; ++k) {
         const size_t f = static_cast<size_t>(k) % files;
         const int copy = k / static_cast<int>(files);
+        std::unique_lock<std::mutex> copying(copy_mu);
         DcmDataset ds(*source.datasets[f]);
+        copying.unlock();
         const std::string series = study + "." + std::to_string(1 + copy * source.series_count + source.series[f]);
         const std::string sop = series + "." + std::to_string(k + 1);
         ds.putAndInsertString(DCM_StudyInstanceUID, study.c_str());
