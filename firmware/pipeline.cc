@@ -201,17 +201,20 @@ struct Pipeline::Impl {
   base::Result<image::VolumeU8> segment(const std::vector<image::VolumeF>& channels,
                                         std::array<double, 3> spacing_ijk_mm, StudyReport& r,
                                         const std::string& out_dir) {
-    // A model that reads absolute ADC values (CTNormalization) gets the ADC in its unit whatever
-    // unit the input used (NIfTI files come in mm^2/s, 10^-3 or 10^-6 mm^2/s).
+    // The ADC's unit, recognised once: the plausibility check needs the ADC in 10^-6 mm^2/s, and
+    // so does a model that reads absolute ADC values (CTNormalization), whatever unit the input
+    // used (NIfTI files come in mm^2/s, 10^-3 or 10^-6 mm^2/s).
+    const base::Result<image::AdcUnit> unit = image::infer_adc_unit(channels[adc_channel]);
+    std::optional<image::VolumeF> adc_micro;
+    if (unit.ok()) adc_micro = image::adc_to_micro(channels[adc_channel], *unit);
     std::vector<image::VolumeF> converted;
     const std::vector<image::VolumeF>* inputs = &channels;
     if (spec.channels[adc_channel].unit == inference::kAdcMicroUnit) {
-      auto unit = image::infer_adc_unit(channels[adc_channel]);
       if (!unit.ok())
         return base::failed_precondition("the model needs the ADC in 1e-6 mm2/s, but " + unit.status().message());
       if (*unit != image::AdcUnit::kMicroMm2PerS) {
         converted = channels;
-        converted[adc_channel] = image::adc_to_micro(channels[adc_channel], *unit);
+        converted[adc_channel] = *adc_micro;
         inputs = &converted;
       }
     }
@@ -230,30 +233,30 @@ struct Pipeline::Impl {
     int64_t voxels = 0;
     for (uint8_t v : result.labels.data) voxels += v != 0;
     r.lesion_volume_ml = static_cast<double>(voxels) * result.labels.grid.voxel_volume_ml();
-    assess_plausibility(components, result.labels, channels[adc_channel], r);
+    assess_plausibility(components, result.labels, unit, std::move(adc_micro), r);
     return std::move(result.labels);
   }
 
   /// Checks every predicted lesion against the ADC (image/lesion_plausibility.h): report.json
   /// "plausibility", a warning when a lesion shows no restricted diffusion, the overlay's mask
-  /// with those lesions marked (display_mask) and the SR comment (plausibility_comment). The
-  /// ADC's unit is recognised from its values (NIfTI inputs do not state it; DICOM ADC maps are
-  /// 10^-6 mm^2/s by convention). Never fails the study: an ADC whose unit cannot be told is
-  /// a warning and no assessment.
+  /// with those lesions marked (display_mask) and the SR comment (plausibility_comment). `unit`
+  /// is the input ADC's unit recognised from its values (NIfTI inputs do not state it; DICOM
+  /// ADC maps are 10^-6 mm^2/s by convention) and `adc_micro` the ADC in 10^-6 mm^2/s (empty
+  /// when the unit is unknown). Never fails the study: an ADC whose unit cannot be told is a
+  /// warning and no assessment.
   void assess_plausibility(const image::Components& components, const image::VolumeU8& mask,
-                           const image::VolumeF& adc, StudyReport& r) {
+                           const base::Result<image::AdcUnit>& unit, std::optional<image::VolumeF> adc_micro,
+                           StudyReport& r) {
     display_mask = mask;
     plausibility_comment.clear();
     overlay_warning.clear();
-    auto unit = image::infer_adc_unit(adc);
-    if (!unit.ok()) {
+    if (!unit.ok() || !adc_micro) {
       add_warning(r, "lesion plausibility not assessed: " + unit.status().message());
       return;
     }
-    image::VolumeF adc_micro = image::adc_to_micro(adc, *unit);
-    adc_micro.grid = mask.grid;  // same voxels (checked by the predictor); NIfTI affines may differ in rounding
+    adc_micro->grid = mask.grid;  // same voxels (checked by the predictor); NIfTI affines may differ in rounding
     const image::PlausibilityOptions po;
-    auto lesions = image::assess_lesions(components, adc_micro, po);
+    auto lesions = image::assess_lesions(components, *adc_micro, po);
     if (!lesions.ok()) {
       add_warning(r, "lesion plausibility not assessed: " + lesions.status().message());
       return;
