@@ -653,8 +653,12 @@ DicomSeries read_header_fields(DcmFileFormat& ff, const std::string& path) {
   inst.image_orientation_patient = get_doubles<6>(ds, DCM_ImageOrientationPatient);
   inst.pixel_spacing_mm = get_doubles<2>(ds, DCM_PixelSpacing);
   inst.slice_thickness_mm = get_double(ds, DCM_SliceThickness, 0.0);
-  inst.rows = get_us(ds, DCM_Rows, 0);
-  inst.columns = get_us(ds, DCM_Columns, 0);
+  // An instance with Rows/Columns but no pixel data element (Philips' private series object
+  // copies the images' Rows/Columns) holds no image: it counts as one without a pixel module.
+  const bool has_pixels =
+      ds.tagExists(DCM_PixelData) || ds.tagExists(DCM_FloatPixelData) || ds.tagExists(DCM_DoubleFloatPixelData);
+  inst.rows = has_pixels ? get_us(ds, DCM_Rows, 0) : 0;
+  inst.columns = has_pixels ? get_us(ds, DCM_Columns, 0) : 0;
   inst.number_of_frames = std::max(1, get_int(ds, DCM_NumberOfFrames, 1));
   inst.samples_per_pixel = get_us(ds, DCM_SamplesPerPixel, 1);
   inst.bits_allocated = get_us(ds, DCM_BitsAllocated, 0);
@@ -877,6 +881,21 @@ base::Result<DicomScan> scan_dicom_folder(const std::string& dir) {
       auto& instances = scan.series[found->second].instances;
       for (DicomInstance& frame : one.instances) instances.push_back(std::move(frame));
     }
+  }
+  // A series may mix images with instances that hold none (Philips exports a private
+  // "MR Series Data Storage" object, 1.3.46.670589.11.0.0.12.2, with the series' UID): they have
+  // no place in the slice stack, so they are set aside. A series of non-images stays whole, for
+  // the classifier to list as "not an image series".
+  for (DicomSeries& s : scan.series) {
+    const auto is_image = [](const DicomInstance& i) { return i.rows > 0 && i.columns > 0; };
+    if (std::none_of(s.instances.begin(), s.instances.end(), is_image)) continue;
+    const auto keep = std::stable_partition(s.instances.begin(), s.instances.end(), is_image);
+    for (auto it = keep; it != s.instances.end(); ++it) {
+      SB_LOG(kInfo) << "series " << s.series_number << ": " << it->path << " (SOP class " << it->sop_class_uid
+                    << ") holds no image; set aside";
+    }
+    scan.non_images_set_aside += static_cast<int>(s.instances.end() - keep);
+    s.instances.erase(keep, s.instances.end());
   }
   if (scan.series.empty()) {
     return base::not_found("no DICOM instance found under " + dir + " (" + std::to_string(scan.files_seen) +

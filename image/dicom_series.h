@@ -38,7 +38,7 @@ struct DicomInstance {
   /// Pixel Spacing (0028,0030): [0] = spacing between rows (vertical), [1] = between columns, mm.
   std::optional<std::array<double, 2>> pixel_spacing_mm;
   double slice_thickness_mm = 0.0;  // 0 when absent
-  int rows = 0;                     // 0 when the instance has no image pixel module
+  int rows = 0;                     // 0 when the instance has no image pixel module or no pixel data
   int columns = 0;
   int number_of_frames = 1;
   int samples_per_pixel = 1;
@@ -114,6 +114,9 @@ struct DicomScan {
   int files_seen = 0;
   int files_skipped = 0;       // not DICOM, unreadable, or without the UIDs of an instance
   int duplicates_skipped = 0;  // a SOPInstanceUID already seen (same image sent twice)
+  /// Instances without an image (no pixel data: Philips' private "MR Series Data Storage"
+  /// objects, say) that share a SeriesInstanceUID with images; they are left out of that series.
+  int non_images_set_aside = 0;
 };
 
 /// Largest NumberOfFrames of one multi-frame instance that is expanded into frames.

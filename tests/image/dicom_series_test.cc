@@ -92,6 +92,44 @@ TEST_F(DicomSeriesTest, ScanSkipsTheSameInstanceSentTwice) {
   EXPECT_EQ(scan->duplicates_skipped, 2);
 }
 
+TEST_F(DicomSeriesTest, AnInstanceWithoutPixelDataInAnImageSeriesIsSetAside) {
+  // Philips exports a private "MR Series Data Storage" object (no pixel data, no position, but
+  // the images' Rows/Columns) under the DWI series' own UID (dcm_qa_philips_dwi, classic export).
+  const std::string uid = write_stack({0, 1, 2}, "a");
+  DcmFileFormat ff;
+  ASSERT_TRUE(ff.loadFile((dir_ / "a" / "s0.dcm").c_str()).good());
+  DcmDataset& ds = *ff.getDataset();
+  delete ds.remove(DCM_PixelData);
+  delete ds.remove(DCM_ImagePositionPatient);
+  ASSERT_TRUE(ds.putAndInsertString(DCM_SOPClassUID, "1.3.46.670589.11.0.0.12.2").good());
+  ASSERT_TRUE(ds.putAndInsertString(DCM_SOPInstanceUID, new_uid().c_str()).good());
+  ASSERT_TRUE(ff.saveFile((dir_ / "a" / "XX_0004").c_str(), EXS_LittleEndianExplicit).good());
+  // A series of non-images only stays whole (the classifier names it "not an image series").
+  ASSERT_TRUE(ff.saveFile((dir_ / "lone.dcm").c_str(), EXS_LittleEndianExplicit).good());
+  DcmFileFormat lone;
+  ASSERT_TRUE(lone.loadFile((dir_ / "lone.dcm").c_str()).good());
+  ASSERT_TRUE(lone.getDataset()->putAndInsertString(DCM_SeriesInstanceUID, new_uid().c_str()).good());
+  ASSERT_TRUE(lone.getDataset()->putAndInsertString(DCM_SOPInstanceUID, new_uid().c_str()).good());
+  ASSERT_TRUE(lone.saveFile((dir_ / "lone.dcm").c_str(), EXS_LittleEndianExplicit).good());
+
+  auto scan = scan_dicom_folder(dir_.string());
+  ASSERT_TRUE(scan.ok()) << scan.status().to_string();
+  EXPECT_EQ(scan->non_images_set_aside, 1);
+  ASSERT_EQ(scan->series.size(), 2u);
+  for (const DicomSeries& s : scan->series) {
+    if (s.series_instance_uid == uid) {
+      ASSERT_EQ(s.instances.size(), 3u);
+      for (const DicomInstance& i : s.instances) EXPECT_GT(i.rows, 0) << i.path;
+      auto v = assemble_volume(s);
+      ASSERT_TRUE(v.ok()) << v.status().to_string();
+      EXPECT_EQ(v->nk(), 3);
+    } else {
+      ASSERT_EQ(s.instances.size(), 1u);
+      EXPECT_EQ(s.instances[0].rows, 0) << "no pixel data: no image, whatever Rows says";
+    }
+  }
+}
+
 TEST_F(DicomSeriesTest, ScanOfMissingOrEmptyFolderIsNotFound) {
   EXPECT_EQ(scan_dicom_folder((dir_ / "missing").string()).status().code(), base::Code::kNotFound);
   std::ofstream(dir_ / "x.txt") << "hello";
