@@ -30,6 +30,9 @@ Segments the acute ischemic lesion of one diffusion study, offline.
   --tile-step S    override model.json: sliding-window step, fraction of the patch in (0, 1]
                    (0.5 = nnU-Net's default; larger is faster, see docs/nnunet_parity.md)
   --probabilities  also write lesion_probability.nii.gz (float32, 0..1; for evaluate --prob)
+  --save-inputs    --study only: also write dwi.nii.gz and adc.nii.gz, the DWI (trace) and ADC
+                   the box assembled from the DICOM files, on the DWI grid, before
+                   preprocessing (to check what it read, or to rerun with --image)
   --allow-b-outside-range   segment a study whose diffusion b-values all lie outside the
                    model's accepted range (model.json "diffusion") at the b closest to the
                    model's, with a warning in report.json (default: refuse, naming b and range)
@@ -46,7 +49,7 @@ Prints report.json to stdout. Exit 0 when the study was segmented, 1 when it cou
 int cmd_segment(int argc, char** argv) {
   auto args = Args::parse(argc, argv, 2, {"study", "image", "out", "model", "precision", "mirroring", "tile-step",
                                                  "max-preprocessed-voxels"},
-                          {"help", "probabilities", "allow-b-outside-range"});
+                          {"help", "probabilities", "save-inputs", "allow-b-outside-range"});
   if (!args.ok()) {
     std::fprintf(stderr, "strokebox segment: %s\n", args.status().message().c_str());
     return 2;
@@ -65,6 +68,7 @@ int cmd_segment(int argc, char** argv) {
   options.model_dir = args->get_or("model", std::string(STROKEBOX_SOURCE_DIR) + "/models/demo");
   options.precision = args->get_or("precision", "fp32");
   options.write_probability = args->has("probabilities");
+  options.write_inputs = args->has("save-inputs");
   options.allow_b_outside_range = args->has("allow-b-outside-range");
   if (auto m = args->get("mirroring")) {
     if (*m != "on" && *m != "off") {

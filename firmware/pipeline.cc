@@ -464,6 +464,11 @@ struct Pipeline::Impl {
     }
     r.timings_ms.emplace_back("load", ms_since(t0));
     report_progress("load", 1);
+    if (options.write_inputs) {
+      SB_RETURN_IF_ERROR(image::write_nifti((fs::path(out_dir) / "dwi.nii.gz").string(), *dwi));
+      SB_RETURN_IF_ERROR(image::write_nifti((fs::path(out_dir) / "adc.nii.gz").string(), *adc));
+      r.extra["inputs_saved"] = {"dwi.nii.gz", "adc.nii.gz"};
+    }
 
     std::vector<image::VolumeF> channels(2);
     channels[dwi_channel] = std::move(*dwi);

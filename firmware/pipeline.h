@@ -25,6 +25,10 @@ struct PipelineOptions {
   /// Also write lesion_probability.nii.gz (float32 in [0, 1], the DWI grid): the input of
   /// `strokebox evaluate --prob` (voxel-wise average precision).
   bool write_probability = false;
+  /// DICOM studies: also write the volumes given to the model, on the DWI's grid, before
+  /// nnU-Net preprocessing: `dwi.nii.gz` (the trace) and `adc.nii.gz` (as the scanner stored it
+  /// or as derived, in its own unit). For checking what the box read; `segment --save-inputs`.
+  bool write_inputs = false;
   /// > 0: preallocate the sliding-window buffers at create() for preprocessed volumes of up to
   /// this many voxels per channel (after resampling to the target spacing and padding to the
   /// patch), so a study allocates none and a larger one fails with a reason naming the limit.

@@ -205,6 +205,24 @@ TEST(SegmentOffline, DicomStudyGivesTheSameOutputsAsTheDaemon) {
   EXPECT_TRUE(fs::exists(work / "out" / "report.json"));
   EXPECT_TRUE(fs::exists(work / "out" / "lesion_mask.nii.gz"));
   EXPECT_TRUE(fs::exists(work / "out" / "seg.dcm"));
+  EXPECT_FALSE(fs::exists(work / "out" / "dwi.nii.gz")) << "inputs are written only when asked";
+
+  // --save-inputs writes the DWI and ADC the box assembled; given back with --image they give
+  // the same mask (the same grid, and the same volumes the model saw).
+  json saved = run_json(kBin + " segment --model " + kModel + " --study " + (work / "study").string() + " --out " +
+                        (work / "saved").string() + " --save-inputs");
+  ASSERT_EQ(saved["status"], "done");
+  EXPECT_EQ(saved["inputs_saved"], json::array({"dwi.nii.gz", "adc.nii.gz"}));
+  json again = run_json(kBin + " segment --model " + kModel + " --image " + (work / "saved/dwi.nii.gz").string() +
+                        " --image " + (work / "saved/adc.nii.gz").string() + " --out " + (work / "again").string());
+  ASSERT_EQ(again["status"], "done");
+  // (NIfTI stores the spacing as float32: the voxel volume agrees to about 1e-7.)
+  EXPECT_NEAR(again["lesion_volume_ml"].get<double>(), saved["lesion_volume_ml"].get<double>(), 1e-4);
+  EXPECT_GT(saved["lesion_volume_ml"].get<double>(), 0.0) << "seed 160 is expected to have a lesion";
+  json same = run_json(kBin + " evaluate --pred " + (work / "again/lesion_mask.nii.gz").string() + " --truth " +
+                       (work / "saved/lesion_mask.nii.gz").string());
+  EXPECT_EQ(same.value("fp", -1), 0) << same.dump(2);
+  EXPECT_EQ(same.value("fn", -1), 0) << same.dump(2);
   fs::remove_all(work);
 }
 
