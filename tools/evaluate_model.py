@@ -8,7 +8,9 @@ For each model and each study:
   * real healthy DICOM studies (every folder of --realdicom; the Siemens XA30 ADC and TRACEW
     series are one study): predicted volume, which should be ~0, and the volume the
     plausibility check flags. Studies whose b-value lies outside the model's accepted range are
-    segmented with --allow-b-outside-range and marked.
+    segmented with --allow-b-outside-range and marked. --healthy GLOB adds more healthy DICOM
+    study folders (one study per folder), e.g. dcm2niix's public dcm_qa_* series fetched
+    locally (docs/dicom_inputs.md lists those checked).
 
 Usage:
   tools/evaluate_model.py --model old=DIR --model new=DIR --studies 'data/phantoms/seed_90*' \\
@@ -118,12 +120,16 @@ def main():
     ap.add_argument("--model", action="append", required=True, help="NAME=DIR (repeatable)")
     ap.add_argument("--studies", action="append", default=[], help="glob of synthetic study folders")
     ap.add_argument("--realdicom", default=None)
+    ap.add_argument("--healthy", action="append", default=[],
+                    help="glob of further healthy DICOM study folders, one study each (repeatable)")
     ap.add_argument("--strokebox", default=os.path.join(REPO, "build", "strokebox"))
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     synth = sorted({f for g in a.studies for f in glob.glob(g) if os.path.exists(os.path.join(f, "truth.nii.gz"))})
     real = real_studies(a.realdicom) if a.realdicom else []
+    real += [(os.path.basename(f.rstrip("/")), [os.path.realpath(f)])
+             for f in sorted({f for g in a.healthy for f in glob.glob(g) if os.path.isdir(f)})]
     results = {}
     with tempfile.TemporaryDirectory(prefix="strokebox-eval-") as tmp:
         for spec in a.model:

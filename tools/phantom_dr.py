@@ -22,7 +22,8 @@ and the AAL atlas (vascular territories from its labels), deformed per study (ro
 scaling, smooth elastic field). Acquisition: axial slices 2.5-6 mm thick with gaps, in-plane
 1.5-2.5 mm acquired (k-space truncation, hence Gibbs ringing) optionally zero-filled to half the
 spacing, EPI geometric distortion along the phase-encode axis with susceptibility pile-up near
-the sinuses and skull base, N/2 ghost, bias field, Rician noise, scalp and skull present or
+the sinuses and skull base, N/2 ghost, bias field and receive-coil gain (posterior-inferior in
+most studies, as a supine head on a coil's posterior elements), Rician noise, scalp and skull present or
 stripped, fat suppression of varying quality, b in 800-1500 s/mm^2, ADC stored in 10^-6 or
 10^-3 mm^2/s or mm^2/s.
 
@@ -394,7 +395,7 @@ def make_study(seed: int, lesions: Optional[int] = None) -> Dict:
     # Tissue ADC and S0 vary slowly across the brain (real tissue is not piecewise constant),
     # and the posterior fossa has its own values.
     tex = 1.0 + coarse_field(rng, t.shape, 5, rng.uniform(0.0, 0.08))
-    infra_adc, infra_s0 = float(rng.uniform(0.82, 1.05)), float(rng.uniform(0.9, 1.35))
+    infra_adc, infra_s0 = float(rng.uniform(0.82, 1.05)), float(rng.uniform(0.9, 1.5))
     p["infratentorial"] = {"adc_factor": round(infra_adc, 3), "s0_factor": round(infra_s0, 3)}
     adc_mod = tex * (1 + infra * (infra_adc - 1))
     s0_mod = 1 + infra * (infra_s0 - 1)
@@ -482,14 +483,20 @@ def make_study(seed: int, lesions: Optional[int] = None) -> Dict:
     depth = ndi.zoom(half, 2, order=1)[: t.shape[0], : t.shape[1], : t.shape[2]]
     depth = np.pad(depth, [(0, t.shape[a] - depth.shape[a]) for a in range(3)], mode="edge")
     gain_c = float(rng.uniform(0, 2.0)) if rng.random() < 0.7 else 0.0
+    posterior = False
     if gain_c > 0:
-        u = rng.normal(size=3)
+        # A supine head rests on the coil's posterior (and neck) elements: the occiput and the
+        # cerebellum are the brightest part of many real DWI (Siemens, Canon, Philips volunteers
+        # in dcm_qa*), so the gain points posterior-inferior in most studies, anywhere otherwise.
+        posterior = rng.random() < 0.6
+        u = np.array([rng.normal(0, 0.35), -1.0, rng.normal(-0.5, 0.4)]) if posterior else rng.normal(size=3)
         u /= np.linalg.norm(u)
         cidx = [np.arange(t.shape[a], dtype=np.float32) - t.shape[a] / 2 for a in range(3)]
         proj = (cidx[0][:, None, None] * u[0] + cidx[1][None, :, None] * u[1] + cidx[2][None, None, :] * u[2])
         side = 0.5 + 0.5 * np.clip(proj / (0.4 * max(t.shape)), -1, 1)
         bias *= (1 + gain_c * side * np.exp(-depth / rng.uniform(15, 45))).astype(np.float32)
     p["coil_surface_gain"] = round(gain_c, 2)
+    p["coil_gain_posterior"] = bool(posterior)
     s0 *= bias
     sb *= bias
 

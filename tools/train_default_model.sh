@@ -12,9 +12,9 @@
 # thread whenever another process held the second core (OpenMP barriers).
 # Needs build/strokebox (scripts/build.sh). Data and runs go to data/ (git-ignored).
 # Seeds: training 1-60 (strokebox phantom), 1000-1179 (phantom_dr as of commit 012fcfe, taken
-# from git history so the default model is reproduced exactly) and 2000-2179 (phantom_dr of this
-# tree: kurtosis, surface coil, posterior fossa); validation 9001-9012 and 9500-9519 (012fcfe),
-# 9700-9719 (this tree), lesion-free 9007, 9600-9603 and 9800-9803. Never trained on a real patient.
+# from git history so the default model is reproduced exactly) and 2000-2179 (phantom_dr as of
+# b4a8732: kurtosis, surface coil, posterior fossa); validation 9001-9012 and 9500-9519 (012fcfe),
+# 9700-9719 (b4a8732), lesion-free 9007, 9600-9603 and 9800-9803. Never trained on a real patient.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COMPARE=0
@@ -40,9 +40,11 @@ git show 012fcfe:tools/phantom_dr.py > data/phantom_dr_012fcfe.py
 $PY data/phantom_dr_012fcfe.py --out data/dr --seeds 9500-9519 --jobs 2
 $PY data/phantom_dr_012fcfe.py --out data/dr --seeds 9600-9603 --lesions 0 --jobs 2
 $PY data/phantom_dr_012fcfe.py --out data/dr --seeds 1000-1179 --jobs 2
-$PY tools/phantom_dr.py --out data/dr --seeds 2000-2179 --jobs 2
-$PY tools/phantom_dr.py --out data/dr --seeds 9700-9719 --jobs 2
-$PY tools/phantom_dr.py --out data/dr --seeds 9800-9803 --lesions 0 --jobs 2
+# The second from the generator as it was at b4a8732 (kurtosis, surface coil in any direction).
+git show b4a8732:tools/phantom_dr.py > data/phantom_dr_b4a8732.py
+$PY data/phantom_dr_b4a8732.py --out data/dr --seeds 2000-2179 --jobs 2
+$PY data/phantom_dr_b4a8732.py --out data/dr --seeds 9700-9719 --jobs 2
+$PY data/phantom_dr_b4a8732.py --out data/dr --seeds 9800-9803 --lesions 0 --jobs 2
 
 COMMON=(--seed 2 --adc-normalization ct --train-seeds 1-60 --dr-train-seeds 1000-1179,2000-2179
         --val-seeds 9001-9006,9008-9012 --negative-seeds 9007

@@ -82,6 +82,30 @@ class PhantomDrPhysics(unittest.TestCase):
         self.assertGreater(k["infarct"], k["gm"])
         self.assertEqual(k["csf"], 0.0)
 
+    def test_posterior_coil_gain_brightens_the_back_of_the_head_not_its_adc(self):
+        # Real supine heads lie on the coil's posterior elements: occiput and cerebellum are the
+        # brightest part of the DWI (dcm_qa decubitus, Canon Galan). The gain multiplies both
+        # b-images alike, so the ADC does not see it. Seed 9937: posterior gain 1.78; 9931: none.
+        def ratios(seed):
+            st = phantom_dr.make_study(seed, lesions=0)
+            adc, dwi, a = adc_micro(st), st["dwi"], st["affine"]
+            ijk = np.indices(dwi.shape).reshape(3, -1)
+            y = (a[1, :3] @ ijk + a[1, 3]).reshape(dwi.shape)  # RAS: anterior is +y
+            par = (adc > 500) & (adc < 1000)
+            yc = float(np.median(y[par]))
+            post, ant = par & (y < yc - 25), par & (y > yc + 25)
+            return (st["params"], float(np.median(dwi[post]) / np.median(dwi[ant])),
+                    float(np.median(adc[post]) / np.median(adc[ant])))
+        p, dwi_ratio, adc_ratio = ratios(9937)
+        self.assertTrue(p["coil_gain_posterior"])
+        self.assertGreater(p["coil_surface_gain"], 1.0)
+        self.assertGreater(dwi_ratio, 1.25)
+        self.assertAlmostEqual(adc_ratio, 1.0, delta=0.05)
+        p, dwi_ratio, adc_ratio = ratios(9931)
+        self.assertEqual(p["coil_surface_gain"], 0.0)
+        self.assertLess(dwi_ratio, 1.1)
+        self.assertAlmostEqual(adc_ratio, 1.0, delta=0.05)
+
     def test_same_seed_same_study(self):
         again = phantom_dr.make_study(9902, lesions=0)
         np.testing.assert_array_equal(again["dwi"], self.free["dwi"])
