@@ -4,9 +4,10 @@
 Why: a model trained on one generator learns that generator's look (issue 14: the first demo
 model called 132 mL of a healthy brain infarct). Here everything that is not the physics of an
 infarct is drawn at random per study, so the one stable cue left is the physics: an acute
-infarct is bright on DWI *because* its ADC is low (350-620 x 10^-6 mm^2/s), inside brain
-parenchyma, in a vascular territory. Look-alikes with bright DWI but high ADC (T2 shine-through,
-chronic lesions, CSF pulsation) and susceptibility pile-up are negatives.
+infarct is bright on DWI *because* its ADC is low (350-620 x 10^-6 mm^2/s, and 0.45-0.75 of the
+normal parenchyma's around it), inside brain parenchyma, in a vascular territory. Look-alikes
+with bright DWI but high ADC (T2 shine-through, chronic lesions, CSF pulsation) and
+susceptibility pile-up are negatives.
 
 Signal model (per voxel, tissue compartments t with volume fraction f_t):
     S(b) = sum_t f_t * S0_t * exp(-b D_t + (b D_t)^2 K_t / 6)   (diffusion kurtosis, DKI)
@@ -23,9 +24,9 @@ scaling, smooth elastic field). Acquisition: axial slices 2.5-6 mm thick with ga
 1.5-2.5 mm acquired (k-space truncation, hence Gibbs ringing) optionally zero-filled to half the
 spacing, EPI geometric distortion along the phase-encode axis with susceptibility pile-up near
 the sinuses and skull base, N/2 ghost, bias field and receive-coil gain (posterior-inferior in
-most studies, as a supine head on a coil's posterior elements), Rician noise, scalp and skull present or
-stripped, fat suppression of varying quality, b in 800-1500 s/mm^2, ADC stored in 10^-6 or
-10^-3 mm^2/s or mm^2/s.
+most studies, as a supine head on a coil's posterior elements), Rician noise, scalp and skull
+present or stripped, fat suppression of varying quality, b in 800-1500 s/mm^2, ADC stored in
+10^-6 or 10^-3 mm^2/s or mm^2/s.
 
 Output per study folder (nnU-Net file convention, same as `strokebox phantom --format nifti`):
 image_0000.nii.gz (DWI), image_0001.nii.gz (ADC), truth.nii.gz (uint8), phantom.json (params).
@@ -236,10 +237,13 @@ def draw_lesions(rng, t: Template, count: int):
         frac, d = make_blob(rng, t, region, ml, allowed)
         if frac is None:
             continue
-        adc = float(rng.uniform(350, 620))
+        # An infarct's ADC is its own tissue's, reduced (relative ADC 0.45-0.75 of the normal
+        # parenchyma around it; the absolute value, 350-620, is set in make_study once the
+        # study's tissue ADCs are drawn): never an ADC that only matches its surroundings.
+        radc = float(rng.uniform(0.45, 0.75))
         s0 = float(rng.uniform(1.0, 1.6))
         d.update({"kind": kind, "territory": terr, "target_ml": round(ml, 2),
-                  "adc": round(adc, 1), "s0_factor": round(s0, 3)})
+                  "relative_adc": round(radc, 3), "s0_factor": round(s0, 3)})
         desc.append((frac, d))
         total = np.maximum(total, frac)
     return total, desc
@@ -427,6 +431,13 @@ def make_study(seed: int, lesions: Optional[int] = None) -> Dict:
     het = smooth_noise(rng, t.shape, 2.0, 0.08)
     truth_frac = np.zeros(t.shape, np.float32)
     for f, d in les:
+        # Absolute infarct ADC: relative ADC x the normal parenchyma's ADC under the lesion,
+        # within 350-620 x 10^-6 mm^2/s (acute infarcts; RAPID's core threshold is 620).
+        w = f * par
+        ref = float((w * (fields["wm"] * adc_t["wm"] + fields["gm"] * adc_t["gm"]) * adc_mod).sum()
+                    / max(float((w * (fields["wm"] + fields["gm"])).sum()), 1e-6))
+        d["normal_adc"] = round(ref, 1)
+        d["adc"] = round(float(np.clip(d["relative_adc"] * ref, 350, 620)), 1)
         replace(f, d["adc"], d["s0_factor"], het, "infarct")
         truth_frac = np.maximum(truth_frac, f * (par > 0.3))
     for f, d in mims:

@@ -59,6 +59,19 @@ class PhantomDrPhysics(unittest.TestCase):
         brain = (adc > 500) & (adc < 1100) & ~t
         self.assertGreater(float(np.median(s["dwi"][inner])), 1.2 * float(np.median(s["dwi"][brain])))
 
+    def test_infarct_adc_is_reduced_relative_to_its_own_tissue(self):
+        # An acute infarct's ADC is its tissue's, reduced by a quarter to a half (relative ADC
+        # 0.45-0.75), within 350-620 absolute: never one that merely matches its surroundings.
+        lesions = self.study["params"]["lesions"]
+        self.assertGreater(len(lesions), 0)
+        for l in lesions:
+            self.assertGreaterEqual(l["adc"], 350.0, l)
+            self.assertLessEqual(l["adc"], 620.0, l)
+            self.assertTrue(0.45 <= l["relative_adc"] <= 0.75, l)
+            self.assertTrue(450.0 <= l["normal_adc"] <= 1100.0, l)
+            self.assertLessEqual(l["adc"] / l["normal_adc"], 0.76, l)
+            self.assertAlmostEqual(l["adc"], min(max(l["relative_adc"] * l["normal_adc"], 350.0), 620.0), delta=0.2)
+
     def test_normal_tissue_adc_is_physiological(self):
         adc = adc_micro(self.free)
         tissue = adc[(adc > 300) & (adc < 1500)]
