@@ -887,7 +887,7 @@ base::Result<DicomScan> scan_dicom_folder(const std::string& dir) {
   // no place in the slice stack, so they are set aside. A series of non-images stays whole, for
   // the classifier to list as "not an image series".
   for (DicomSeries& s : scan.series) {
-    const auto is_image = [](const DicomInstance& i) { return i.rows > 0 && i.columns > 0; };
+    const auto is_image = [](const DicomInstance& i) { return i.holds_image(); };
     if (std::none_of(s.instances.begin(), s.instances.end(), is_image)) continue;
     const auto keep = std::stable_partition(s.instances.begin(), s.instances.end(), is_image);
     for (auto it = keep; it != s.instances.end(); ++it) {

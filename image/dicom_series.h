@@ -79,6 +79,9 @@ struct DicomInstance {
   /// spacing, rescale, b-value and FrameType come from that frame's functional groups
   /// (PS3.3 C.7.6.16: per-frame item first, then the shared item, then the top level).
   int frame_index = -1;
+
+  /// Whether this entry is an image: it has Rows, Columns and a pixel data element.
+  bool holds_image() const { return rows > 0 && columns > 0; }
 };
 
 /// Patient and study level attributes copied into derived objects (PS3.3 C.7.1.1, C.7.2.1).

@@ -47,7 +47,7 @@ bool is_image_series(const DicomSeries& s) {
   if (s.instances.empty()) return false;
   if (!s.modality.empty() && s.modality != "MR") return false;
   return std::all_of(s.instances.begin(), s.instances.end(),
-                     [](const DicomInstance& i) { return i.rows > 0 && i.columns > 0; });
+                     [](const DicomInstance& i) { return i.holds_image(); });
 }
 
 /// Number of distinct slice positions (rounded to 0.01 mm) among the instances.
