@@ -228,12 +228,19 @@ def load_case(folder: str, with_truth: bool = True):
     return chans, spacing, affine, truth
 
 
+def file_stamps(folder: str) -> List[float]:
+    """Modification times of a study's files, part of every cache key."""
+    return [os.path.getmtime(os.path.join(folder, f)) for f in IMAGE_FILES + [TRUTH_FILE]
+            if os.path.exists(os.path.join(folder, f))]
+
+
 def preprocess_cached(folder: str, cache_dir: str, target_spacing, log: Logger, ct_properties=None):
     """Preprocessed (data float32 (2, z, y, x), seg uint8 (z, y, x)) for one study, cached as
-    .npy keyed by the study folder, the target spacing and the normalization (ct_properties:
-    per channel None for ZScore or CTNormalization's intensity properties)."""
+    .npy keyed by the study folder, its files' modification times (a regenerated study is
+    preprocessed again), the target spacing and the normalization (ct_properties: per channel
+    None for ZScore or CTNormalization's intensity properties)."""
     norm = "" if ct_properties is None else "|" + json.dumps(ct_properties, sort_keys=True)
-    key = hashlib.sha1(f"{os.path.abspath(folder)}|{list(target_spacing)}{norm}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"{os.path.abspath(folder)}|{file_stamps(folder)}|{list(target_spacing)}{norm}".encode()).hexdigest()[:12]
     dpath = os.path.join(cache_dir, f"{key}_data.npy")
     spath = os.path.join(cache_dir, f"{key}_seg.npy")
     if os.path.exists(dpath) and os.path.exists(spath):
@@ -257,9 +264,10 @@ def adc_foreground_properties(folders: Sequence[str], cache_dir: str, log: Logge
     computes them (DatasetFingerprintExtractor: voxels under label > 0, at most `per_case`
     sampled per case with a fixed seed, pooled), in 10^-6 mm^2/s. region "tissue" pools every
     voxel with a positive ADC instead (the whole head: background, CSF and brain keep distinct
-    values after clipping). Cached in cache_dir keyed by the folder list and region. With
+    values after clipping). Cached in cache_dir keyed by the folders, their files' times and region. With
     region "lesion", lesion-free studies contribute nothing."""
-    key = hashlib.sha1(("|".join(os.path.abspath(f) for f in folders) + region).encode()).hexdigest()[:12]
+    key = hashlib.sha1(("|".join(f"{os.path.abspath(f)}{file_stamps(f)}" for f in folders) + region)
+                       .encode()).hexdigest()[:12]
     path = os.path.join(cache_dir, f"adc_fg_{key}.json")
     if os.path.exists(path):
         return json.load(open(path))

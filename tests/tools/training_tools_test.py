@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Tests of the cloud-side training tools (tools/phantom_dr.py, tools/train_demo.py) and of the
+"""Tests of the cloud-side training tools (tools/phantom_dr.py, tools/host_lesions.py,
+tools/train_demo.py) and of the
 bundled demo model on domain-randomized studies it never saw (issue 14).
 
 Run: /usr/bin/python3 -m unittest tests/tools/training_tools_test.py
@@ -18,6 +19,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+import host_lesions  # noqa: E402
 import nnunet_preprocess as npp  # noqa: E402
 import phantom_dr  # noqa: E402
 import train_demo  # noqa: E402
@@ -133,6 +135,102 @@ class PhantomDrPhysics(unittest.TestCase):
             with open(os.path.join(d, "phantom.json")) as f:
                 p = json.load(f)
             self.assertEqual(p["seed"], 9901)
+
+
+def synthetic_host(folder: str, b: float = 1000.0) -> None:
+    """A host folder as `strokebox segment --save-inputs` writes it: an ellipsoid head of
+    parenchyma (ADC 800, S0 1000) around a CSF ventricle (ADC 3000), 2x2x4 mm voxels, with its
+    b-value in report.json."""
+    import nibabel as nib
+    g = np.indices((64, 64, 30), dtype=np.float32)
+    r = np.sqrt(((g[0] - 32) / 26) ** 2 + ((g[1] - 32) / 28) ** 2 + ((g[2] - 15) / 13) ** 2)
+    adc = np.where(r < 1, 800.0, 0.0).astype(np.float32)
+    vent = np.sqrt(((g[0] - 32) / 5) ** 2 + ((g[1] - 32) / 9) ** 2 + ((g[2] - 15) / 4) ** 2) < 1
+    adc[vent] = 3000.0
+    s0 = np.where(r < 1, 1000.0, 0.0) * np.where(vent, 1.6, 1.0)
+    dwi = (s0 * np.exp(-b * adc * 1e-6) + np.random.default_rng(0).rayleigh(4.0, adc.shape)).astype(np.float32)
+    os.makedirs(folder, exist_ok=True)
+    affine = np.diag([2.0, 2.0, 4.0, 1.0])
+    for name, vol in (("dwi", dwi), ("adc", adc)):
+        nib.save(nib.Nifti1Image(vol, affine), os.path.join(folder, f"{name}.nii.gz"))
+    with open(os.path.join(folder, "report.json"), "w") as f:
+        json.dump({"dwi_b_value": b}, f)
+
+
+class HostLesionsPhysics(unittest.TestCase):
+    """tools/host_lesions.py: infarcts inserted into a (healthy) host follow the diffusion
+    signal model, stay in parenchyma and change nothing else."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.host_dir = os.path.join(cls.tmp.name, "host_a")
+        synthetic_host(cls.host_dir)
+        cls.host = host_lesions.load_host(cls.host_dir)
+        cls.study = host_lesions.make_study(cls.host, 4242, lesions=2)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_infarct_adc_is_a_reduced_fraction_of_the_hosts(self):
+        s, h = self.study, self.host
+        t = s["truth"] > 0
+        self.assertGreater(int(t.sum()), 10, s["params"])
+        ratio = s["adc"][t] / h["adc"][t]
+        self.assertTrue(np.all(ratio >= 0.35 - 1e-4) and np.all(ratio <= 0.85 + 1e-4), (ratio.min(), ratio.max()))
+        self.assertTrue(np.all(s["adc"][t] >= host_lesions.MIN_INFARCT_ADC - 1e-3))
+        self.assertLess(float(np.median(s["adc"][t])), 620)
+
+    def test_dwi_brightens_as_the_adc_reduction_implies(self):
+        s, h = self.study, self.host
+        t = s["truth"] > 0
+        gain, b = s["params"]["dwi_gain"], h["b"]
+        s0_host = h["dwi"][t] * np.exp(b * h["adc"][t] * 1e-6)
+        s0_new = (s["dwi"][t] / gain) * np.exp(b * s["adc"][t] * 1e-6)
+        factor = s0_new / s0_host  # the infarct's T2 prolongation, 1.0-1.4
+        self.assertTrue(np.all(factor > 1.0 - 1e-3) and np.all(factor < 1.4 + 1e-3), (factor.min(), factor.max()))
+        self.assertGreater(float(np.median(s["dwi"][t] / gain)), 1.25 * float(np.median(h["dwi"][t])))
+
+    def test_infarcts_stay_in_parenchyma_and_nothing_else_changes(self):
+        s, h = self.study, self.host
+        t = s["truth"] > 0
+        self.assertFalse(np.any(t & (h["adc"] > 1500)), "truth in CSF")
+        self.assertFalse(np.any(t & (h["adc"] == 0)), "truth outside the head")
+        rim = ndi_dilate(t, 3)
+        np.testing.assert_allclose(s["adc"][~rim], h["adc"][~rim])
+        np.testing.assert_allclose(s["dwi"][~rim] / s["params"]["dwi_gain"], h["dwi"][~rim], rtol=1e-5)
+        vox_ml = 2 * 2 * 4 / 1000.0
+        self.assertAlmostEqual(s["params"]["total_lesion_volume_ml"], float(t.sum()) * vox_ml, places=1)
+
+    def test_lesion_free_study_keeps_the_host_and_an_empty_truth(self):
+        free = host_lesions.make_study(self.host, 4243, lesions=0)
+        self.assertEqual(int(free["truth"].sum()), 0)
+        np.testing.assert_array_equal(free["adc"], self.host["adc"])
+
+    def test_command_writes_studies_the_trainer_reads_and_names_a_bad_host(self):
+        out = os.path.join(self.tmp.name, "out")
+        host_lesions.main(["--hosts", os.path.join(self.tmp.name, "host_*"), "--out", out,
+                           "--seeds", "4000-4001", "--jobs", "1"])
+        for seed in (4000, 4001):
+            folder = os.path.join(out, f"seed_{seed}")
+            chans, spacing, _, truth = train_demo.load_case(folder)
+            self.assertEqual(len(chans), 2)
+            self.assertEqual(chans[0].shape, truth.shape)
+            np.testing.assert_allclose(spacing, [4.0, 2.0, 2.0])  # z, y, x as nnU-Net reads it
+            with open(os.path.join(folder, "phantom.json")) as f:
+                self.assertEqual(json.load(f)["host"], "host_a")
+        bad = os.path.join(self.tmp.name, "bad")
+        os.makedirs(bad)
+        with self.assertRaisesRegex(ValueError, "bad: no dwi.nii.gz.*--save-inputs"):
+            host_lesions.load_host(bad)
+        with self.assertRaises(SystemExit):
+            host_lesions.main(["--hosts", os.path.join(self.tmp.name, "nothing_*"), "--out", out, "--seeds", "1"])
+
+
+def ndi_dilate(mask, iterations):
+    from scipy import ndimage
+    return ndimage.binary_dilation(mask, iterations=iterations)
 
 
 class TrainingRecipe(unittest.TestCase):

@@ -1,0 +1,231 @@
+#!/usr/bin/python3
+"""Synthetic acute infarcts inserted into real healthy diffusion studies, for training.
+
+Why: models trained only on phantoms (tools/phantom_dr.py) call the real posterior fossa an
+infarct. On real DWI the cerebellum and inferior vermis are the brightest tissue, because the
+head lies on the receive coil's posterior elements, and their ADC sits a little below the
+cerebrum's (issue 14; models/demo/TRAINING.md). Real healthy heads show the network real
+anatomy, coil profiles, EPI distortion and noise with the label "no infarct"; the infarcts
+inserted into them carry the one cue that must decide: a reduced ADC with the DWI brightening
+that the reduction implies. No real stroke case is used (the issue's claim is synthetic-to-real).
+
+Host input: a folder per healthy study holding dwi.nii.gz (trace at b) and adc.nii.gz
+(10^-6 mm^2/s) as `strokebox segment --study DIR --out HOST --save-inputs` writes them, and its
+report.json (the b-value, report key dwi_b_value).
+
+Signal model (mono-exponential between b = 0 and the study's b; Le Bihan, Radiology 1986):
+    S0 = S_b * exp(b * ADC)                      (the host's implied b = 0 signal)
+    ADC' = ADC * (1 - f * (1 - r))               r = relative ADC of the infarct, 0.45-0.75
+    S0'  = S0 * (1 + f * (s - 1))                s = T2 prolongation of the infarct, 1.0-1.4
+    S_b' = S0' * exp(-b * ADC')
+with f the infarct's volume fraction per voxel (soft edge) and r varying smoothly inside it;
+ADC' is kept >= 300 inside infarcts (the range of acute infarcts is 350-620, RAPID's threshold
+620). The truth is f >= 0.5 inside the host's parenchyma.
+
+Parenchyma: head = DWI above a fraction of its 99th percentile, brain = the largest connected
+part of the head with ADC 300-1400 (CSF and background excluded), away from the brain's outer
+edge by 2 mm. Infarcts grow from a random parenchyma voxel (log-uniform 0.1-80 mL; lacunes
+0.1-1.5 mL) as distance-plus-smooth-noise blobs in mm, the same shape model as phantom_dr.
+
+Output per study (nnU-Net file convention, as tools/phantom_dr.py): OUT/seed_N/ (or
+seed_N_lesions0 with --lesions 0) with image_0000.nii.gz (DWI), image_0001.nii.gz (ADC,
+10^-6 mm^2/s), truth.nii.gz (uint8), phantom.json (host, b-value, lesions). The seed picks the
+host (seed modulo the number of hosts, hosts sorted by name) and every random draw.
+
+Usage: tools/host_lesions.py --hosts 'data/hosts/decub_*' --out data/dr --seeds 4000-4134
+"""
+
+import argparse
+import glob
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Dict, List, Optional, Tuple
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage as ndi
+
+MIN_INFARCT_ADC = 300.0  # 10^-6 mm^2/s; acute infarcts are 350-620 (issue 14)
+
+
+def parse_seeds(spec: str) -> List[int]:
+    out: List[int] = []
+    for part in spec.split(","):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        elif part.strip():
+            out.append(int(part))
+    return out
+
+
+def load_host(folder: str) -> Dict:
+    """Reads a --save-inputs folder: dwi, adc (float32, x,y,z as stored), affine, spacing (mm),
+    b (s/mm^2). Raises ValueError with the folder named when a file or the b-value is missing."""
+    files = {k: os.path.join(folder, f"{k}.nii.gz") for k in ("dwi", "adc")}
+    for path in files.values():
+        if not os.path.exists(path):
+            raise ValueError(f"{folder}: no {os.path.basename(path)}; write it with "
+                             "`strokebox segment --study DIR --out HOST --save-inputs`")
+    report = os.path.join(folder, "report.json")
+    b = None
+    if os.path.exists(report):
+        with open(report) as f:
+            b = json.load(f).get("dwi_b_value")
+    if not b:
+        raise ValueError(f"{folder}: report.json with dwi_b_value is needed for the b-value")
+    dimg = nib.load(files["dwi"])
+    return {"dwi": np.asarray(dimg.dataobj, np.float32), "adc": np.asarray(nib.load(files["adc"]).dataobj, np.float32),
+            "affine": dimg.affine, "spacing": np.array(dimg.header.get_zooms()[:3], float), "b": float(b),
+            "name": os.path.basename(os.path.normpath(folder))}
+
+
+def parenchyma_masks(dwi: np.ndarray, adc: np.ndarray, spacing) -> Tuple[np.ndarray, np.ndarray]:
+    """(brain, parenchyma) boolean masks, shape of dwi: see the module doc."""
+    head = dwi > 0.12 * np.percentile(dwi, 99)
+    head = ndi.binary_fill_holes(head)
+    cand = head & (adc > 300) & (adc < 1400)
+    cand = ndi.binary_opening(cand, iterations=1)
+    lab, n = ndi.label(cand)
+    if n == 0:
+        return cand, cand
+    sizes = ndi.sum(cand, lab, range(1, n + 1))
+    brain = lab == 1 + int(np.argmax(sizes))
+    filled = ndi.binary_fill_holes(brain)
+    depth = ndi.distance_transform_edt(filled, sampling=spacing)
+    return brain, brain & (depth > 2.0)
+
+
+def smooth_noise(rng, shape, sigma_vox) -> np.ndarray:
+    n = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_vox)
+    return n / (n.std() + 1e-8)
+
+
+def make_blob(rng, allowed: np.ndarray, seeds_from: np.ndarray, spacing, target_ml: float) -> Optional[np.ndarray]:
+    """Soft fraction map (float32, shape of allowed) of one irregular blob of about target_ml,
+    grown in mm from a random voxel of seeds_from and kept inside allowed; None if no room."""
+    pts = np.argwhere(seeds_from)
+    if len(pts) == 0:
+        return None
+    c = pts[int(rng.integers(len(pts)))]
+    vox_ml = float(np.prod(spacing)) / 1000.0
+    n_target = max(1, int(round(target_ml / vox_ml)))
+    r_mm = (3 * target_ml * 1000 / (4 * np.pi)) ** (1 / 3)
+    reach = np.ceil((r_mm * 2.5 + 6) / spacing).astype(int)
+    lo = np.maximum(c - reach, 0)
+    hi = np.minimum(c + reach + 1, allowed.shape)
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+    sub = tuple(hi - lo)
+    g = np.indices(sub, dtype=np.float32)
+    aniso = rng.uniform(0.6, 1.4, 3)
+    d = np.sqrt(sum(((g[a] + lo[a] - c[a]) * spacing[a] * aniso[a]) ** 2 for a in range(3)))
+    sigma = rng.uniform(2.0, 5.0) / spacing  # mm -> voxels
+    score = d / max(r_mm, 1.0) + smooth_noise(rng, sub, sigma) * rng.uniform(0.3, 0.8)
+    score[~allowed[sl]] = np.inf
+    flat = np.sort(score.ravel())
+    k = min(n_target, int(np.isfinite(flat).sum()))
+    if k < 1:
+        return None
+    m = score <= flat[k - 1]
+    lab, n = ndi.label(m)
+    if n > 1:  # keep the part holding the centre, or the largest
+        cc = lab[tuple(c - lo)] or 1 + int(np.argmax(ndi.sum(m, lab, range(1, n + 1))))
+        m = lab == cc
+    frac = np.zeros(allowed.shape, np.float32)
+    frac[sl] = ndi.gaussian_filter(m.astype(np.float32), 0.5)
+    frac[sl] = np.maximum(frac[sl], m)  # the blob itself is all infarct; only its rim is partial
+    return frac * allowed
+
+
+def make_study(host: Dict, seed: int, lesions: Optional[int] = None) -> Dict:
+    """One training study from a host: infarcts inserted (count drawn 0-3, 0 in 1 of 7, unless lesions given;
+    0 gives the host with its intensity varied and an empty truth)."""
+    rng = np.random.default_rng(seed)
+    dwi, adc, spacing, b = host["dwi"], host["adc"], host["spacing"], host["b"]
+    brain, par = parenchyma_masks(dwi, adc, spacing)
+    count = int(rng.choice([0, 1, 1, 1, 2, 2, 3])) if lesions is None else lesions
+    allowed = brain & (adc < 1200)
+    frac = np.zeros(dwi.shape, np.float32)
+    radc = np.ones(dwi.shape, np.float32)
+    s0f = np.ones(dwi.shape, np.float32)
+    desc = []
+    for _ in range(count):
+        lacune = rng.random() < 0.3
+        ml = float(rng.uniform(0.1, 1.5)) if lacune else float(np.exp(rng.uniform(np.log(0.5), np.log(80))))
+        f = make_blob(rng, allowed, par, spacing, ml)
+        if f is None:
+            continue
+        r = float(rng.uniform(0.45, 0.75))
+        s = float(rng.uniform(1.0, 1.4))
+        # heterogeneous restriction inside an infarct (core and penumbra-like rim)
+        r_map = np.clip(r + 0.06 * smooth_noise(rng, dwi.shape, 2.0), 0.35, 0.85)
+        new = f > frac
+        radc = np.where(new, r_map, radc)
+        s0f = np.where(new, s, s0f)
+        frac = np.maximum(frac, f)
+        desc.append({"kind": "lacunar" if lacune else "territorial", "target_ml": round(ml, 2),
+                     "relative_adc": round(r, 3), "s0_factor": round(s, 3)})
+    inside = frac > 0.05  # the blur's far tail is left out so the rest of the host stays as scanned
+    adc_new = np.where(inside, adc * (1 - frac * (1 - radc)), adc)
+    adc_new[inside] = np.maximum(adc_new[inside], np.minimum(adc[inside], MIN_INFARCT_ADC))
+    s0 = dwi * np.exp(b * adc * 1e-6)
+    dwi_new = s0 * (1 + frac * (s0f - 1)) * np.exp(-b * adc_new * 1e-6)
+    dwi_new = np.where(inside, dwi_new, dwi)
+    truth = ((frac >= 0.5) & brain).astype(np.uint8)
+    gain = round(float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))), 3)  # scanner scaling is arbitrary
+    vox_ml = float(np.prod(spacing)) / 1000.0
+    params = {"host": host["name"], "seed": seed, "b": b, "dwi_gain": gain,
+              "lesions": desc, "lesion_count": len(desc),
+              "total_lesion_volume_ml": round(float(truth.sum()) * vox_ml, 2),
+              "shape": list(dwi.shape), "spacing_mm": [round(float(s), 3) for s in spacing]}
+    return {"dwi": (dwi_new * gain).astype(np.float32), "adc": adc_new.astype(np.float32),
+            "truth": truth, "affine": host["affine"], "params": params}
+
+
+def write_study(study: Dict, out: str) -> None:
+    os.makedirs(out, exist_ok=True)
+    for name, key in (("image_0000.nii.gz", "dwi"), ("image_0001.nii.gz", "adc"), ("truth.nii.gz", "truth")):
+        img = nib.Nifti1Image(study[key], study["affine"])
+        img.header.set_xyzt_units("mm")
+        nib.save(img, os.path.join(out, name))
+    with open(os.path.join(out, "phantom.json"), "w") as f:
+        json.dump(study["params"], f, indent=1)
+
+
+def _job(job):
+    host_dir, seed, out, lesions = job
+    if os.path.exists(os.path.join(out, "truth.nii.gz")):
+        return seed, "exists", 0.0
+    t0 = time.time()
+    s = make_study(load_host(host_dir), seed, lesions)
+    write_study(s, out)
+    p = s["params"]
+    return seed, f"{p['host']}: {p['lesion_count']} lesions {p['total_lesion_volume_ml']} mL", time.time() - t0
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hosts", required=True, action="append",
+                    help="glob of host folders (repeatable); each from `strokebox segment --save-inputs`")
+    ap.add_argument("--out", required=True, help="studies go to OUT/seed_N (or seed_N_lesions0)")
+    ap.add_argument("--seeds", required=True)
+    ap.add_argument("--lesions", type=int, default=None, help="force this many infarcts (0: lesion-free)")
+    ap.add_argument("--jobs", type=int, default=2)
+    a = ap.parse_args(argv)
+    hosts = sorted({h for pattern in a.hosts for h in glob.glob(pattern) if os.path.isdir(h)})
+    if not hosts:
+        raise SystemExit(f"no host folders match {a.hosts}")
+    suffix = "" if a.lesions is None else f"_lesions{a.lesions}"
+    jobs = [(hosts[s % len(hosts)], s, os.path.join(a.out, f"seed_{s}{suffix}"), a.lesions)
+            for s in parse_seeds(a.seeds)]
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=a.jobs) as ex:
+        for seed, msg, dt in ex.map(_job, jobs):
+            print(f"seed {seed}: {msg} ({dt:.1f} s)", flush=True)
+    print(f"{len(jobs)} studies from {len(hosts)} hosts in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
