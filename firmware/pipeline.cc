@@ -290,19 +290,20 @@ struct Pipeline::Impl {
                                {"implausible_lesion_count", implausible},
                                {"implausible_volume_ml", implausible_ml},
                                {"lesions", list}};
-    char line[256];
+    char line[512];
     std::snprintf(line, sizeof(line), "ADC core (ADC < %.0f x 1e-6 mm2/s) %.1f ml", po.core_threshold, core_ml);
     plausibility_comment = line;
     if (implausible > 0) {
       std::snprintf(line, sizeof(line),
                     "%d of %d predicted lesion(s), %.1f ml, show no restricted diffusion (ADC not below %.0f x "
-                    "1e-6 mm2/s): not typical of an acute infarct (T2 shine-through, chronic lesion or artefact?); "
-                    "check them before acting on the volume",
-                    implausible, r.lesion_count, implausible_ml, po.core_threshold);
+                    "1e-6 mm2/s) or an ADC below any brain tissue (under %.0f: fat or noise): not typical of an "
+                    "acute infarct (T2 shine-through, chronic lesion, fat or artefact?); check them before acting "
+                    "on the volume",
+                    implausible, r.lesion_count, implausible_ml, po.core_threshold, po.min_tissue_adc);
       add_warning(r, line);
       plausibility_comment += std::string("; ") + line;
       overlay_warning = std::to_string(implausible) + (implausible == 1 ? " LESION" : " LESIONS") +
-                        " WITHOUT RESTRICTED DIFFUSION (BLUE) - CHECK";
+                        " NOT TYPICAL OF AN INFARCT (BLUE) - CHECK";
     }
   }
 

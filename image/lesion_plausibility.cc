@@ -140,8 +140,14 @@ base::Result<std::vector<LesionAssessment>> assess_lesions(const Components& cc,
     a.surrounding_median_adc = median_of(shell);
     a.adc_ratio = a.surrounding_median_adc > 0.0 ? a.median_adc / a.surrounding_median_adc : 0.0;
     const double core_fraction = a.volume_ml > 0.0 ? a.core_volume_ml / a.volume_ml : 0.0;
-    a.plausible = a.median_adc < options.core_threshold || core_fraction >= options.min_core_fraction;
-    if (!a.plausible) {
+    const bool restricted = a.median_adc < options.core_threshold || core_fraction >= options.min_core_fraction;
+    const bool below_tissue = a.median_adc < options.min_tissue_adc;
+    a.plausible = restricted && !below_tissue;
+    if (below_tissue) {
+      a.reason = fmt("ADC below any brain tissue: median %.0f x 1e-6 mm2/s", a.median_adc) +
+                 fmt(" (below %.0f; an acute infarct is 350-620): fat or the noise floor, not an infarct",
+                     options.min_tissue_adc);
+    } else if (!a.plausible) {
       a.reason = fmt("no restricted diffusion: median ADC %.0f x 1e-6 mm2/s", a.median_adc) +
                  fmt(" and %.0f %% of the lesion below ", 100.0 * core_fraction) +
                  fmt("%.0f (an acute infarct is below it); T2 shine-through, a chronic lesion or an artefact?",

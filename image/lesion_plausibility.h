@@ -46,6 +46,10 @@ struct PlausibilityOptions {
   double min_core_fraction = 0.1;
   /// Width of the shell around a lesion whose ADC is its "surrounding" reference, mm.
   double shell_mm = 5.0;
+  /// A lesion whose median ADC is below this, 10^-6 mm^2/s, is below every brain tissue and
+  /// every acute infarct (350-620; issue 14): fat of the scalp, orbit or marrow (its water
+  /// barely diffuses; ADC near 0-200) or the noise floor. Flagged as implausible.
+  double min_tissue_adc = 250.0;
   /// Shell voxels above this ADC (CSF) or at most 0 (background) are not normal-appearing tissue.
   double max_tissue_adc = 1500.0;
 };
@@ -60,7 +64,7 @@ struct LesionAssessment {
   double surrounding_median_adc = 0.0; ///< normal-appearing tissue in the shell; 0 when none
   double adc_ratio = 0.0;              ///< median_adc / surrounding_median_adc; 0 when no shell
   double core_volume_ml = 0.0;         ///< voxels with ADC < core_threshold
-  bool plausible = true;               ///< restricted diffusion found (see PlausibilityOptions)
+  bool plausible = true;               ///< restricted diffusion within tissue's range (PlausibilityOptions)
   std::string reason;                  ///< why it is implausible; empty when plausible
 };
 

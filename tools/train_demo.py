@@ -555,7 +555,8 @@ def quick_validate(net, val_cases, args, amp: bool) -> Dict:
 def train(args, cases, iterations: int, log: Logger, run_dir: str, amp: bool = False,
           val_cases=None):
     """Trains a fresh network for up to `iterations` steps; with val_cases, validates every
-    args.val_every steps and stops early on a plateau, keeping the best-Dice weights.
+    args.val_every steps and stops early on a plateau, keeping the best-Dice weights (or the
+    last ones with args.keep == "last").
     Returns (net, iterations done, seconds, losses, kept iteration, validation history)."""
     rng = seed_everything(args.seed)
     net = build_net(args.features)
@@ -606,7 +607,7 @@ def train(args, cases, iterations: int, log: Logger, run_dir: str, amp: bool = F
             break
     train_s = time.time() - t0
     kept = done
-    if best["state"] is not None:
+    if best["state"] is not None and args.keep == "best":
         net.load_state_dict(best["state"])
         kept = best["iteration"]
     torch.save({"net": net.state_dict(), "iteration": done, "features": list(args.features)},
@@ -964,6 +965,9 @@ def main(argv=None) -> None:
         t.add_argument("--early-stop-studies", type=int, default=14,
                        help="validation studies (evenly spaced over --val/--negative seeds) for early stopping")
         t.add_argument("--min-iterations", type=int, default=1200)
+        t.add_argument("--keep", choices=["best", "last"], default="best",
+                       help="weights to export: the best validation Dice (default) or the last iteration's "
+                            "(nnU-Net's checkpoint_final: the learning rate has decayed to ~0 there)")
         t.add_argument("--min-delta-dice", type=float, default=0.005)
         t.add_argument("--min-delta-hd95", type=float, default=1.0)
         t.add_argument("--lr", type=float, default=2e-3)

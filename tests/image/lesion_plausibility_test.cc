@@ -86,6 +86,29 @@ TEST(LesionPlausibility, AcuteInfarctIsPlausibleAndShineThroughIsFlagged) {
   EXPECT_NE(chronic.reason.find("1100"), std::string::npos) << chronic.reason;
 }
 
+TEST(LesionPlausibility, AdcBelowAnyTissueIsFlaggedAsFatOrNoise) {
+  // Scalp or orbital fat (ADC ~150) is "restricted" by the 620 threshold but below every brain
+  // tissue and every infarct; a deep infarct at 300 stays plausible.
+  VolumeF adc = brain(32);
+  VolumeU8 mask(adc.grid, 0);
+  cube(&mask, &adc, 5, 4, 150.0f);
+  cube(&mask, &adc, 14, 3, 300.0f);
+  auto r = assess(mask, adc);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  ASSERT_EQ(r->size(), 2u);
+  const LesionAssessment& fat = (*r)[0];
+  EXPECT_FALSE(fat.plausible);
+  EXPECT_NEAR(fat.core_volume_ml, fat.volume_ml, 1e-9);
+  EXPECT_NE(fat.reason.find("below any brain tissue"), std::string::npos) << fat.reason;
+  EXPECT_NE(fat.reason.find("150"), std::string::npos) << fat.reason;
+  EXPECT_TRUE((*r)[1].plausible) << (*r)[1].reason;
+  PlausibilityOptions strict;
+  strict.min_tissue_adc = 350.0;
+  auto s = assess(mask, adc, strict);
+  ASSERT_TRUE(s.ok());
+  EXPECT_FALSE((*s)[1].plausible);
+}
+
 TEST(LesionPlausibility, PartlyRestrictedLesionCountsItsCore) {
   VolumeF adc = brain(32);
   VolumeU8 mask(adc.grid, 0);

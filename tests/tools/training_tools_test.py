@@ -260,6 +260,32 @@ class TrainingRecipe(unittest.TestCase):
             outside = xa[0, 1][~lab].mean()
             self.assertGreater(float(inside), float(outside) + 1.0)
 
+    def test_keep_selects_the_best_validation_or_the_last_weights(self):
+        # Validation Dice falls after the first check: "best" keeps iteration 2's weights,
+        # "last" the final ones (nnU-Net's checkpoint_final), and the saved checkpoint holds them.
+        import argparse
+        import unittest.mock as mock
+        rng = np.random.default_rng(0)
+        data = rng.standard_normal((2, 16, 16, 16)).astype(np.float32)
+        seg = (data[0] > 1.0).astype(np.uint8)
+        weights = {}
+        for keep, expect_kept in (("best", 2), ("last", 6)):
+            dices = iter([0.9, 0.5, 0.4])
+            args = argparse.Namespace(seed=1, features=[4, 8], lr=0.01, train_patch=[8, 8, 8], patch=[8, 8, 8],
+                                      p_fg=0.5, batch=1, hard_stop_min=10.0, val_every=2, min_delta_dice=0.005,
+                                      min_delta_hd95=1.0, patience=100, min_iterations=0, keep=keep)
+            with tempfile.TemporaryDirectory() as run_dir, \
+                    mock.patch.object(train_demo, "quick_validate",
+                                      lambda *a, **k: {"dice": next(dices), "hd95": 10.0, "fp_ml": 0.0}):
+                net, done, _, _, kept, history = train_demo.train(args, [(data, seg)], 6, lambda m: None, run_dir,
+                                                                  val_cases=[])
+                saved = torch.load(os.path.join(run_dir, "checkpoint.pt"))["net"]
+            self.assertEqual((done, kept, len(history)), (6, expect_kept, 3), keep)
+            for k, t in net.state_dict().items():
+                self.assertTrue(torch.equal(saved[k], t), k)
+            weights[keep] = net.state_dict()
+        self.assertFalse(all(torch.equal(weights["best"][k], t) for k, t in weights["last"].items()))
+
     def test_ct_normalization_keeps_absolute_adc_where_zscore_does_not(self):
         # The same tissue (ADC 500, an infarct; 800, normal) in a small and a large head: ZScore
         # maps it to values that depend on how much background and CSF the volume holds,
@@ -343,12 +369,19 @@ class DemoModelOnUnseenDomainRandomizedStudies(unittest.TestCase):
 
     def test_lesion_free_brain_stays_far_below_the_old_models_volumes(self):
         # A regression guard, not the goal (< 2 mL, not reached: models/demo/TRAINING.md). The
-        # model that learned one generator's look predicted 150-300 mL on such brains.
+        # model that learned one generator's look predicted 150-300 mL on such brains. On 9911
+        # (skull and scalp kept, poor fat suppression) every default so far calls fat at the
+        # skull base (ADC 130-290): `-adc` 25 mL, `-hosts` 61 mL; the plausibility guard flags
+        # what lies below any brain tissue's ADC, and what it leaves must stay small.
         for seed in (9910, 9911):
             with tempfile.TemporaryDirectory() as d:
                 m = self.segment(phantom_dr.make_study(seed, lesions=0), d)
-                print(f"[ info ] phantom_dr {seed} lesion-free: {m['pred_volume_ml']:.2f} mL predicted")
-                self.assertLess(m["pred_volume_ml"], 40.0, m)
+                with open(os.path.join(d, "out", "report.json")) as f:
+                    flagged = json.load(f)["plausibility"]["implausible_volume_ml"]
+                print(f"[ info ] phantom_dr {seed} lesion-free: {m['pred_volume_ml']:.2f} mL predicted, "
+                      f"{flagged:.2f} mL of it flagged implausible")
+                self.assertLess(m["pred_volume_ml"], 100.0, m)
+                self.assertLess(m["pred_volume_ml"] - flagged, 10.0, m)
 
     def test_infarcts_are_found(self):
         dices = []
