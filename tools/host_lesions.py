@@ -39,26 +39,19 @@ import argparse
 import glob
 import json
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from phantom_dr import parse_seeds, write_study  # noqa: E402  (same seeds syntax and study files)
+
 MIN_INFARCT_ADC = 300.0  # 10^-6 mm^2/s; acute infarcts are 350-620 (issue 14)
-
-
-def parse_seeds(spec: str) -> List[int]:
-    out: List[int] = []
-    for part in spec.split(","):
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        elif part.strip():
-            out.append(int(part))
-    return out
 
 
 def load_host(folder: str) -> Dict:
@@ -182,16 +175,6 @@ def make_study(host: Dict, seed: int, lesions: Optional[int] = None) -> Dict:
               "shape": list(dwi.shape), "spacing_mm": [round(float(s), 3) for s in spacing]}
     return {"dwi": (dwi_new * gain).astype(np.float32), "adc": adc_new.astype(np.float32),
             "truth": truth, "affine": host["affine"], "params": params}
-
-
-def write_study(study: Dict, out: str) -> None:
-    os.makedirs(out, exist_ok=True)
-    for name, key in (("image_0000.nii.gz", "dwi"), ("image_0001.nii.gz", "adc"), ("truth.nii.gz", "truth")):
-        img = nib.Nifti1Image(study[key], study["affine"])
-        img.header.set_xyzt_units("mm")
-        nib.save(img, os.path.join(out, name))
-    with open(os.path.join(out, "phantom.json"), "w") as f:
-        json.dump(study["params"], f, indent=1)
 
 
 def _job(job):
