@@ -36,6 +36,7 @@ Usage: tools/host_lesions.py --hosts 'data/hosts/decub_*' --out data/dr --seeds 
 """
 
 import argparse
+import functools
 import glob
 import json
 import os
@@ -49,14 +50,17 @@ import numpy as np
 from scipy import ndimage as ndi
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from phantom_dr import parse_seeds, write_study  # noqa: E402  (same seeds syntax and study files)
+from phantom_dr import parse_seeds, smooth_noise, write_study  # noqa: E402  (same seeds, noise, files)
 
 MIN_INFARCT_ADC = 300.0  # 10^-6 mm^2/s; acute infarcts are 350-620 (issue 14)
 
 
+@functools.lru_cache(maxsize=None)  # each worker reads a host once, however many studies it makes
 def load_host(folder: str) -> Dict:
     """Reads a --save-inputs folder: dwi, adc (float32, x,y,z as stored), affine, spacing (mm),
-    b (s/mm^2). Raises ValueError with the folder named when a file or the b-value is missing."""
+    b (s/mm^2), and its brain and parenchyma masks (parenchyma_masks). Read-only: the studies
+    made from it share it. Raises ValueError with the folder named when a file or the b-value
+    is missing."""
     files = {k: os.path.join(folder, f"{k}.nii.gz") for k in ("dwi", "adc")}
     for path in files.values():
         if not os.path.exists(path):
@@ -70,9 +74,12 @@ def load_host(folder: str) -> Dict:
     if not b:
         raise ValueError(f"{folder}: report.json with dwi_b_value is needed for the b-value")
     dimg = nib.load(files["dwi"])
-    return {"dwi": np.asarray(dimg.dataobj, np.float32), "adc": np.asarray(nib.load(files["adc"]).dataobj, np.float32),
-            "affine": dimg.affine, "spacing": np.array(dimg.header.get_zooms()[:3], float), "b": float(b),
-            "name": os.path.basename(os.path.normpath(folder))}
+    dwi = np.asarray(dimg.dataobj, np.float32)
+    adc = np.asarray(nib.load(files["adc"]).dataobj, np.float32)
+    spacing = np.array(dimg.header.get_zooms()[:3], float)
+    brain, par = parenchyma_masks(dwi, adc, spacing)
+    return {"dwi": dwi, "adc": adc, "affine": dimg.affine, "spacing": spacing, "b": float(b),
+            "brain": brain, "parenchyma": par, "name": os.path.basename(os.path.normpath(folder))}
 
 
 def parenchyma_masks(dwi: np.ndarray, adc: np.ndarray, spacing) -> Tuple[np.ndarray, np.ndarray]:
@@ -89,11 +96,6 @@ def parenchyma_masks(dwi: np.ndarray, adc: np.ndarray, spacing) -> Tuple[np.ndar
     filled = ndi.binary_fill_holes(brain)
     depth = ndi.distance_transform_edt(filled, sampling=spacing)
     return brain, brain & (depth > 2.0)
-
-
-def smooth_noise(rng, shape, sigma_vox) -> np.ndarray:
-    n = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_vox)
-    return n / (n.std() + 1e-8)
 
 
 def make_blob(rng, allowed: np.ndarray, seeds_from: np.ndarray, spacing, target_ml: float) -> Optional[np.ndarray]:
@@ -137,7 +139,7 @@ def make_study(host: Dict, seed: int, lesions: Optional[int] = None) -> Dict:
     0 gives the host with its intensity varied and an empty truth)."""
     rng = np.random.default_rng(seed)
     dwi, adc, spacing, b = host["dwi"], host["adc"], host["spacing"], host["b"]
-    brain, par = parenchyma_masks(dwi, adc, spacing)
+    brain, par = host["brain"], host["parenchyma"]
     count = int(rng.choice([0, 1, 1, 1, 2, 2, 3])) if lesions is None else lesions
     allowed = brain & (adc < 1200)
     frac = np.zeros(dwi.shape, np.float32)

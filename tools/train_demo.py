@@ -589,8 +589,9 @@ def train(args, cases, iterations: int, log: Logger, run_dir: str, amp: bool = F
             v = quick_validate(net, val_cases, args, amp)
             improved = (v["dice"] > best["dice"] + args.min_delta_dice or
                         v["hd95"] < best["hd95"] - args.min_delta_hd95)
-            if v["dice"] > best["dice"]:
-                best.update(iteration=done, state={k: t.clone() for k, t in net.state_dict().items()})
+            if v["dice"] > best["dice"]:  # the weights are copied only when they may be exported
+                best.update(iteration=done, state={k: t.clone() for k, t in net.state_dict().items()}
+                            if args.keep == "best" else None)
             best["dice"] = max(best["dice"], v["dice"])
             best["hd95"] = min(best["hd95"], v["hd95"])
             stale = 0 if improved else stale + 1
@@ -607,7 +608,7 @@ def train(args, cases, iterations: int, log: Logger, run_dir: str, amp: bool = F
             break
     train_s = time.time() - t0
     kept = done
-    if best["state"] is not None and args.keep == "best":
+    if best["state"] is not None:
         net.load_state_dict(best["state"])
         kept = best["iteration"]
     torch.save({"net": net.state_dict(), "iteration": done, "features": list(args.features)},
