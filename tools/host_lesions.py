@@ -27,6 +27,17 @@ part of the head with ADC 300-1400 (CSF and background excluded), away from the 
 edge by 2 mm. Infarcts grow from a random parenchyma voxel (log-uniform 0.1-80 mL; lacunes
 0.1-1.5 mL) as distance-plus-smooth-noise blobs in mm, the same shape model as phantom_dr.
 
+Failed fat suppression (--fat P, probability per study; 0 by default, so earlier seeds
+regenerate unchanged): the scalp and skull-base fat that the host's scanner suppressed comes
+back as a patchy shell 1-12 mm outside the brain (S0 0.04-1.5 x the parenchyma's, ADC 20-200:
+fat barely diffuses), shifted 0-12 mm along one in-plane axis as EPI's fat-water chemical shift
+displaces it (3.4 ppm over a phase-encode bandwidth of 20-40 Hz per pixel; Bernstein, Handbook
+of MRI Pulse Sequences, 2004, 17.4). Water and fat add per voxel before the scanner's ADC fit:
+    S0 = S0w + F,  S_b = S_bw + F * exp(-b * ADC_fat),  ADC = ln(S0 / S_b) / b
+so where the ghost overlaps brain the DWI brightens and the ADC drops like an infarct's. It is
+never labelled: the network must learn the shifted ring of fat, not the local values (issue 14:
+every false positive left on lesion-free phantoms was fat, median ADC 73-290).
+
 Output per study (nnU-Net file convention, as tools/phantom_dr.py): OUT/seed_N/ (or
 seed_N_lesions0 with --lesions 0) with image_0000.nii.gz (DWI), image_0001.nii.gz (ADC,
 10^-6 mm^2/s), truth.nii.gz (uint8), phantom.json (host, b-value, lesions). The seed picks the
@@ -134,9 +145,42 @@ def make_blob(rng, allowed: np.ndarray, seeds_from: np.ndarray, spacing, target_
     return frac * allowed
 
 
-def make_study(host: Dict, seed: int, lesions: Optional[int] = None) -> Dict:
+def fat_ghost(rng, host: Dict) -> Tuple[np.ndarray, float, Dict]:
+    """Residual fat of a failed fat suppression on the host's grid: (F, ADC_fat, description),
+    F the fat's b = 0 signal (float32, shape of the host, in the host's S0 units), ADC_fat in
+    10^-6 mm^2/s. See the module doc for the model and its sources."""
+    dwi, adc, spacing, b = host["dwi"], host["adc"], host["spacing"], host["b"]
+    filled = ndi.binary_fill_holes(host["brain"])
+    out = ndi.distance_transform_edt(~filled, sampling=spacing)
+    inner = float(rng.uniform(1.0, 4.0))
+    thick = float(rng.uniform(3.0, 8.0))
+    shell = ((out > inner) & (out < inner + thick)).astype(np.float32)
+    shell = ndi.gaussian_filter(shell, 1.0 / spacing)
+    patchy = smooth_noise(rng, dwi.shape, 8.0 / spacing)  # fat is thicker in places, absent in others
+    shell *= np.clip(1.0 + 0.6 * patchy, 0.0, None) * (patchy > rng.uniform(-1.5, 0.0))
+    par = host["parenchyma"]
+    s0_par = float(np.median((dwi * np.exp(b * adc * 1e-6))[par])) if par.any() else float(np.median(dwi))
+    supp = float(rng.uniform(0.05, 0.6))  # residual fraction after fat suppression
+    amp = float(rng.uniform(0.8, 2.5)) * supp * s0_par
+    # chemical shift along one in-plane axis (the slice axis is the coarsest)
+    inplane = [int(a) for a in np.argsort(spacing)[:2]]
+    axis = inplane[int(rng.integers(2))]
+    shift_mm = float(rng.uniform(0.0, 12.0)) * (1 if rng.random() < 0.5 else -1)
+    vec = [0.0, 0.0, 0.0]
+    vec[axis] = shift_mm / spacing[axis]
+    fat = ndi.shift(shell * amp, vec, order=1, mode="constant").astype(np.float32)
+    adc_fat = float(rng.uniform(20.0, 200.0))
+    return fat, adc_fat, {"residual": round(supp, 3), "s0_rel": round(amp / s0_par, 3),
+                          "adc": round(adc_fat, 1), "inner_mm": round(inner, 1),
+                          "thickness_mm": round(thick, 1), "shift_axis": axis,
+                          "shift_mm": round(shift_mm, 1)}
+
+
+def make_study(host: Dict, seed: int, lesions: Optional[int] = None, fat: float = 0.0) -> Dict:
     """One training study from a host: infarcts inserted (count drawn 0-3, 0 in 1 of 7, unless lesions given;
-    0 gives the host with its intensity varied and an empty truth)."""
+    0 gives the host with its intensity varied and an empty truth); with probability `fat`, failed
+    fat suppression added (fat_ghost; its draws use their own stream, so fat = 0 leaves a seed's
+    study as it was)."""
     rng = np.random.default_rng(seed)
     dwi, adc, spacing, b = host["dwi"], host["adc"], host["spacing"], host["b"]
     brain, par = host["brain"], host["parenchyma"]
@@ -168,11 +212,21 @@ def make_study(host: Dict, seed: int, lesions: Optional[int] = None) -> Dict:
     s0 = dwi * np.exp(b * adc * 1e-6)
     dwi_new = s0 * (1 + frac * (s0f - 1)) * np.exp(-b * adc_new * 1e-6)
     dwi_new = np.where(inside, dwi_new, dwi)
+    fat_desc = None
+    frng = np.random.default_rng([seed, 1])
+    if fat > 0 and frng.random() < fat:
+        f0, adc_fat, fat_desc = fat_ghost(frng, host)
+        on = f0 > 1e-3 * float(f0.max())
+        s0w = dwi_new * np.exp(b * adc_new * 1e-6)
+        s0t = s0w + f0
+        sbt = dwi_new + f0 * np.exp(-b * adc_fat * 1e-6)
+        adc_new = np.where(on, np.log(np.maximum(s0t, 1e-6) / np.maximum(sbt, 1e-6)) / b * 1e6, adc_new)
+        dwi_new = np.where(on, sbt, dwi_new)
     truth = ((frac >= 0.5) & brain).astype(np.uint8)
     gain = round(float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))), 3)  # scanner scaling is arbitrary
     vox_ml = float(np.prod(spacing)) / 1000.0
     params = {"host": host["name"], "seed": seed, "b": b, "dwi_gain": gain,
-              "lesions": desc, "lesion_count": len(desc),
+              "lesions": desc, "lesion_count": len(desc), "fat": fat_desc,
               "total_lesion_volume_ml": round(float(truth.sum()) * vox_ml, 2),
               "shape": list(dwi.shape), "spacing_mm": [round(float(s), 3) for s in spacing]}
     return {"dwi": (dwi_new * gain).astype(np.float32), "adc": adc_new.astype(np.float32),
@@ -180,11 +234,11 @@ def make_study(host: Dict, seed: int, lesions: Optional[int] = None) -> Dict:
 
 
 def _job(job):
-    host_dir, seed, out, lesions = job
+    host_dir, seed, out, lesions, fat = job
     if os.path.exists(os.path.join(out, "truth.nii.gz")):
         return seed, "exists", 0.0
     t0 = time.time()
-    s = make_study(load_host(host_dir), seed, lesions)
+    s = make_study(load_host(host_dir), seed, lesions, fat)
     write_study(s, out)
     p = s["params"]
     return seed, f"{p['host']}: {p['lesion_count']} lesions {p['total_lesion_volume_ml']} mL", time.time() - t0
@@ -197,13 +251,15 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True, help="studies go to OUT/seed_N (or seed_N_lesions0)")
     ap.add_argument("--seeds", required=True)
     ap.add_argument("--lesions", type=int, default=None, help="force this many infarcts (0: lesion-free)")
+    ap.add_argument("--fat", type=float, default=0.0,
+                    help="probability per study of failed fat suppression (0-1; default 0)")
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args(argv)
     hosts = sorted({h for pattern in a.hosts for h in glob.glob(pattern) if os.path.isdir(h)})
     if not hosts:
         raise SystemExit(f"no host folders match {a.hosts}")
     suffix = "" if a.lesions is None else f"_lesions{a.lesions}"
-    jobs = [(hosts[s % len(hosts)], s, os.path.join(a.out, f"seed_{s}{suffix}"), a.lesions)
+    jobs = [(hosts[s % len(hosts)], s, os.path.join(a.out, f"seed_{s}{suffix}"), a.lesions, a.fat)
             for s in parse_seeds(a.seeds)]
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=a.jobs) as ex:

@@ -208,6 +208,41 @@ class HostLesionsPhysics(unittest.TestCase):
         self.assertEqual(int(free["truth"].sum()), 0)
         np.testing.assert_array_equal(free["adc"], self.host["adc"])
 
+    def test_failed_fat_suppression_adds_fat_by_the_signal_model_and_no_label(self):
+        # The same seed with and without fat: same infarcts and truth (the fat has its own random
+        # stream); the difference is a fat signal F added to S0 and F * exp(-b ADC_fat) to S_b.
+        h, b = self.host, self.host["b"]
+        plain = host_lesions.make_study(h, 4244, lesions=1)
+        fat = host_lesions.make_study(h, 4244, lesions=1, fat=1.0)
+        self.assertIsNone(plain["params"]["fat"])
+        p = fat["params"]["fat"]
+        self.assertIsNotNone(p)
+        self.assertEqual(fat["params"]["lesions"], plain["params"]["lesions"])
+        np.testing.assert_array_equal(fat["truth"], plain["truth"])
+        self.assertNotEqual(p["shift_axis"], 2, "chemical shift along the slice axis")
+        self.assertTrue(20 <= p["adc"] <= 200 and 0.05 <= p["residual"] <= 0.6, p)
+        gain = fat["params"]["dwi_gain"]
+        self.assertEqual(gain, plain["params"]["dwi_gain"])
+
+        def s0(s):
+            return s["dwi"] / gain * np.exp(b * s["adc"].astype(np.float64) * 1e-6)
+        d0 = s0(fat) - s0(plain)
+        db = (fat["dwi"] - plain["dwi"]) / gain
+        strong = d0 > 0.2 * float(d0.max())
+        self.assertGreater(int(strong.sum()), 50)
+        np.testing.assert_allclose(db[strong] / d0[strong], np.exp(-b * p["adc"] * 1e-6), rtol=2e-3)
+        # Fat lies outside the brain or within the shell plus the shift of its edge, never deep.
+        from scipy import ndimage
+        filled = ndimage.binary_fill_holes(h["brain"])
+        depth = ndimage.distance_transform_edt(filled, sampling=h["spacing"])
+        reach = abs(p["shift_mm"]) + 2.0
+        self.assertFalse(np.any(strong & (depth > reach)), "fat deep inside the brain")
+        # Where fat overlaps the brain, the DWI brightens and the ADC drops, like an infarct's.
+        over = strong & filled & (plain["truth"] == 0)
+        if over.any():
+            self.assertTrue(np.all(fat["adc"][over] < plain["adc"][over]))
+            self.assertTrue(np.all(fat["dwi"][over] > plain["dwi"][over]))
+
     def test_command_writes_studies_the_trainer_reads_and_names_a_bad_host(self):
         out = os.path.join(self.tmp.name, "out")
         host_lesions.main(["--hosts", os.path.join(self.tmp.name, "host_*"), "--out", out,
