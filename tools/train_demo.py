@@ -234,6 +234,14 @@ def file_stamps(folder: str) -> List[float]:
             if os.path.exists(os.path.join(folder, f))]
 
 
+def atomic_save(path: str, array: np.ndarray) -> None:
+    """np.save through a temporary file and a rename, so that a second training run reading the
+    same cache never sees a half-written .npy (two runs side by side fill it at once)."""
+    tmp = f"{path}.{os.getpid()}.tmp.npy"
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
 def preprocess_cached(folder: str, cache_dir: str, target_spacing, log: Logger, ct_properties=None):
     """Preprocessed (data float32 (2, z, y, x), seg uint8 (z, y, x)) for one study, cached as
     .npy keyed by the study folder, its files' modification times (a regenerated study is
@@ -251,8 +259,8 @@ def preprocess_cached(folder: str, cache_dir: str, target_spacing, log: Logger, 
     data, seg, _ = npp.preprocess_case(chans, spacing, target_spacing, seg=truth, affine=affine,
                                        ct_properties=ct_properties)
     os.makedirs(cache_dir, exist_ok=True)
-    np.save(dpath, data)
-    np.save(spath, seg)
+    atomic_save(dpath, data)
+    atomic_save(spath, seg)
     log(f"preprocessed {folder}: spacing {tuple(round(s, 3) for s in spacing)} "
         f"{chans[0].shape} -> {data.shape[1:]}, lesion voxels {int(seg.sum())}")
     return data, seg
@@ -287,8 +295,10 @@ def adc_foreground_properties(folders: Sequence[str], cache_dir: str, log: Logge
         raise SystemExit("CTNormalization of the ADC needs training studies with lesions")
     props = {k: round(x, 4) for k, x in npp.foreground_intensity_properties(np.concatenate(pooled)).items()}
     os.makedirs(cache_dir, exist_ok=True)
-    with open(path, "w") as f:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
         json.dump(props, f)
+    os.replace(tmp, path)  # a run beside this one reads it whole or not at all
     log(f"ADC intensity properties ({region} voxels of {len(pooled)} studies): {props}")
     return props
 

@@ -295,6 +295,20 @@ class TrainingRecipe(unittest.TestCase):
             outside = xa[0, 1][~lab].mean()
             self.assertGreater(float(inside), float(outside) + 1.0)
 
+    def test_cache_files_appear_whole_through_a_rename(self):
+        # Two runs fill one preprocessing cache side by side; a reader must never find a
+        # half-written .npy (it crashed a run once), so files appear only by os.replace.
+        import unittest.mock as mock
+        a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "k_data.npy")
+            with mock.patch.object(train_demo.os, "replace", wraps=os.replace) as rep:
+                train_demo.atomic_save(path, a)
+            rep.assert_called_once()
+            self.assertEqual(rep.call_args[0][1], path)
+            np.testing.assert_array_equal(np.load(path), a)
+            self.assertEqual(os.listdir(d), ["k_data.npy"])
+
     def test_keep_selects_the_best_validation_or_the_last_weights(self):
         # Validation Dice falls after the first check: "best" keeps iteration 2's weights,
         # "last" the final ones (nnU-Net's checkpoint_final), and the saved checkpoint holds them.
