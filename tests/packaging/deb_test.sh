@@ -63,6 +63,12 @@ grep -q -- '--config /etc/strokebox/strokebox.toml' "$work/root/lib/systemd/syst
   fail "the unit does not read /etc/strokebox/strokebox.toml"
 grep -q '^dir = "/usr/share/strokebox/models/default"' "$work/root/etc/strokebox/strokebox.toml" ||
   fail "the configuration's [model] dir is not the packaged model"
+# Every network the packaged model.json names is packaged beside it (an ensemble has several).
+nets=$(grep -o '"[A-Za-z0-9_.-]*\.onnx"' "$work/root/usr/share/strokebox/models/default/model.json" | tr -d '"' | sort -u)
+[ -n "$nets" ] || fail "the packaged model.json names no network"
+for net in $nets; do
+  [ -f "$work/root/usr/share/strokebox/models/default/$net" ] || fail "network $net of model.json is not in the package"
+done
 
 if [ "$fails" -ne 0 ]; then
   echo "$fails check(s) failed; files in the package:"; cat "$work/files"

@@ -19,6 +19,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+import ensemble_models  # noqa: E402
 import host_lesions  # noqa: E402
 import nnunet_preprocess as npp  # noqa: E402
 import phantom_dr  # noqa: E402
@@ -261,6 +262,67 @@ class HostLesionsPhysics(unittest.TestCase):
             host_lesions.load_host(bad)
         with self.assertRaises(SystemExit):
             host_lesions.main(["--hosts", os.path.join(self.tmp.name, "nothing_*"), "--out", out, "--seeds", "1"])
+
+
+class EnsembleModels(unittest.TestCase):
+    """tools/ensemble_models.py: members that the box can average become one package; others
+    are refused with the member and the reason named."""
+
+    def member(self, root, name, mean=593.0, features=(8, 16)):
+        d = os.path.join(root, name)
+        os.makedirs(d)
+        props = {"mean": mean, "median": 550.0, "std": 195.0, "min": 0.0, "max": 2400.0,
+                 "percentile_00_5": 300.0, "percentile_99_5": 1383.0}
+        pkg = {"format": "strokebox-model/1", "model_id": name, "networks": ["model.onnx"],
+               "channels": [train_demo.channel_entry("DWI", None), train_demo.channel_entry("ADC", props)],
+               "target_spacing_mm": [2.0, 2.0, 2.0], "patch_size": [64, 64, 64],
+               "architecture": {"features_per_stage": list(features)}, "provenance": {"seed": name}}
+        with open(os.path.join(d, "model.json"), "w") as f:
+            json.dump(pkg, f)
+        with open(os.path.join(d, "model.onnx"), "wb") as f:
+            f.write(name.encode() * 10)  # stands in for the network: copied byte for byte
+        return d
+
+    def test_members_become_one_package_with_every_network(self):
+        with tempfile.TemporaryDirectory() as root:
+            a, b = self.member(root, "a"), self.member(root, "b", mean=594.0)
+            out = os.path.join(root, "ens")
+            os.makedirs(out)
+            open(os.path.join(out, "stale.onnx"), "w").close()
+            open(os.path.join(out, "cpu-fp32.engine"), "w").close()
+            rc = ensemble_models.main(["--out", out, "--model-id", "ens-1", "--member", f"model={a}",
+                                       "--member", f"second={b}"])
+            self.assertEqual(rc, 0)
+            with open(os.path.join(out, "model.json")) as f:
+                pkg = json.load(f)
+            self.assertEqual(pkg["networks"], ["model.onnx", "second.onnx"])
+            self.assertEqual(pkg["model_id"], "ens-1")
+            self.assertEqual(pkg["channels"][1]["intensity_properties"]["mean"], 593.0)  # the first member's
+            self.assertEqual(sorted(os.listdir(out)), ["model.json", "model.onnx", "second.onnx"])
+            with open(os.path.join(out, "second.onnx"), "rb") as f:
+                self.assertEqual(f.read(), b"b" * 10)
+            shifts = [m["normalization_shift_std"] for m in pkg["provenance"]["members"]]
+            self.assertEqual(shifts[0], 0.0)
+            self.assertAlmostEqual(shifts[1], 1.0 / 195.0, places=4)
+            self.assertEqual(pkg["provenance"]["members"][1]["provenance"], {"seed": "b"})
+
+    def test_incompatible_members_are_refused_with_the_reason(self):
+        with tempfile.TemporaryDirectory() as root:
+            a = self.member(root, "a")
+            wide = self.member(root, "wide", features=(16, 32))
+            far = self.member(root, "far", mean=640.0)  # 47 x 10^-6 mm^2/s: 0.24 std away
+            out = os.path.join(root, "ens")
+            with self.assertRaisesRegex(ensemble_models.EnsembleError, "member wide: architecture differs"):
+                ensemble_models.build(out, "x", [("model", a), ("wide", wide)], 0.02)
+            with self.assertRaisesRegex(ensemble_models.EnsembleError, "member far: .*0.24.* std"):
+                ensemble_models.build(out, "x", [("model", a), ("far", far)], 0.02)
+            with self.assertRaisesRegex(ensemble_models.EnsembleError, "at least two"):
+                ensemble_models.build(out, "x", [("model", a)], 0.02)
+            with self.assertRaisesRegex(ensemble_models.EnsembleError, "no model.json"):
+                ensemble_models.build(out, "x", [("model", a), ("b", root)], 0.02)
+            self.assertFalse(os.path.exists(out), "a refused ensemble must not touch the output")
+            self.assertEqual(ensemble_models.main(["--out", out, "--model-id", "x", "--member", f"model={a}",
+                                                   "--member", f"wide={wide}"]), 2)
 
 
 def ndi_dilate(mask, iterations):
