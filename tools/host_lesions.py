@@ -43,7 +43,7 @@ seed_N_lesions0 with --lesions 0) with image_0000.nii.gz (DWI), image_0001.nii.g
 10^-6 mm^2/s), truth.nii.gz (uint8), phantom.json (host, b-value, lesions). The seed picks the
 host (seed modulo the number of hosts, hosts sorted by name) and every random draw.
 
-Usage: tools/host_lesions.py --hosts 'data/hosts/decub_*' --out data/dr --seeds 4000-4134
+Usage: tools/host_lesions.py --hosts 'data/hosts/decub_*' --out data/dr --seeds 5000-5161 --fat 0.5
 """
 
 import argparse

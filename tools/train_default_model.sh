@@ -7,18 +7,23 @@
 # (BSD-2-Clause; fetched once, on the cloud side): DIR/dcm_qa_decubitus (neurolabusc, commit
 # 92cd635) and DIR/dcm_qa_toshiba (commit 8110517). Their 9 diffusion series are the hosts of
 # tools/host_lesions.py (synthetic infarcts in real healthy heads).
-# Default: the accelerated recipe on 1 thread, as the default model was trained (about 31 min on the
-# 2-core Zen 5 plus ~20 min of data; torch's results depend on the thread count, so 1 thread
-# reproduces models/demo). The ADC is normalized as an absolute value (--adc-normalization ct).
-# --compare also trains the baseline recipe (fp32, batch 2, fixed iterations, the same number of
-# samples) on the same data and seed at the same time, one thread each (models/demo/TRAINING.md).
+# The default model is an ensemble of four trainings (tools/ensemble_models.py; nnU-Net averages
+# folds the same way): seeds 3 and 2 on the host studies 4000-4161, seeds 2 and 3 on 5000-5161
+# (the same hosts, half of the studies with failed fat suppression). Each is the accelerated
+# recipe on 1 thread, two at a time (about 31 min per pair on the 2-core Zen 5, so ~65 min plus
+# ~20 min of data; torch's results depend on the thread count, so 1 thread reproduces
+# models/demo). The ADC is normalized as an absolute value (--adc-normalization ct).
+# --compare then also trains the baseline recipe (fp32, batch 2, fixed iterations, the same number
+# of samples) beside the accelerated one with early stopping, on the hosts data and seed 3, one
+# thread each (models/demo/TRAINING.md, "The training recipe").
 # One thread: on the shared 2-core machine 2-thread torch ran 3x slower per iteration than 1
 # thread whenever another process held the second core (OpenMP barriers).
 # Needs build/strokebox (scripts/build.sh). Data and runs go to data/ (git-ignored).
 # Seeds: training 1-60 (strokebox phantom), 1000-1179 (phantom_dr as of commit 012fcfe, taken
 # from git history so the default model is reproduced exactly) and 2000-2179 (phantom_dr as of
 # b4a8732: kurtosis, surface coil, posterior fossa); validation 9001-9012 and 9500-9519 (012fcfe),
-# 9700-9719 (b4a8732), lesion-free 9007, 9600-9603 and 9800-9803; 4000-4161 host_lesions.py.
+# 9700-9719 (b4a8732), lesion-free 9007, 9600-9603 and 9800-9803; 4000-4161 and 5000-5161
+# (--fat 0.5) host_lesions.py.
 # Never trained on a real stroke case: real healthy heads only host synthetic infarcts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +35,7 @@ while [ $# -gt 0 ]; do
     --compare) COMPARE=1 ;;
     --out) OUT=$2; shift ;;
     --hosts) HOSTS=$2; shift ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -66,27 +71,45 @@ for s in 10006_DTI_ALL_20d 6006_DTI_SAG_30d 7006_DTI_ortho 8006_DTI_AX_30d 9006_
     build/strokebox segment --study "$HOSTS/dcm_qa_toshiba/In/Galan/$s" --out data/hosts/toshiba_$s --save-inputs >/dev/null
 done
 $PY tools/host_lesions.py --hosts 'data/hosts/decub_*' --hosts 'data/hosts/toshiba_*' --out data/dr --seeds 4000-4161
+# The same hosts with failed fat suppression in half the studies (fat is never an infarct).
+$PY tools/host_lesions.py --hosts 'data/hosts/decub_*' --hosts 'data/hosts/toshiba_*' --out data/dr --seeds 5000-5161 --fat 0.5
 
-COMMON=(--seed 3 --adc-normalization ct --train-seeds 1-60 --dr-train-seeds 1000-1179,2000-2179,4000-4161
+COMMON=(--adc-normalization ct --train-seeds 1-60
         --val-seeds 9001-9006,9008-9012 --negative-seeds 9007
         --dr-val-seeds 9500-9519 --dr-negative-seeds 9600-9603
         --train-patch 48,48,48 --p-fg 0.4 --hard-stop-min 110)
-# Fill the preprocessing cache once (both runs read it).
-$PY tools/train_demo.py train "${COMMON[@]}" --prepare-only --run-dir data/run_prepare
-THREADS=1
-if [ "$COMPARE" = 1 ]; then
-  # both runs at once, one core each, so they see the same machine
-  $PY tools/train_demo.py train "${COMMON[@]}" --threads 1 --recipe baseline --batch 2 --iterations 6000 \
-    --run-dir data/run_baseline --out data/model_baseline > data/run_baseline.out 2>&1 &
-  baseline=$!
-fi
+HOSTS_DATA=1000-1179,2000-2179,4000-4161
+FAT_DATA=1000-1179,2000-2179,5000-5161
+# Fill the preprocessing cache once per data set (the runs beside each other read it).
+$PY tools/train_demo.py train "${COMMON[@]}" --dr-train-seeds $HOSTS_DATA --prepare-only --run-dir data/run_prepare
+$PY tools/train_demo.py train "${COMMON[@]}" --dr-train-seeds $FAT_DATA --prepare-only --run-dir data/run_prepare
 # The last iteration's weights are kept (--keep last, --patience 100: no early stop): the
 # validation Dice at 300-iteration steps swings by 0.1 while the learning rate is high, and an
 # early "best" checkpoint called 10 mL of infarct on the healthy hosts it was trained on.
-$PY tools/train_demo.py train "${COMMON[@]}" --threads "$THREADS" --recipe accelerated --iterations 3000 \
-  --val-every 300 --patience 100 --min-iterations 900 --keep last --no-final-validation \
-  --run-dir data/run_accelerated --out "$OUT"
+RECIPE=(--threads 1 --recipe accelerated --iterations 3000 --val-every 300 --patience 100 --min-iterations 900
+        --keep last --no-final-validation)
+member() {  # NAME SEED DATA: one training, one core, in the background
+  $PY tools/train_demo.py train "${COMMON[@]}" "${RECIPE[@]}" --seed "$2" --dr-train-seeds "$3" \
+    --run-dir "data/run_$1" --out "data/model_$1" > "data/run_$1.out" 2>&1
+}
+# Two at a time, one core each, so that each pair sees the same machine.
+member hosts_s3 3 $HOSTS_DATA & a=$!
+member hosts_s2 2 $HOSTS_DATA & b=$!
+wait $a; wait $b
+member fat_s2 2 $FAT_DATA & a=$!
+member fat_s3 3 $FAT_DATA & b=$!
+wait $a; wait $b
+$PY tools/ensemble_models.py --out "$OUT" --model-id "strokebox-demo-$(date +%Y.%m.%d)-ensemble" \
+  --member model=data/model_hosts_s3 --member hosts_seed2=data/model_hosts_s2 \
+  --member fat_seed2=data/model_fat_s2 --member fat_seed3=data/model_fat_s3
 if [ "$COMPARE" = 1 ]; then
+  # The recipe table (models/demo/TRAINING.md): baseline and accelerated side by side on the hosts data.
+  $PY tools/train_demo.py train "${COMMON[@]}" --dr-train-seeds $HOSTS_DATA --seed 3 --threads 1 --recipe baseline \
+    --batch 2 --iterations 6000 --run-dir data/run_baseline --out data/model_baseline > data/run_baseline.out 2>&1 &
+  baseline=$!
+  $PY tools/train_demo.py train "${COMMON[@]}" --dr-train-seeds $HOSTS_DATA --seed 3 --threads 1 --recipe accelerated \
+    --iterations 3000 --val-every 300 --patience 3 --min-iterations 900 \
+    --run-dir data/run_accelerated --out data/model_accelerated > data/run_accelerated.out 2>&1
   wait $baseline
 fi
 echo "train_default_model: $(( $(date +%s) - start )) s"

@@ -393,6 +393,7 @@ TEST(SegmentOffline, AnAbsoluteAdcModelGetsTheAdcInItsUnitWhateverTheFileUsed) {
   fs::create_directories(work / "model");
   fs::copy_file(fs::path(kModel) / "model.onnx", work / "model/model.onnx");
   json spec = json::parse(itest::read_file(kModel + "/model.json"));
+  spec["networks"] = {"model.onnx"};  // the first network of the default ensemble is enough here
   spec["channels"][1] = {{"name", "ADC"}, {"normalization", "CTNormalization"}, {"use_mask_for_norm", false},
                          {"unit", "1e-6 mm2/s"},
                          {"intensity_properties",

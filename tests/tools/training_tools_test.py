@@ -479,11 +479,12 @@ class DemoModelOnUnseenDomainRandomizedStudies(unittest.TestCase):
         return json.loads(m.stdout)
 
     def test_lesion_free_brain_stays_far_below_the_old_models_volumes(self):
-        # A regression guard, not the goal (< 2 mL, not reached: models/demo/TRAINING.md). The
-        # model that learned one generator's look predicted 150-300 mL on such brains. On 9911
-        # (skull and scalp kept, poor fat suppression) every default so far calls fat at the
-        # skull base (ADC 130-290): `-adc` 25 mL, `-hosts` 61 mL; the plausibility guard flags
-        # what lies below any brain tissue's ADC, and what it leaves must stay small.
+        # The model that learned one generator's look predicted 150-300 mL on such brains. On
+        # 9911 (skull and scalp kept, poor fat suppression) every default so far calls fat at the
+        # skull base (ADC 130-290): `-adc` 25 mL, `-hosts` 61 mL, the ensemble 20 mL; the
+        # plausibility guard flags what lies below any brain tissue's ADC. The goal, < 2 mL, is
+        # asserted on what the guard leaves unflagged (the ensemble: 0.0 mL on both); the total is
+        # a regression guard (models/demo/TRAINING.md).
         for seed in (9910, 9911):
             with tempfile.TemporaryDirectory() as d:
                 m = self.segment(phantom_dr.make_study(seed, lesions=0), d)
@@ -491,8 +492,8 @@ class DemoModelOnUnseenDomainRandomizedStudies(unittest.TestCase):
                     flagged = json.load(f)["plausibility"]["implausible_volume_ml"]
                 print(f"[ info ] phantom_dr {seed} lesion-free: {m['pred_volume_ml']:.2f} mL predicted, "
                       f"{flagged:.2f} mL of it flagged implausible")
-                self.assertLess(m["pred_volume_ml"], 100.0, m)
-                self.assertLess(m["pred_volume_ml"] - flagged, 10.0, m)
+                self.assertLess(m["pred_volume_ml"], 40.0, m)
+                self.assertLess(m["pred_volume_ml"] - flagged, 2.0, m)
 
     def test_infarcts_are_found(self):
         dices = []
