@@ -36,7 +36,10 @@ of MRI Pulse Sequences, 2004, 17.4). Water and fat add per voxel before the scan
     S0 = S0w + F,  S_b = S_bw + F * exp(-b * ADC_fat),  ADC = ln(S0 / S_b) / b
 so where the ghost overlaps brain the DWI brightens and the ADC drops like an infarct's. It is
 never labelled: the network must learn the shifted ring of fat, not the local values (issue 14:
-every false positive left on lesion-free phantoms was fat, median ADC 73-290).
+every false positive left on lesion-free phantoms was fat, median ADC 73-290). With
+--fat-nyquist Q, a fraction Q of those studies also get the fat's N/2 (Nyquist) ghost: a copy at
+0.05-0.25 of its signal, half the field of view away along the same phase-encode axis (EPI's
+odd/even echo mismatch; Bernstein 2004, 16.1), which lands over the middle of the brain.
 
 Output per study (nnU-Net file convention, as tools/phantom_dr.py): OUT/seed_N/ (or
 seed_N_lesions0 with --lesions 0) with image_0000.nii.gz (DWI), image_0001.nii.gz (ADC,
@@ -176,11 +179,12 @@ def fat_ghost(rng, host: Dict) -> Tuple[np.ndarray, float, Dict]:
                           "shift_mm": round(shift_mm, 1)}
 
 
-def make_study(host: Dict, seed: int, lesions: Optional[int] = None, fat: float = 0.0) -> Dict:
+def make_study(host: Dict, seed: int, lesions: Optional[int] = None, fat: float = 0.0,
+               nyquist: float = 0.0) -> Dict:
     """One training study from a host: infarcts inserted (count drawn 0-3, 0 in 1 of 7, unless lesions given;
     0 gives the host with its intensity varied and an empty truth); with probability `fat`, failed
     fat suppression added (fat_ghost; its draws use their own stream, so fat = 0 leaves a seed's
-    study as it was)."""
+    study as it was), and then with probability `nyquist` the fat's N/2 ghost (a third stream)."""
     rng = np.random.default_rng(seed)
     dwi, adc, spacing, b = host["dwi"], host["adc"], host["spacing"], host["b"]
     brain, par = host["brain"], host["parenchyma"]
@@ -216,6 +220,14 @@ def make_study(host: Dict, seed: int, lesions: Optional[int] = None, fat: float 
     frng = np.random.default_rng([seed, 1])
     if fat > 0 and frng.random() < fat:
         f0, adc_fat, fat_desc = fat_ghost(frng, host)
+        grng = np.random.default_rng([seed, 2])
+        if nyquist > 0 and grng.random() < nyquist:
+            # EPI's N/2 (Nyquist) ghost of the fat: a weak copy half the field of view away along
+            # the phase-encode axis, wrapped around, i.e. over the middle of the brain.
+            axis = fat_desc["shift_axis"]
+            amp = float(grng.uniform(0.05, 0.25))
+            f0 = f0 + amp * np.roll(f0, f0.shape[axis] // 2, axis=axis)
+            fat_desc["n2_ghost"] = round(amp, 3)
         on = f0 > 1e-3 * float(f0.max())
         s0w = dwi_new * np.exp(b * adc_new * 1e-6)
         s0t = s0w + f0
@@ -234,11 +246,11 @@ def make_study(host: Dict, seed: int, lesions: Optional[int] = None, fat: float 
 
 
 def _job(job):
-    host_dir, seed, out, lesions, fat = job
+    host_dir, seed, out, lesions, fat, nyquist = job
     if os.path.exists(os.path.join(out, "truth.nii.gz")):
         return seed, "exists", 0.0
     t0 = time.time()
-    s = make_study(load_host(host_dir), seed, lesions, fat)
+    s = make_study(load_host(host_dir), seed, lesions, fat, nyquist)
     write_study(s, out)
     p = s["params"]
     return seed, f"{p['host']}: {p['lesion_count']} lesions {p['total_lesion_volume_ml']} mL", time.time() - t0
@@ -253,13 +265,16 @@ def main(argv=None) -> None:
     ap.add_argument("--lesions", type=int, default=None, help="force this many infarcts (0: lesion-free)")
     ap.add_argument("--fat", type=float, default=0.0,
                     help="probability per study of failed fat suppression (0-1; default 0)")
+    ap.add_argument("--fat-nyquist", type=float, default=0.0,
+                    help="probability, given failed fat suppression, of the fat's N/2 ghost too (0-1; default 0)")
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args(argv)
     hosts = sorted({h for pattern in a.hosts for h in glob.glob(pattern) if os.path.isdir(h)})
     if not hosts:
         raise SystemExit(f"no host folders match {a.hosts}")
     suffix = "" if a.lesions is None else f"_lesions{a.lesions}"
-    jobs = [(hosts[s % len(hosts)], s, os.path.join(a.out, f"seed_{s}{suffix}"), a.lesions, a.fat)
+    jobs = [(hosts[s % len(hosts)], s, os.path.join(a.out, f"seed_{s}{suffix}"), a.lesions, a.fat,
+             a.fat_nyquist)
             for s in parse_seeds(a.seeds)]
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=a.jobs) as ex:

@@ -244,6 +244,27 @@ class HostLesionsPhysics(unittest.TestCase):
             self.assertTrue(np.all(fat["adc"][over] < plain["adc"][over]))
             self.assertTrue(np.all(fat["dwi"][over] > plain["dwi"][over]))
 
+    def test_nyquist_ghost_of_the_fat_is_a_weak_copy_half_the_field_of_view_away(self):
+        # In the S0 domain every addition is exact: fat alone adds F, its N/2 ghost adds
+        # amp * F rolled by half the matrix along the phase-encode (shift) axis.
+        h, b = self.host, self.host["b"]
+        plain = host_lesions.make_study(h, 4245, lesions=0)
+        fat = host_lesions.make_study(h, 4245, lesions=0, fat=1.0)
+        ghost = host_lesions.make_study(h, 4245, lesions=0, fat=1.0, nyquist=1.0)
+        p = ghost["params"]["fat"]
+        self.assertTrue(0.05 <= p["n2_ghost"] <= 0.25, p)
+        self.assertNotIn("n2_ghost", fat["params"]["fat"])
+        gain = plain["params"]["dwi_gain"]
+
+        def s0(s):
+            return s["dwi"].astype(np.float64) / gain * np.exp(b * s["adc"].astype(np.float64) * 1e-6)
+        f = s0(fat) - s0(plain)
+        expect = p["n2_ghost"] * np.roll(f, f.shape[p["shift_axis"]] // 2, axis=p["shift_axis"])
+        got = s0(ghost) - s0(fat)
+        np.testing.assert_allclose(got, expect, atol=2e-3 * float(f.max()))
+        self.assertGreater(float(expect.max()), 0.04 * float(f.max()))
+        np.testing.assert_array_equal(ghost["truth"], plain["truth"])
+
     def test_command_writes_studies_the_trainer_reads_and_names_a_bad_host(self):
         out = os.path.join(self.tmp.name, "out")
         host_lesions.main(["--hosts", os.path.join(self.tmp.name, "host_*"), "--out", out,
