@@ -72,7 +72,8 @@ MIN_INFARCT_ADC = 300.0  # 10^-6 mm^2/s; acute infarcts are 350-620 (issue 14)
 @functools.lru_cache(maxsize=None)  # each worker reads a host once, however many studies it makes
 def load_host(folder: str) -> Dict:
     """Reads a --save-inputs folder: dwi, adc (float32, x,y,z as stored), affine, spacing (mm),
-    b (s/mm^2), and its brain and parenchyma masks (parenchyma_masks). Read-only: the studies
+    b (s/mm^2), its brain and parenchyma masks (parenchyma_masks), the distance outside the brain
+    and the parenchyma's median b = 0 signal (for residual_fat). Read-only: the studies
     made from it share it. Raises ValueError with the folder named when a file or the b-value
     is missing."""
     files = {k: os.path.join(folder, f"{k}.nii.gz") for k in ("dwi", "adc")}
@@ -92,8 +93,12 @@ def load_host(folder: str) -> Dict:
     adc = np.asarray(nib.load(files["adc"]).dataobj, np.float32)
     spacing = np.array(dimg.header.get_zooms()[:3], float)
     brain, par = parenchyma_masks(dwi, adc, spacing)
+    s0 = dwi * np.exp(float(b) * adc * 1e-6)
     return {"dwi": dwi, "adc": adc, "affine": dimg.affine, "spacing": spacing, "b": float(b),
-            "brain": brain, "parenchyma": par, "name": os.path.basename(os.path.normpath(folder))}
+            "brain": brain, "parenchyma": par, "name": os.path.basename(os.path.normpath(folder)),
+            # for residual_fat: distance outside the brain (mm) and the parenchyma's b = 0 signal
+            "outside_mm": ndi.distance_transform_edt(~ndi.binary_fill_holes(brain), sampling=spacing),
+            "s0_parenchyma": float(np.median(s0[par])) if par.any() else float(np.median(dwi))}
 
 
 def parenchyma_masks(dwi: np.ndarray, adc: np.ndarray, spacing) -> Tuple[np.ndarray, np.ndarray]:
@@ -148,21 +153,17 @@ def make_blob(rng, allowed: np.ndarray, seeds_from: np.ndarray, spacing, target_
     return frac * allowed
 
 
-def fat_ghost(rng, host: Dict) -> Tuple[np.ndarray, float, Dict]:
+def residual_fat(rng, host: Dict) -> Tuple[np.ndarray, float, Dict]:
     """Residual fat of a failed fat suppression on the host's grid: (F, ADC_fat, description),
     F the fat's b = 0 signal (float32, shape of the host, in the host's S0 units), ADC_fat in
     10^-6 mm^2/s. See the module doc for the model and its sources."""
-    dwi, adc, spacing, b = host["dwi"], host["adc"], host["spacing"], host["b"]
-    filled = ndi.binary_fill_holes(host["brain"])
-    out = ndi.distance_transform_edt(~filled, sampling=spacing)
+    spacing, out, s0_par = host["spacing"], host["outside_mm"], host["s0_parenchyma"]
     inner = float(rng.uniform(1.0, 4.0))
     thick = float(rng.uniform(3.0, 8.0))
     shell = ((out > inner) & (out < inner + thick)).astype(np.float32)
     shell = ndi.gaussian_filter(shell, 1.0 / spacing)
-    patchy = smooth_noise(rng, dwi.shape, 8.0 / spacing)  # fat is thicker in places, absent in others
+    patchy = smooth_noise(rng, out.shape, 8.0 / spacing)  # fat is thicker in places, absent in others
     shell *= np.clip(1.0 + 0.6 * patchy, 0.0, None) * (patchy > rng.uniform(-1.5, 0.0))
-    par = host["parenchyma"]
-    s0_par = float(np.median((dwi * np.exp(b * adc * 1e-6))[par])) if par.any() else float(np.median(dwi))
     supp = float(rng.uniform(0.05, 0.6))  # residual fraction after fat suppression
     amp = float(rng.uniform(0.8, 2.5)) * supp * s0_par
     # chemical shift along one in-plane axis (the slice axis is the coarsest)
@@ -183,7 +184,7 @@ def make_study(host: Dict, seed: int, lesions: Optional[int] = None, fat: float 
                nyquist: float = 0.0) -> Dict:
     """One training study from a host: infarcts inserted (count drawn 0-3, 0 in 1 of 7, unless lesions given;
     0 gives the host with its intensity varied and an empty truth); with probability `fat`, failed
-    fat suppression added (fat_ghost; its draws use their own stream, so fat = 0 leaves a seed's
+    fat suppression added (residual_fat; its draws use their own stream, so fat = 0 leaves a seed's
     study as it was), and then with probability `nyquist` the fat's N/2 ghost (a third stream)."""
     rng = np.random.default_rng(seed)
     dwi, adc, spacing, b = host["dwi"], host["adc"], host["spacing"], host["b"]
@@ -219,7 +220,7 @@ def make_study(host: Dict, seed: int, lesions: Optional[int] = None, fat: float 
     fat_desc = None
     frng = np.random.default_rng([seed, 1])
     if fat > 0 and frng.random() < fat:
-        f0, adc_fat, fat_desc = fat_ghost(frng, host)
+        f0, adc_fat, fat_desc = residual_fat(frng, host)
         grng = np.random.default_rng([seed, 2])
         if nyquist > 0 and grng.random() < nyquist:
             # EPI's N/2 (Nyquist) ghost of the fat: a weak copy half the field of view away along

@@ -234,12 +234,18 @@ def file_stamps(folder: str) -> List[float]:
             if os.path.exists(os.path.join(folder, f))]
 
 
-def atomic_save(path: str, array: np.ndarray) -> None:
-    """np.save through a temporary file and a rename, so that a second training run reading the
-    same cache never sees a half-written .npy (two runs side by side fill it at once)."""
-    tmp = f"{path}.{os.getpid()}.tmp.npy"
-    np.save(tmp, array)
+def atomic_write(path: str, write, binary: bool = True) -> None:
+    """write(file) into a temporary file, then a rename onto path, so that a second training run
+    reading the same cache never sees a half-written file (two runs side by side fill it at once)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb" if binary else "w") as f:
+        write(f)
     os.replace(tmp, path)
+
+
+def atomic_save(path: str, array: np.ndarray) -> None:
+    """np.save through atomic_write."""
+    atomic_write(path, lambda f: np.save(f, array))
 
 
 def preprocess_cached(folder: str, cache_dir: str, target_spacing, log: Logger, ct_properties=None):
@@ -295,10 +301,7 @@ def adc_foreground_properties(folders: Sequence[str], cache_dir: str, log: Logge
         raise SystemExit("CTNormalization of the ADC needs training studies with lesions")
     props = {k: round(x, 4) for k, x in npp.foreground_intensity_properties(np.concatenate(pooled)).items()}
     os.makedirs(cache_dir, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(props, f)
-    os.replace(tmp, path)  # a run beside this one reads it whole or not at all
+    atomic_write(path, lambda f: json.dump(props, f), binary=False)
     log(f"ADC intensity properties ({region} voxels of {len(pooled)} studies): {props}")
     return props
 
