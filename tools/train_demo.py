@@ -87,6 +87,24 @@ def dr_neg_case_dir(data_dir: str, seed: int) -> str:
     return os.path.join(data_dir, DR_DIR, f"seed_{seed}_lesions0")
 
 
+def fingerprint_folders(args) -> List[str]:
+    """Studies whose lesions give the ADC's CTNormalization statistics: the training studies, or
+    with --fingerprint-dr-seeds the strokebox phantoms plus those phantom_dr studies. nnU-Net
+    computes one dataset fingerprint for all its folds (DatasetFingerprintExtractor), so that
+    networks trained on different subsets normalize alike and can be averaged; this is that for
+    ensemble members trained on different data (tools/ensemble_models.py checks it).
+    SystemExit when a study is missing or a seed is reserved for validation."""
+    if not args.fingerprint_dr_seeds:
+        return study_folders(args, "train")
+    check_training_seeds(parse_seeds(args.fingerprint_dr_seeds))
+    folders = [case_dir(args.data_dir, s) for s in parse_seeds(args.train_seeds)] + \
+        [dr_case_dir(args.data_dir, s) for s in parse_seeds(args.fingerprint_dr_seeds)]
+    missing = [f for f in folders if not os.path.isdir(f)]
+    if missing:
+        raise SystemExit(f"fingerprint study {missing[0]} missing ({len(missing)} in all)")
+    return folders
+
+
 def study_folders(args, kind: str) -> List[str]:
     """Folders of one role ('train', 'val', 'neg'): strokebox phantoms plus phantom_dr studies."""
     spec = {"train": (args.train_seeds, args.dr_train_seeds, case_dir, dr_case_dir),
@@ -837,7 +855,7 @@ def cmd_train(args) -> None:
     args.ct_properties = None
     if args.adc_normalization != "zscore":
         region = "tissue" if args.adc_normalization == "ct-tissue" else "lesion"
-        args.ct_properties = [None, adc_foreground_properties(train_folders, cache, log, region)]
+        args.ct_properties = [None, adc_foreground_properties(fingerprint_folders(args), cache, log, region)]
     for folder in train_folders:
         cases.append(preprocess_cached(folder, cache, args.target_spacing, log, args.ct_properties))
     t_pre = time.time() - t_all
@@ -987,6 +1005,11 @@ def main(argv=None) -> None:
         t.add_argument("--lr", type=float, default=2e-3)
         t.add_argument("--p-fg", type=float, default=0.33)
         t.add_argument("--threads", type=int, default=2)
+        t.add_argument("--fingerprint-dr-seeds", default="",
+                       help="phantom_dr studies whose lesions (with --train-seeds' phantoms) give the "
+                            "ADC normalization statistics, instead of the training studies: one "
+                            "fingerprint for ensemble members trained on different data, as nnU-Net "
+                            "shares one across its folds")
         t.add_argument("--adc-normalization", choices=["ct", "ct-tissue", "zscore"], default="ct",
                        help="ADC channel: CTNormalization (absolute ADC kept) with the intensity "
                             "properties of the training lesions (ct, nnU-Net's fingerprint; default) or "

@@ -392,6 +392,31 @@ class TrainingRecipe(unittest.TestCase):
             np.testing.assert_array_equal(np.load(path), a)
             self.assertEqual(os.listdir(d), ["k_data.npy"])
 
+    def test_one_fingerprint_for_members_trained_on_different_data(self):
+        # Ensemble members trained on different host studies must share one ADC normalization
+        # (tools/ensemble_models.py refuses a shift): --fingerprint-dr-seeds names the studies
+        # whose lesions set it, whatever each member trains on.
+        import argparse
+        with tempfile.TemporaryDirectory() as d:
+            for sub in ("phantoms/seed_1", "phantoms/seed_2", "dr/seed_4000", "dr/seed_4001", "dr/seed_5000"):
+                os.makedirs(os.path.join(d, sub))
+            base = dict(data_dir=d, train_seeds="1-2", fingerprint_dr_seeds="", val_seeds="", dr_val_seeds="",
+                        negative_seeds="", dr_negative_seeds="")
+            a = argparse.Namespace(**base, dr_train_seeds="4000")
+            b = argparse.Namespace(**base, dr_train_seeds="5000")
+            self.assertNotEqual(train_demo.fingerprint_folders(a), train_demo.fingerprint_folders(b))
+            a.fingerprint_dr_seeds = b.fingerprint_dr_seeds = "4000-4001,5000"
+            fa = train_demo.fingerprint_folders(a)
+            self.assertEqual(fa, train_demo.fingerprint_folders(b))
+            self.assertEqual([os.path.relpath(f, d) for f in fa],
+                             ["phantoms/seed_1", "phantoms/seed_2", "dr/seed_4000", "dr/seed_4001", "dr/seed_5000"])
+            a.fingerprint_dr_seeds = "4000,9500"  # a validation study never sets the normalization
+            with self.assertRaisesRegex(SystemExit, "reserved"):
+                train_demo.fingerprint_folders(a)
+            a.fingerprint_dr_seeds = "4000-4003"
+            with self.assertRaisesRegex(SystemExit, "seed_4002 missing \\(2 in all\\)"):
+                train_demo.fingerprint_folders(a)
+
     def test_keep_selects_the_best_validation_or_the_last_weights(self):
         # Validation Dice falls after the first check: "best" keeps iteration 2's weights,
         # "last" the final ones (nnU-Net's checkpoint_final), and the saved checkpoint holds them.
