@@ -105,6 +105,19 @@ def fingerprint_folders(args) -> List[str]:
     return folders
 
 
+def package_adc_properties(package: str) -> Dict[str, float]:
+    """The ADC channel's CTNormalization intensity properties of an existing model package
+    (DIR/model.json, docs/model_package.md): a new network trained with them can join that
+    package's ensemble, as nnU-Net trains further folds against the same plans. SystemExit when
+    the package has no CTNormalization ADC channel."""
+    with open(os.path.join(package, "model.json")) as f:
+        spec = json.load(f)
+    for ch in spec.get("channels", []):
+        if ch.get("name") == "ADC" and ch.get("normalization") == "CTNormalization":
+            return {k: float(v) for k, v in ch["intensity_properties"].items()}
+    raise SystemExit(f"{package}/model.json has no CTNormalization ADC channel to take the fingerprint from")
+
+
 def study_folders(args, kind: str) -> List[str]:
     """Folders of one role ('train', 'val', 'neg'): strokebox phantoms plus phantom_dr studies."""
     spec = {"train": (args.train_seeds, args.dr_train_seeds, case_dir, dr_case_dir),
@@ -855,7 +868,13 @@ def cmd_train(args) -> None:
     args.ct_properties = None
     if args.adc_normalization != "zscore":
         region = "tissue" if args.adc_normalization == "ct-tissue" else "lesion"
-        args.ct_properties = [None, adc_foreground_properties(fingerprint_folders(args), cache, log, region)]
+        if args.fingerprint_from and args.fingerprint_dr_seeds:
+            raise SystemExit("--fingerprint-from and --fingerprint-dr-seeds both set the ADC normalization: give one")
+        if args.fingerprint_from:
+            args.ct_properties = [None, package_adc_properties(args.fingerprint_from)]
+            log(f"ADC intensity properties from {args.fingerprint_from}: {args.ct_properties[1]}")
+        else:
+            args.ct_properties = [None, adc_foreground_properties(fingerprint_folders(args), cache, log, region)]
     for folder in train_folders:
         cases.append(preprocess_cached(folder, cache, args.target_spacing, log, args.ct_properties))
     t_pre = time.time() - t_all
@@ -1010,6 +1029,9 @@ def main(argv=None) -> None:
                             "ADC normalization statistics, instead of the training studies: one "
                             "fingerprint for ensemble members trained on different data, as nnU-Net "
                             "shares one across its folds")
+        t.add_argument("--fingerprint-from", default="", metavar="PACKAGE",
+                       help="take the ADC normalization statistics from this model package's "
+                            "model.json (so the new network can join its ensemble)")
         t.add_argument("--adc-normalization", choices=["ct", "ct-tissue", "zscore"], default="ct",
                        help="ADC channel: CTNormalization (absolute ADC kept) with the intensity "
                             "properties of the training lesions (ct, nnU-Net's fingerprint; default) or "

@@ -417,6 +417,25 @@ class TrainingRecipe(unittest.TestCase):
             with self.assertRaisesRegex(SystemExit, "seed_4002 missing \\(2 in all\\)"):
                 train_demo.fingerprint_folders(a)
 
+    def test_a_new_member_takes_the_fingerprint_of_the_package_it_joins(self):
+        # --fingerprint-from: the ADC statistics come from the package's model.json, so the
+        # ensemble tool accepts the new network beside the package's own.
+        with tempfile.TemporaryDirectory() as d:
+            props = {"mean": 592.9, "median": 553.9, "std": 194.65, "min": 0.0, "max": 2434.5,
+                     "percentile_99_5": 1383.1, "percentile_00_5": 300.0}
+            spec = {"channels": [{"name": "DWI", "normalization": "ZScoreNormalization"},
+                                 {"name": "ADC", "normalization": "CTNormalization", "intensity_properties": props}]}
+            with open(os.path.join(d, "model.json"), "w") as f:
+                json.dump(spec, f)
+            self.assertEqual(train_demo.package_adc_properties(d), props)
+            self.assertEqual(train_demo.channel_entry("ADC", train_demo.package_adc_properties(d))["intensity_properties"],
+                             props)
+            spec["channels"][1]["normalization"] = "ZScoreNormalization"
+            with open(os.path.join(d, "model.json"), "w") as f:
+                json.dump(spec, f)
+            with self.assertRaisesRegex(SystemExit, "no CTNormalization ADC channel"):
+                train_demo.package_adc_properties(d)
+
     def test_keep_selects_the_best_validation_or_the_last_weights(self):
         # Validation Dice falls after the first check: "best" keeps iteration 2's weights,
         # "last" the final ones (nnU-Net's checkpoint_final), and the saved checkpoint holds them.
