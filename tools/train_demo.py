@@ -97,8 +97,7 @@ def fingerprint_folders(args) -> List[str]:
     if not args.fingerprint_dr_seeds:
         return study_folders(args, "train")
     check_training_seeds(parse_seeds(args.fingerprint_dr_seeds))
-    folders = [case_dir(args.data_dir, s) for s in parse_seeds(args.train_seeds)] + \
-        [dr_case_dir(args.data_dir, s) for s in parse_seeds(args.fingerprint_dr_seeds)]
+    folders = study_folders(argparse.Namespace(**{**vars(args), "dr_train_seeds": args.fingerprint_dr_seeds}), "train")
     missing = [f for f in folders if not os.path.isdir(f)]
     if missing:
         raise SystemExit(f"fingerprint study {missing[0]} missing ({len(missing)} in all)")
@@ -116,6 +115,26 @@ def package_adc_properties(package: str) -> Dict[str, float]:
         if ch.get("name") == "ADC" and ch.get("normalization") == "CTNormalization":
             return {k: float(v) for k, v in ch["intensity_properties"].items()}
     raise SystemExit(f"{package}/model.json has no CTNormalization ADC channel to take the fingerprint from")
+
+
+def adc_ct_properties(args, cache: str, log) -> Optional[List[Optional[Dict[str, float]]]]:
+    """Per channel (DWI, ADC) the CTNormalization intensity properties the training uses: None
+    for ZScore (--adc-normalization zscore), else the ADC's from --fingerprint-from's package or
+    computed over fingerprint_folders (lesion voxels, or every head voxel with ct-tissue); log is
+    the run's Logger.
+    SystemExit when both fingerprint options are given, or either with zscore."""
+    if args.fingerprint_from and args.fingerprint_dr_seeds:
+        raise SystemExit("--fingerprint-from and --fingerprint-dr-seeds both set the ADC normalization: give one")
+    if args.adc_normalization == "zscore":
+        if args.fingerprint_from or args.fingerprint_dr_seeds:
+            raise SystemExit("--adc-normalization zscore has no dataset fingerprint: drop --fingerprint-*")
+        return None
+    if args.fingerprint_from:
+        props = package_adc_properties(args.fingerprint_from)
+        log(f"ADC intensity properties from {args.fingerprint_from}: {props}")
+        return [None, props]
+    region = "tissue" if args.adc_normalization == "ct-tissue" else "lesion"
+    return [None, adc_foreground_properties(fingerprint_folders(args), cache, log, region)]
 
 
 def study_folders(args, kind: str) -> List[str]:
@@ -865,16 +884,7 @@ def cmd_train(args) -> None:
     # ADC is quantitative (10^-6 mm^2/s; an infarct is below ~620): CTNormalization keeps the
     # absolute value, ZScore (nnU-Net's MRI default) makes it relative to the study's own mix of
     # background, brain and CSF.
-    args.ct_properties = None
-    if args.adc_normalization != "zscore":
-        region = "tissue" if args.adc_normalization == "ct-tissue" else "lesion"
-        if args.fingerprint_from and args.fingerprint_dr_seeds:
-            raise SystemExit("--fingerprint-from and --fingerprint-dr-seeds both set the ADC normalization: give one")
-        if args.fingerprint_from:
-            args.ct_properties = [None, package_adc_properties(args.fingerprint_from)]
-            log(f"ADC intensity properties from {args.fingerprint_from}: {args.ct_properties[1]}")
-        else:
-            args.ct_properties = [None, adc_foreground_properties(fingerprint_folders(args), cache, log, region)]
+    args.ct_properties = adc_ct_properties(args, cache, log)
     for folder in train_folders:
         cases.append(preprocess_cached(folder, cache, args.target_spacing, log, args.ct_properties))
     t_pre = time.time() - t_all

@@ -435,6 +435,21 @@ class TrainingRecipe(unittest.TestCase):
                 json.dump(spec, f)
             with self.assertRaisesRegex(SystemExit, "no CTNormalization ADC channel"):
                 train_demo.package_adc_properties(d)
+            # One source of the fingerprint at a time, and none for ZScore.
+            import argparse
+            both = argparse.Namespace(fingerprint_from=d, fingerprint_dr_seeds="4000", adc_normalization="ct")
+            with self.assertRaisesRegex(SystemExit, "give one"):
+                train_demo.adc_ct_properties(both, d, lambda m: None)
+            zscore = argparse.Namespace(fingerprint_from=d, fingerprint_dr_seeds="", adc_normalization="zscore")
+            with self.assertRaisesRegex(SystemExit, "no dataset fingerprint"):
+                train_demo.adc_ct_properties(zscore, d, lambda m: None)
+            zscore.fingerprint_from = ""
+            self.assertIsNone(train_demo.adc_ct_properties(zscore, d, lambda m: None))
+            spec["channels"][1]["normalization"] = "CTNormalization"
+            with open(os.path.join(d, "model.json"), "w") as f:
+                json.dump(spec, f)
+            ct = argparse.Namespace(fingerprint_from=d, fingerprint_dr_seeds="", adc_normalization="ct")
+            self.assertEqual(train_demo.adc_ct_properties(ct, d, lambda m: None), [None, props])
 
     def test_keep_selects_the_best_validation_or_the_last_weights(self):
         # Validation Dice falls after the first check: "best" keeps iteration 2's weights,
