@@ -108,8 +108,11 @@ def package_adc_properties(package: str) -> Dict[str, float]:
     """The ADC channel's CTNormalization intensity properties of an existing model package
     (DIR/model.json, docs/model_package.md): a new network trained with them can join that
     package's ensemble, as nnU-Net trains further folds against the same plans. SystemExit when
-    the package has no CTNormalization ADC channel."""
-    with open(os.path.join(package, "model.json")) as f:
+    there is no model.json or no CTNormalization ADC channel."""
+    path = os.path.join(package, "model.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"--fingerprint-from {package}: no model.json (not a model package)")
+    with open(path) as f:
         spec = json.load(f)
     for ch in spec.get("channels", []):
         if ch.get("name") == "ADC" and ch.get("normalization") == "CTNormalization":

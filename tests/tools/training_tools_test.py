@@ -7,6 +7,7 @@ Run: /usr/bin/python3 -m unittest tests/tools/training_tools_test.py
 (ctest `tools.training`; STROKEBOX_BINARY points at build/strokebox for the model checks).
 """
 
+import argparse
 import json
 import os
 import subprocess
@@ -396,7 +397,6 @@ class TrainingRecipe(unittest.TestCase):
         # Ensemble members trained on different host studies must share one ADC normalization
         # (tools/ensemble_models.py refuses a shift): --fingerprint-dr-seeds names the studies
         # whose lesions set it, whatever each member trains on.
-        import argparse
         with tempfile.TemporaryDirectory() as d:
             for sub in ("phantoms/seed_1", "phantoms/seed_2", "dr/seed_4000", "dr/seed_4001", "dr/seed_5000"):
                 os.makedirs(os.path.join(d, sub))
@@ -421,22 +421,25 @@ class TrainingRecipe(unittest.TestCase):
         # --fingerprint-from: the ADC statistics come from the package's model.json, so the
         # ensemble tool accepts the new network beside the package's own.
         with tempfile.TemporaryDirectory() as d:
+            with self.assertRaisesRegex(SystemExit, "no model.json"):
+                train_demo.package_adc_properties(d)
             props = {"mean": 592.9, "median": 553.9, "std": 194.65, "min": 0.0, "max": 2434.5,
                      "percentile_99_5": 1383.1, "percentile_00_5": 300.0}
-            spec = {"channels": [{"name": "DWI", "normalization": "ZScoreNormalization"},
-                                 {"name": "ADC", "normalization": "CTNormalization", "intensity_properties": props}]}
-            with open(os.path.join(d, "model.json"), "w") as f:
-                json.dump(spec, f)
+
+            def write_package(adc_normalization):
+                spec = {"channels": [{"name": "DWI", "normalization": "ZScoreNormalization"},
+                                     {"name": "ADC", "normalization": adc_normalization,
+                                      "intensity_properties": props}]}
+                with open(os.path.join(d, "model.json"), "w") as f:
+                    json.dump(spec, f)
+
+            write_package("CTNormalization")
             self.assertEqual(train_demo.package_adc_properties(d), props)
             self.assertEqual(train_demo.channel_entry("ADC", train_demo.package_adc_properties(d))["intensity_properties"],
                              props)
-            spec["channels"][1]["normalization"] = "ZScoreNormalization"
-            with open(os.path.join(d, "model.json"), "w") as f:
-                json.dump(spec, f)
-            with self.assertRaisesRegex(SystemExit, "no CTNormalization ADC channel"):
-                train_demo.package_adc_properties(d)
+            ct = argparse.Namespace(fingerprint_from=d, fingerprint_dr_seeds="", adc_normalization="ct")
+            self.assertEqual(train_demo.adc_ct_properties(ct, d, lambda m: None), [None, props])
             # One source of the fingerprint at a time, and none for ZScore.
-            import argparse
             both = argparse.Namespace(fingerprint_from=d, fingerprint_dr_seeds="4000", adc_normalization="ct")
             with self.assertRaisesRegex(SystemExit, "give one"):
                 train_demo.adc_ct_properties(both, d, lambda m: None)
@@ -445,16 +448,13 @@ class TrainingRecipe(unittest.TestCase):
                 train_demo.adc_ct_properties(zscore, d, lambda m: None)
             zscore.fingerprint_from = ""
             self.assertIsNone(train_demo.adc_ct_properties(zscore, d, lambda m: None))
-            spec["channels"][1]["normalization"] = "CTNormalization"
-            with open(os.path.join(d, "model.json"), "w") as f:
-                json.dump(spec, f)
-            ct = argparse.Namespace(fingerprint_from=d, fingerprint_dr_seeds="", adc_normalization="ct")
-            self.assertEqual(train_demo.adc_ct_properties(ct, d, lambda m: None), [None, props])
+            write_package("ZScoreNormalization")
+            with self.assertRaisesRegex(SystemExit, "no CTNormalization ADC channel"):
+                train_demo.package_adc_properties(d)
 
     def test_keep_selects_the_best_validation_or_the_last_weights(self):
         # Validation Dice falls after the first check: "best" keeps iteration 2's weights,
         # "last" the final ones (nnU-Net's checkpoint_final), and the saved checkpoint holds them.
-        import argparse
         import unittest.mock as mock
         rng = np.random.default_rng(0)
         data = rng.standard_normal((2, 16, 16, 16)).astype(np.float32)
