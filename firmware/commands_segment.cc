@@ -36,6 +36,10 @@ Segments the acute ischemic lesion of one diffusion study, offline.
   --allow-b-outside-range   segment a study whose diffusion b-values all lie outside the
                    model's accepted range (model.json "diffusion") at the b closest to the
                    model's, with a warning in report.json (default: refuse, naming b and range)
+  --implausible-lesions keep|exclude   override model.json "postprocessing": leave lesions
+                   that show no restricted diffusion (or an ADC below any brain tissue) out of
+                   the mask, SEG and volume (exclude), or keep them there, flagged (keep);
+                   either way report.json lists them and the overlay draws them in blue
   --max-preprocessed-voxels N   preallocate the sliding-window buffers for up to N voxels per
                    channel, as the daemon does with model.max_preprocessed_voxels: a study
                    larger than that after resampling fails with a reason (default: per study)
@@ -48,7 +52,7 @@ Prints report.json to stdout. Exit 0 when the study was segmented, 1 when it cou
 
 int cmd_segment(int argc, char** argv) {
   auto args = Args::parse(argc, argv, 2, {"study", "image", "out", "model", "precision", "mirroring", "tile-step",
-                                                 "max-preprocessed-voxels"},
+                                                 "max-preprocessed-voxels", "implausible-lesions"},
                           {"help", "probabilities", "save-inputs", "allow-b-outside-range"});
   if (!args.ok()) {
     std::fprintf(stderr, "strokebox segment: %s\n", args.status().message().c_str());
@@ -76,6 +80,13 @@ int cmd_segment(int argc, char** argv) {
       return 2;
     }
     options.use_mirroring = *m == "on";
+  }
+  if (auto m = args->get("implausible-lesions")) {
+    if (*m != "keep" && *m != "exclude") {
+      std::fprintf(stderr, "strokebox segment: --implausible-lesions takes keep or exclude, got '%s'\n", m->c_str());
+      return 2;
+    }
+    options.exclude_implausible_lesions = *m == "exclude";
   }
   if (auto t = args->get("tile-step")) {
     char* end = nullptr;

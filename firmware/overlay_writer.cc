@@ -177,7 +177,10 @@ RgbImage render(const image::VolumeF& dwi, const image::VolumeU8& mask, int k, f
 
   int64_t slice_voxels = 0;
   for (int j = 0; j < rows; ++j) {
-    for (int i = 0; i < cols; ++i) slice_voxels += mask.at(i, j, k) != 0;
+    for (int i = 0; i < cols; ++i) {
+      const uint8_t m = mask.at(i, j, k);
+      slice_voxels += m != 0 && (text.flagged_in_volume || m != kOverlayFlaggedLesion);
+    }
   }
   const double slice_ml = static_cast<double>(slice_voxels) * dwi.grid.voxel_volume_ml();
   std::vector<std::string> lines = {

@@ -24,6 +24,9 @@ struct OverlayText {
   std::string disclaimer = "AUTOMATED RESULT - NOT FOR DIAGNOSIS ALONE";
   /// Drawn in cyan as the last line when not empty, e.g. lesions without restricted diffusion.
   std::string warning;
+  /// Whether flagged voxels (kOverlayFlaggedLesion) count in the slice's volume: false when the
+  /// model's postprocessing left them out of the lesion volume (drawn, not counted).
+  bool flagged_in_volume = true;
 };
 
 /// Mask value of a lesion voxel flagged implausible (image/lesion_plausibility.h): drawn with a

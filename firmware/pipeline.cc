@@ -106,18 +106,22 @@ void add_warning(StudyReport& r, const std::string& warning) {
   SB_LOG(kWarning) << warning;
 }
 
-}  // namespace
-
-base::Result<ModelDiffusion> read_model_diffusion(const std::string& model_dir) {
+/// `model_dir`/model.json as a JSON document. Errors: kNotFound, kInvalidArgument (not JSON).
+base::Result<nlohmann::json> read_model_json(const std::string& model_dir) {
   const fs::path path = fs::path(model_dir) / "model.json";
   std::ifstream f(path);
   if (!f) return base::not_found("cannot read " + path.string());
-  nlohmann::json doc;
   try {
-    doc = nlohmann::json::parse(f);
+    return nlohmann::json::parse(f);
   } catch (const std::exception& e) {
     return base::invalid_argument(path.string() + ": not JSON: " + e.what());
   }
+}
+
+}  // namespace
+
+base::Result<ModelDiffusion> read_model_diffusion(const std::string& model_dir) {
+  SB_ASSIGN_OR_RETURN(const nlohmann::json doc, read_model_json(model_dir));
   ModelDiffusion out;
   if (!doc.is_object() || !doc.contains("diffusion")) return out;
   const nlohmann::json& d = doc["diffusion"];
@@ -144,6 +148,27 @@ base::Result<ModelDiffusion> read_model_diffusion(const std::string& model_dir) 
   }
   if (!(out.b_min <= out.b_value && out.b_value <= out.b_max)) {
     return bad(".b_value_s_mm2: " + std::to_string(out.b_value) + " lies outside accepted_b_range_s_mm2");
+  }
+  return out;
+}
+
+base::Result<ModelPostprocessing> read_model_postprocessing(const std::string& model_dir) {
+  SB_ASSIGN_OR_RETURN(const nlohmann::json doc, read_model_json(model_dir));
+  ModelPostprocessing out;
+  if (!doc.is_object() || !doc.contains("postprocessing")) return out;
+  const nlohmann::json& p = doc["postprocessing"];
+  const auto bad = [](const std::string& what) { return base::invalid_argument("model.json: postprocessing" + what); };
+  if (!p.is_object()) return bad(": expected an object such as {\"implausible_lesions\": \"exclude\"}");
+  for (auto it = p.begin(); it != p.end(); ++it) {
+    if (it.key() != "implausible_lesions") return bad("." + it.key() + ": unknown key (known: implausible_lesions)");
+  }
+  if (p.contains("implausible_lesions")) {
+    const nlohmann::json& v = p["implausible_lesions"];
+    if (v == "exclude") {
+      out.exclude_implausible_lesions = true;
+    } else if (v != "keep") {
+      return bad(".implausible_lesions: expected \"keep\" or \"exclude\", got " + v.dump());
+    }
   }
   return out;
 }
@@ -178,6 +203,7 @@ struct Pipeline::Impl {
   std::vector<std::unique_ptr<inference::CpuEngine>> engines;
   std::unique_ptr<inference::NnunetPredictor> predictor;
   ModelDiffusion diffusion;  // the b-values the model accepts
+  ModelPostprocessing postprocessing;  // model.json "postprocessing", with the deployment's override
   int dwi_channel = 0;  // index of the DWI channel in the model's channel order
   int adc_channel = 1;
   inference::ProgressFn progress;  // of the study being processed; may be empty
@@ -230,11 +256,51 @@ struct Pipeline::Impl {
     r.extra["nnunet"] = result.details;
     SB_ASSIGN_OR_RETURN(auto components, image::label_components(result.labels));
     r.lesion_count = components.count();
-    int64_t voxels = 0;
-    for (uint8_t v : result.labels.data) voxels += v != 0;
-    r.lesion_volume_ml = static_cast<double>(voxels) * result.labels.grid.voxel_volume_ml();
-    assess_plausibility(components, result.labels, unit, std::move(adc_micro), r);
+    r.lesion_volume_ml = lesion_volume_ml(result.labels);
+    const std::vector<int> flagged = assess_plausibility(components, result.labels, unit, std::move(adc_micro), r);
+    if (postprocessing.exclude_implausible_lesions && !flagged.empty()) {
+      exclude_lesions(components, flagged, result.labels, r);
+    }
     return std::move(result.labels);
+  }
+
+  static double lesion_volume_ml(const image::VolumeU8& mask) {
+    int64_t voxels = 0;
+    for (uint8_t v : mask.data) voxels += v != 0;
+    return static_cast<double>(voxels) * mask.grid.voxel_volume_ml();
+  }
+
+  /// The model's postprocessing (ModelPostprocessing): removes the `flagged` components from
+  /// `mask` (the mask then written, sent as SEG and measured in the SR) and from the lesion
+  /// count and volume; report.json keeps the network's figures as "predicted_*", marks those
+  /// lesions "excluded" and says so in a warning; the overlay still draws them in blue.
+  void exclude_lesions(const image::Components& components, const std::vector<int>& flagged,
+                       image::VolumeU8& mask, StudyReport& r) {
+    std::vector<bool> drop(static_cast<size_t>(components.count()) + 1, false);
+    for (int label : flagged) drop[static_cast<size_t>(label)] = true;
+    for (size_t v = 0; v < mask.data.size(); ++v) {
+      if (drop[static_cast<size_t>(components.labels.data[v])]) mask.data[v] = 0;
+    }
+    const double predicted_ml = r.lesion_volume_ml;
+    const int predicted_count = r.lesion_count;
+    r.lesion_volume_ml = lesion_volume_ml(mask);
+    r.lesion_count = predicted_count - static_cast<int>(flagged.size());
+    nlohmann::json& p = r.extra["plausibility"];
+    p["predicted_lesion_volume_ml"] = predicted_ml;
+    p["predicted_lesion_count"] = predicted_count;
+    p["excluded_lesion_count"] = flagged.size();
+    p["excluded_volume_ml"] = predicted_ml - r.lesion_volume_ml;
+    for (nlohmann::json& l : p["lesions"]) l["excluded"] = !l["plausible"].get<bool>();
+    char line[400];
+    std::snprintf(line, sizeof(line),
+                  "%zu region(s), %.1f ml, left out of the lesion mask, SEG and volume by the model's "
+                  "postprocessing (model.json postprocessing.implausible_lesions = \"exclude\"): they are "
+                  "listed under plausibility.lesions and drawn in blue on the overlay",
+                  flagged.size(), predicted_ml - r.lesion_volume_ml);
+    add_warning(r, line);
+    plausibility_comment += std::string("; ") + line;
+    overlay_warning = std::to_string(flagged.size()) + (flagged.size() == 1 ? " REGION" : " REGIONS") +
+                      " NOT TYPICAL OF AN INFARCT (BLUE), NOT COUNTED - CHECK";
   }
 
   /// Checks every predicted lesion against the ADC (image/lesion_plausibility.h): report.json
@@ -243,23 +309,24 @@ struct Pipeline::Impl {
   /// is the input ADC's unit recognised from its values (NIfTI inputs do not state it; DICOM
   /// ADC maps are 10^-6 mm^2/s by convention) and `adc_micro` the ADC in 10^-6 mm^2/s (empty
   /// when the unit is unknown). Never fails the study: an ADC whose unit cannot be told is a
-  /// warning and no assessment.
-  void assess_plausibility(const image::Components& components, const image::VolumeU8& mask,
-                           const base::Result<image::AdcUnit>& unit, std::optional<image::VolumeF> adc_micro,
-                           StudyReport& r) {
+  /// warning and no assessment. Returns the labels (in `components`) of the flagged lesions.
+  std::vector<int> assess_plausibility(const image::Components& components, const image::VolumeU8& mask,
+                                       const base::Result<image::AdcUnit>& unit,
+                                       std::optional<image::VolumeF> adc_micro, StudyReport& r) {
     display_mask = mask;
     plausibility_comment.clear();
     overlay_warning.clear();
+    std::vector<int> flagged;
     if (!unit.ok() || !adc_micro) {
       add_warning(r, "lesion plausibility not assessed: " + unit.status().message());
-      return;
+      return flagged;
     }
     adc_micro->grid = mask.grid;  // same voxels (checked by the predictor); NIfTI affines may differ in rounding
     const image::PlausibilityOptions po;
     auto lesions = image::assess_lesions(components, *adc_micro, po);
     if (!lesions.ok()) {
       add_warning(r, "lesion plausibility not assessed: " + lesions.status().message());
-      return;
+      return flagged;
     }
     nlohmann::json list = nlohmann::json::array();
     double core_ml = 0.0, implausible_ml = 0.0;
@@ -269,6 +336,7 @@ struct Pipeline::Impl {
       if (!a.plausible) {
         ++implausible;
         implausible_ml += a.volume_ml;
+        flagged.push_back(a.label);
         for (size_t v = 0; v < components.labels.data.size(); ++v) {
           if (components.labels.data[v] == a.label) display_mask.data[v] = kOverlayFlaggedLesion;
         }
@@ -305,6 +373,7 @@ struct Pipeline::Impl {
       overlay_warning = std::to_string(implausible) + (implausible == 1 ? " LESION" : " LESIONS") +
                         " NOT TYPICAL OF AN INFARCT (BLUE) - CHECK";
     }
+    return flagged;
   }
 
   /// Runs `body` and always leaves report.json in `out_dir`: "done" when body succeeded,
@@ -503,6 +572,7 @@ struct Pipeline::Impl {
     text.model_id = spec.model_id;
     text.software_version = STROKEBOX_VERSION;
     text.warning = overlay_warning;
+    text.flagged_in_volume = !postprocessing.exclude_implausible_lesions;
     SB_RETURN_IF_ERROR(write_overlay_series(dwi_series, channels[dwi_channel], display_mask, text,
                                             (fs::path(out_dir) / "overlay").string())
                            .with_context("writing the overlay series"));
@@ -563,6 +633,9 @@ base::Result<std::unique_ptr<Pipeline>> Pipeline::create(const PipelineOptions& 
   impl->options = options;
   SB_ASSIGN_OR_RETURN(impl->spec, inference::load_model_spec(options.model_dir));
   SB_ASSIGN_OR_RETURN(impl->diffusion, read_model_diffusion(options.model_dir));
+  SB_ASSIGN_OR_RETURN(impl->postprocessing, read_model_postprocessing(options.model_dir));
+  if (options.exclude_implausible_lesions)
+    impl->postprocessing.exclude_implausible_lesions = *options.exclude_implausible_lesions;
   if (options.use_mirroring) impl->spec.use_mirroring = *options.use_mirroring;
   if (options.tile_step_size) {
     if (!(*options.tile_step_size > 0.0 && *options.tile_step_size <= 1.0))

@@ -43,6 +43,9 @@ struct PipelineOptions {
   /// (model.json "diffusion") at the b closest to the model's, with a warning in report.json,
   /// instead of refusing it. The daemon's `model.allow_b_outside_range`.
   bool allow_b_outside_range = false;
+  /// Deployment override of model.json "postprocessing" (ModelPostprocessing): true leaves
+  /// lesions the plausibility guard flags out of the mask, SEG, SR and volume; empty: the model's.
+  std::optional<bool> exclude_implausible_lesions;
 };
 
 /// The b-values a model accepts (model.json "diffusion", docs/model_package.md), s/mm^2.
@@ -58,6 +61,25 @@ struct ModelDiffusion {
 /// Errors: kInvalidArgument naming the field (not numbers, b outside its range, range
 /// reaching down to b0 (<= 50 s/mm^2)); kNotFound without model.json.
 base::Result<ModelDiffusion> read_model_diffusion(const std::string& model_dir);
+
+/// What the box does with the network's mask before reporting it, for one model (model.json
+/// "postprocessing", docs/model_package.md). Chosen per trained model on its validation data, as
+/// nnU-Net chooses its postprocessing per model (nnunetv2/postprocessing/
+/// remove_connected_components.py, determine_postprocessing); absent: nothing is removed, so an
+/// imported nnU-Net model's mask stays nnU-Net's.
+struct ModelPostprocessing {
+  /// Lesions that the plausibility guard flags (image/lesion_plausibility.h: no restricted
+  /// diffusion, or an ADC below any brain tissue) are left out of lesion_mask.nii.gz, seg.dcm,
+  /// the SR, lesion_volume_ml and lesion_count; report.json still lists them ("excluded") and
+  /// the overlay still draws them in blue. model.json: "implausible_lesions": "exclude"
+  /// (true) or "keep" (false, the default).
+  bool exclude_implausible_lesions = false;
+};
+
+/// Reads the "postprocessing" object of `model_dir`/model.json: {"implausible_lesions":
+/// "keep" | "exclude"}. Absent: the defaults above. Errors: kInvalidArgument naming the field
+/// (unknown key or value); kNotFound without model.json.
+base::Result<ModelPostprocessing> read_model_postprocessing(const std::string& model_dir);
 
 /// What happened to one study; serialized as report.json (DESIGN.md "Outputs").
 struct StudyReport {

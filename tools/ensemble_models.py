@@ -83,9 +83,11 @@ def check_members(members: List[Tuple[str, Dict]], max_shift: float) -> List[flo
     return shifts
 
 
-def build(out: str, model_id: str, specs: List[Tuple[str, str]], max_shift: float) -> Dict:
+def build(out: str, model_id: str, specs: List[Tuple[str, str]], max_shift: float,
+          implausible_lesions: str = None) -> Dict:
     """Writes the ensemble package into out (created; its .onnx and model.json replaced) and
-    returns its model.json."""
+    returns its model.json. implausible_lesions "keep" or "exclude" sets the package's
+    postprocessing (model.json "postprocessing", docs/model_package.md); None leaves it out."""
     if len(specs) < 2:
         raise EnsembleError("an ensemble needs at least two --member")
     names = [n for n, _ in specs]
@@ -100,6 +102,11 @@ def build(out: str, model_id: str, specs: List[Tuple[str, str]], max_shift: floa
     pkg = dict(members[0][1])
     pkg["model_id"] = model_id
     pkg["networks"] = [f"{n}.onnx" for n in names]
+    pkg.pop("postprocessing", None)  # a property of the ensemble, chosen on its validation data
+    if implausible_lesions is not None:
+        if implausible_lesions not in ("keep", "exclude"):
+            raise EnsembleError(f"--implausible-lesions takes keep or exclude, got {implausible_lesions!r}")
+        pkg["postprocessing"] = {"implausible_lesions": implausible_lesions}
     pkg["provenance"] = {
         "source": "tools/ensemble_models.py",
         "ensemble": "logits averaged per tile over the networks, as nnU-Net averages folds",
@@ -126,6 +133,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-norm-shift", type=float, default=0.02,
                     help="largest accepted difference of the members' CTNormalization statistics, in std "
                          "(default 0.02)")
+    ap.add_argument("--implausible-lesions", choices=("keep", "exclude"), default=None,
+                    help="the package's postprocessing: exclude = the box leaves lesions its plausibility guard "
+                         "flags out of the mask and volume (model.json postprocessing); default: not set (keep)")
     a = ap.parse_args(argv)
     specs = []
     for m in a.member:
@@ -134,7 +144,7 @@ def main(argv=None) -> int:
             ap.error(f"--member {m}: expected NAME=DIR")
         specs.append((name, folder))
     try:
-        pkg = build(a.out, a.model_id, specs, a.max_norm_shift)
+        pkg = build(a.out, a.model_id, specs, a.max_norm_shift, a.implausible_lesions)
     except EnsembleError as e:
         print(f"ensemble_models: {e}", file=sys.stderr)
         return 2

@@ -15,6 +15,9 @@ For each model and each study:
 Usage:
   tools/evaluate_model.py --model old=DIR --model new=DIR --studies 'data/phantoms/seed_90*' \\
       --realdicom ../shared/realdicom --json out.json
+  --model-args NAME='--implausible-lesions keep' gives that model's `strokebox segment` more
+  options, so one package can be measured two ways. "Flagged" volumes are in the prediction when
+  the package keeps implausible lesions, and left out of it when it excludes them.
 Prints a Markdown table per model (means) and per study.
 """
 
@@ -22,6 +25,7 @@ import argparse
 import glob
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -53,10 +57,12 @@ def flagged_ml(report) -> float:
                      if not l.get("plausible", True)), 2)
 
 
-def eval_synthetic(binary, model, folder, tmp, precision):
+def eval_synthetic(binary, model, folder, tmp, precision, extra=()):
     out = os.path.join(tmp, "syn_" + os.path.basename(folder))
+    shutil.rmtree(out, ignore_errors=True)
     rc, rep = segment(binary, model, ["--image", os.path.join(folder, "image_0000.nii.gz"),
-                                      "--image", os.path.join(folder, "image_0001.nii.gz")], out, precision)
+                                      "--image", os.path.join(folder, "image_0001.nii.gz")] + list(extra),
+                      out, precision)
     if rc != 0:
         return {"status": "failed", "reason": rep.get("reason")}
     pimg = nib.load(os.path.join(out, "lesion_mask.nii.gz"))
@@ -91,7 +97,7 @@ def real_studies(root):
     return out
 
 
-def eval_real(binary, model, name, folders, tmp, precision):
+def eval_real(binary, model, name, folders, tmp, precision, extra=()):
     study = folders[0]
     if len(folders) > 1:  # one folder holding a copy of every file (the study search skips links)
         study = os.path.join(tmp, "study_" + str(abs(hash(name))))
@@ -103,10 +109,11 @@ def eval_real(binary, model, name, folders, tmp, precision):
                         shutil.copyfile(os.path.join(dirpath, fn),
                                         os.path.join(study, os.path.basename(f) + "_" + fn))
     out = os.path.join(tmp, "real_" + os.path.basename(model.rstrip("/")) + str(abs(hash(name))))
-    rc, rep = segment(binary, model, ["--study", study], out, precision)
+    shutil.rmtree(out, ignore_errors=True)
+    rc, rep = segment(binary, model, ["--study", study] + list(extra), out, precision)
     flag = False
     if rc != 0 and "range" in str(rep.get("reason", "")):
-        rc, rep = segment(binary, model, ["--study", study, "--allow-b-outside-range"], out, precision)
+        rc, rep = segment(binary, model, ["--study", study, "--allow-b-outside-range"] + list(extra), out, precision)
         flag = True
     if rc != 0:
         return {"status": "failed", "reason": str(rep.get("reason"))[:200]}
@@ -118,6 +125,8 @@ def eval_real(binary, model, name, folders, tmp, precision):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", required=True, help="NAME=DIR (repeatable)")
+    ap.add_argument("--model-args", action="append", default=[], metavar="NAME=ARGS",
+                    help="more `strokebox segment` options for model NAME, e.g. NAME='--implausible-lesions keep'")
     ap.add_argument("--studies", action="append", default=[], help="glob of synthetic study folders")
     ap.add_argument("--realdicom", default=None)
     ap.add_argument("--healthy", action="append", default=[],
@@ -130,6 +139,10 @@ def main():
     real = real_studies(a.realdicom) if a.realdicom else []
     real += [(os.path.basename(f.rstrip("/")), [os.path.realpath(f)])
              for f in sorted({f for g in a.healthy for f in glob.glob(g) if os.path.isdir(f)})]
+    extra = {}
+    for spec in a.model_args:
+        name, args = spec.split("=", 1)
+        extra[name] = shlex.split(args)
     results = {}
     with tempfile.TemporaryDirectory(prefix="strokebox-eval-") as tmp:
         for spec in a.model:
@@ -137,9 +150,10 @@ def main():
             t0 = time.time()
             res = {"synthetic": {}, "real": {}}
             for f in synth:
-                res["synthetic"][os.path.relpath(f, REPO)] = eval_synthetic(a.strokebox, model, f, tmp, a.precision)
+                res["synthetic"][os.path.relpath(f, REPO)] = eval_synthetic(a.strokebox, model, f, tmp, a.precision,
+                                                                          extra.get(name, ()))
             for rn, folders in real:
-                res["real"][rn] = eval_real(a.strokebox, model, rn, folders, tmp, a.precision)
+                res["real"][rn] = eval_real(a.strokebox, model, rn, folders, tmp, a.precision, extra.get(name, ()))
             res["seconds"] = round(time.time() - t0, 1)
             results[name] = res
             print(f"{name}: {len(synth)} synthetic, {len(real)} real studies in {res['seconds']} s", file=sys.stderr)

@@ -1,5 +1,6 @@
-// Tests of the model's accepted b-values (model.json "diffusion", docs/model_package.md) and of
-// the daemon's [model] allow_b_outside_range key.
+// Tests of the model's accepted b-values (model.json "diffusion", docs/model_package.md), of
+// the daemon's [model] allow_b_outside_range key and of the model's postprocessing
+// (model.json "postprocessing").
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -69,6 +70,39 @@ TEST_F(ModelDiffusionTest, TheDemoModelStatesItsRange) {
   ASSERT_TRUE(d.ok()) << d.status().to_string();
   EXPECT_TRUE(d->from_model_json);
   EXPECT_DOUBLE_EQ(d->b_value, 1000.0);
+}
+
+TEST_F(ModelDiffusionTest, PostprocessingKeepsImplausibleLesionsUnlessTheModelSaysExclude) {
+  write(R"({"format": "strokebox-model/1"})");
+  auto absent = read_model_postprocessing(dir_.string());
+  ASSERT_TRUE(absent.ok()) << absent.status().to_string();
+  EXPECT_FALSE(absent->exclude_implausible_lesions);  // an imported nnU-Net model's mask stays nnU-Net's
+  write(R"({"postprocessing": {"implausible_lesions": "exclude"}})");
+  auto exclude = read_model_postprocessing(dir_.string());
+  ASSERT_TRUE(exclude.ok()) << exclude.status().to_string();
+  EXPECT_TRUE(exclude->exclude_implausible_lesions);
+  write(R"({"postprocessing": {"implausible_lesions": "keep"}})");
+  auto keep = read_model_postprocessing(dir_.string());
+  ASSERT_TRUE(keep.ok()) << keep.status().to_string();
+  EXPECT_FALSE(keep->exclude_implausible_lesions);
+}
+
+TEST_F(ModelDiffusionTest, BadPostprocessingNamesTheField) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"({"postprocessing": "exclude"})", "expected an object"},
+      {R"({"postprocessing": {"implausible_lesions": true}})", "implausible_lesions: expected"},
+      {R"({"postprocessing": {"implausible_lesions": "drop"}})", "\"drop\""},
+      {R"({"postprocessing": {"largest_component_only": true}})", "unknown key"},
+  };
+  for (const auto& [text, expected] : cases) {
+    write(text);
+    auto p = read_model_postprocessing(dir_.string());
+    ASSERT_EQ(p.status().code(), base::Code::kInvalidArgument) << text;
+    EXPECT_NE(p.status().message().find(expected), std::string::npos) << p.status().message();
+    EXPECT_NE(p.status().message().find("model.json: postprocessing"), std::string::npos) << p.status().message();
+  }
+  fs::remove(dir_ / "model.json");
+  EXPECT_EQ(read_model_postprocessing(dir_.string()).status().code(), base::Code::kNotFound);
 }
 
 TEST_F(ModelDiffusionTest, ConfigKeyAllowsBOutsideTheRange) {

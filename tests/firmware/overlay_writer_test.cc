@@ -125,6 +125,26 @@ TEST_F(OverlayWriterTest, FlaggedLesionAndWarningLineAreDrawnInCyan) {
   EXPECT_GT(cyan, 100);
 }
 
+// When the model's postprocessing leaves flagged lesions out of the volume, the slice's volume
+// does not count them either: the text band then reads as for a slice without lesion.
+TEST_F(OverlayWriterTest, FlaggedLesionsLeftOutOfTheVolumeAreNotCountedInTheSlice) {
+  for (uint8_t& v : mask_.data) v = v ? kOverlayFlaggedLesion : 0;
+  OverlayText excluded = text_;
+  excluded.flagged_in_volume = false;
+  auto counted = render_overlay_slice(volume_, mask_, 1, text_);
+  auto not_counted = render_overlay_slice(volume_, mask_, 1, excluded);
+  auto empty = render_overlay_slice(volume_, image::VolumeU8(volume_.grid, 0), 1, text_);
+  ASSERT_TRUE(counted.ok() && not_counted.ok() && empty.ok());
+  ASSERT_EQ(not_counted->height, empty->height);
+  const size_t band = static_cast<size_t>(kRows) * 8 * not_counted->width * 3;
+  const auto text_band = [&](const RgbImage& img) { return std::vector<uint8_t>(img.rgb.begin() + band, img.rgb.end()); };
+  EXPECT_EQ(text_band(*not_counted), text_band(*empty));   // "THIS SLICE 0.00 ML"
+  EXPECT_NE(text_band(*counted), text_band(*empty));       // 120 voxels counted
+  // The lesion itself is still drawn (blue tint).
+  const uint8_t* in = &not_counted->rgb[(static_cast<size_t>(15 * 8 + 4) * not_counted->width + 36 * 8 + 4) * 3];
+  EXPECT_GT(in[2], in[0] + 50);
+}
+
 TEST_F(OverlayWriterTest, RejectsMaskOnAnotherGridAndBadSlice) {
   image::Grid g = volume_.grid;
   g.dims[2] = 2;

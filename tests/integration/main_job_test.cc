@@ -333,8 +333,9 @@ TEST(SegmentOffline, LesionsWithoutRestrictedDiffusionAreFlagged) {
                       " --out " + (work / "b").string());
   EXPECT_EQ(mm2["plausibility"]["adc_unit_recognised"], "mm2/s");
   EXPECT_EQ(mm2["plausibility"]["implausible_lesion_count"], 0);
-  json high = run_json(kBin + " segment --model " + kModel + dwi + " --image " + (work / "adc_high.nii.gz").string() +
-                       " --out " + (work / "c").string());
+  const std::string high_args = " segment --model " + kModel + dwi + " --image " +
+                                (work / "adc_high.nii.gz").string();
+  json high = run_json(kBin + high_args + " --implausible-lesions keep --out " + (work / "c").string());
   ASSERT_EQ(high["status"], "done");
   // This case exists to exercise the flagging end to end: a model that no longer predicts a lesion
   // here needs another ADC value above 620 that it still calls.
@@ -366,6 +367,38 @@ TEST(SegmentOffline, LesionsWithoutRestrictedDiffusionAreFlagged) {
               normal["lesion_volume_ml"].get<double>(), p["adc_core_volume_ml"].get<double>(),
               high["lesion_volume_ml"].get<double>(), high["plausibility"]["implausible_lesion_count"].get<int>(),
               high["lesion_count"].get<int>());
+  ASSERT_GT(high["plausibility"]["implausible_lesion_count"].get<int>(), 0) << high.dump(2);
+
+  // The model's postprocessing may leave flagged lesions out (model.json "postprocessing",
+  // here forced by the flag): the mask, volume and count lose exactly them, report.json still
+  // lists them as excluded with the network's own figures, and the plausible ones stay.
+  json excl = run_json(kBin + high_args + " --implausible-lesions exclude --out " + (work / "d").string());
+  ASSERT_EQ(excl["status"], "done") << excl.dump(2);
+  const json& xp = excl["plausibility"];
+  const double flagged_ml = high["plausibility"]["implausible_volume_ml"].get<double>();
+  const int flagged_n = high["plausibility"]["implausible_lesion_count"].get<int>();
+  EXPECT_NEAR(excl["lesion_volume_ml"].get<double>(), high["lesion_volume_ml"].get<double>() - flagged_ml, 1e-6)
+      << excl.dump(2);
+  EXPECT_EQ(excl["lesion_count"].get<int>(), high["lesion_count"].get<int>() - flagged_n);
+  EXPECT_EQ(xp["excluded_lesion_count"].get<int>(), flagged_n);
+  EXPECT_NEAR(xp["excluded_volume_ml"].get<double>(), flagged_ml, 1e-6);
+  EXPECT_NEAR(xp["predicted_lesion_volume_ml"].get<double>(), high["lesion_volume_ml"].get<double>(), 1e-9);
+  ASSERT_EQ(xp["lesions"].size(), high["plausibility"]["lesions"].size());
+  for (const auto& l : xp["lesions"]) EXPECT_EQ(l["excluded"].get<bool>(), !l["plausible"].get<bool>()) << l.dump();
+  EXPECT_NE(excl["warnings"].dump().find("left out of the lesion mask"), std::string::npos) << excl.dump(2);
+  // The written mask is the reported one: only the plausible lesions' voxels.
+  json kept = run_json(kBin + " evaluate --pred " + (work / "d/lesion_mask.nii.gz").string() + " --truth " +
+                       (work / "c/lesion_mask.nii.gz").string());
+  EXPECT_EQ(kept.value("fp", -1), 0) << kept.dump(2);  // nothing added
+  EXPECT_NEAR(kept["pred_volume_ml"].get<double>(), excl["lesion_volume_ml"].get<double>(), 1e-3) << kept.dump(2);
+  EXPECT_NEAR(kept["truth_volume_ml"].get<double>() - kept["pred_volume_ml"].get<double>(), flagged_ml, 1e-3)
+      << kept.dump(2);
+  // On the unmodified study nothing is flagged, so excluding changes nothing.
+  json normal_excl = run_json(kBin + " segment --model " + kModel + dwi + " --image " +
+                              (work / "study/image_0001.nii.gz").string() + " --implausible-lesions exclude --out " +
+                              (work / "e").string());
+  EXPECT_DOUBLE_EQ(normal_excl["lesion_volume_ml"].get<double>(), normal["lesion_volume_ml"].get<double>());
+  EXPECT_FALSE(normal_excl["plausibility"].contains("excluded_lesion_count")) << normal_excl.dump(2);
   fs::remove_all(work);
 }
 
@@ -499,6 +532,9 @@ TEST(Cli, BadUsageExitsWithTwoAndHelpWorks) {
   EXPECT_EQ(itest::run_command(kBin + " segment --bogus 2>/dev/null").exit_code, 2);
   EXPECT_EQ(itest::run_command(kBin + " nonsense 2>/dev/null").exit_code, 2);
   EXPECT_EQ(itest::run_command(kBin + " segment --study x --out y --mirroring maybe 2>/dev/null").exit_code, 2);
+  auto excl = itest::run_command(kBin + " segment --study x --out y --implausible-lesions drop 2>&1");
+  EXPECT_EQ(excl.exit_code, 2);
+  EXPECT_NE(excl.output.find("keep or exclude"), std::string::npos) << excl.output;
   // A tile step outside (0, 1] is refused before any work, naming the option.
   auto step = itest::run_command(kBin + " segment --model " + kModel + " --study x --out y --tile-step 2 2>&1");
   EXPECT_EQ(step.exit_code, 1);

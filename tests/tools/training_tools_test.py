@@ -327,6 +327,25 @@ class EnsembleModels(unittest.TestCase):
             self.assertEqual(shifts[0], 0.0)
             self.assertAlmostEqual(shifts[1], 1.0 / 195.0, places=4)
             self.assertEqual(pkg["provenance"]["members"][1]["provenance"], {"seed": "b"})
+            self.assertNotIn("postprocessing", pkg)  # not asked for: the box keeps flagged lesions
+
+    def test_the_ensemble_states_its_postprocessing_and_never_inherits_a_members(self):
+        with tempfile.TemporaryDirectory() as root:
+            a, b = self.member(root, "a"), self.member(root, "b")
+            with open(os.path.join(a, "model.json")) as f:
+                pkg_a = json.load(f)
+            pkg_a["postprocessing"] = {"implausible_lesions": "exclude"}
+            with open(os.path.join(a, "model.json"), "w") as f:
+                json.dump(pkg_a, f)
+            out = os.path.join(root, "ens")
+            self.assertNotIn("postprocessing", ensemble_models.build(out, "x", [("model", a), ("b", b)], 0.02))
+            rc = ensemble_models.main(["--out", out, "--model-id", "x", "--member", f"model={a}",
+                                       "--member", f"b={b}", "--implausible-lesions", "exclude"])
+            self.assertEqual(rc, 0)
+            with open(os.path.join(out, "model.json")) as f:
+                self.assertEqual(json.load(f)["postprocessing"], {"implausible_lesions": "exclude"})
+            with self.assertRaisesRegex(ensemble_models.EnsembleError, "keep or exclude"):
+                ensemble_models.build(out, "x", [("model", a), ("b", b)], 0.02, "drop")
 
     def test_incompatible_members_are_refused_with_the_reason(self):
         with tempfile.TemporaryDirectory() as root:
@@ -569,11 +588,17 @@ class DemoModelOnUnseenDomainRandomizedStudies(unittest.TestCase):
             with tempfile.TemporaryDirectory() as d:
                 m = self.segment(phantom_dr.make_study(seed, lesions=0), d)
                 with open(os.path.join(d, "out", "report.json")) as f:
-                    flagged = json.load(f)["plausibility"]["implausible_volume_ml"]
-                print(f"[ info ] phantom_dr {seed} lesion-free: {m['pred_volume_ml']:.2f} mL predicted, "
-                      f"{flagged:.2f} mL of it flagged implausible")
-                self.assertLess(m["pred_volume_ml"], 40.0, m)
-                self.assertLess(m["pred_volume_ml"] - flagged, 2.0, m)
+                    p = json.load(f)["plausibility"]
+                flagged = p["implausible_volume_ml"]
+                # What the networks called: the mask, plus what the package's postprocessing
+                # left out of it ("excluded", only when it excludes flagged lesions).
+                network_ml = p.get("predicted_lesion_volume_ml", m["pred_volume_ml"])
+                print(f"[ info ] phantom_dr {seed} lesion-free: {network_ml:.2f} mL predicted, "
+                      f"{flagged:.2f} mL of it flagged implausible, {m['pred_volume_ml']:.2f} mL in the mask")
+                self.assertLess(network_ml, 40.0, m)
+                self.assertLess(network_ml - flagged, 2.0, m)
+                if "excluded_volume_ml" in p:
+                    self.assertAlmostEqual(m["pred_volume_ml"], network_ml - flagged, places=2)
 
     def test_infarcts_are_found(self):
         dices = []
