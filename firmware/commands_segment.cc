@@ -36,10 +36,11 @@ Segments the acute ischemic lesion of one diffusion study, offline.
   --allow-b-outside-range   segment a study whose diffusion b-values all lie outside the
                    model's accepted range (model.json "diffusion") at the b closest to the
                    model's, with a warning in report.json (default: refuse, naming b and range)
-  --implausible-lesions keep|exclude   override model.json "postprocessing": leave lesions
-                   that show no restricted diffusion (or an ADC below any brain tissue) out of
-                   the mask, SEG and volume (exclude), or keep them there, flagged (keep);
-                   either way report.json lists them and the overlay draws them in blue
+  --implausible-lesions MODE   override model.json "postprocessing": which lesions flagged by
+                   the ADC check are left out of the mask, SEG and volume: keep (none),
+                   exclude-below-tissue-adc (those with an ADC below any brain tissue: fat,
+                   noise floor) or exclude (also those without restricted diffusion); report.json
+                   lists them either way and the overlay draws them in blue
   --max-preprocessed-voxels N   preallocate the sliding-window buffers for up to N voxels per
                    channel, as the daemon does with model.max_preprocessed_voxels: a study
                    larger than that after resampling fails with a reason (default: per study)
@@ -82,11 +83,14 @@ int cmd_segment(int argc, char** argv) {
     options.use_mirroring = *m == "on";
   }
   if (auto m = args->get("implausible-lesions")) {
-    if (*m != "keep" && *m != "exclude") {
-      std::fprintf(stderr, "strokebox segment: --implausible-lesions takes keep or exclude, got '%s'\n", m->c_str());
+    options.implausible_lesions = parse_implausible_lesions(*m);
+    if (!options.implausible_lesions) {
+      std::fprintf(stderr,
+                   "strokebox segment: --implausible-lesions takes keep, exclude-below-tissue-adc or exclude, got "
+                   "'%s'\n",
+                   m->c_str());
       return 2;
     }
-    options.exclude_implausible_lesions = *m == "exclude";
   }
   if (auto t = args->get("tile-step")) {
     char* end = nullptr;

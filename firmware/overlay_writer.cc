@@ -179,7 +179,7 @@ RgbImage render(const image::VolumeF& dwi, const image::VolumeU8& mask, int k, f
   for (int j = 0; j < rows; ++j) {
     for (int i = 0; i < cols; ++i) {
       const uint8_t m = mask.at(i, j, k);
-      slice_voxels += m != 0 && (text.flagged_in_volume || m != kOverlayFlaggedLesion);
+      slice_voxels += m != 0 && m != kOverlayExcludedLesion;
     }
   }
   const double slice_ml = static_cast<double>(slice_voxels) * dwi.grid.voxel_volume_ml();
@@ -217,7 +217,10 @@ RgbImage render(const image::VolumeF& dwi, const image::VolumeU8& mask, int k, f
     if (x < 0 || y < 0 || x >= w || y >= h_image) return false;
     return mask.at(x / zoom, y / zoom, k) != 0;
   };
-  auto flagged = [&](int x, int y) { return mask.at(x / zoom, y / zoom, k) == kOverlayFlaggedLesion; };
+  auto flagged = [&](int x, int y) {
+    const uint8_t m = mask.at(x / zoom, y / zoom, k);
+    return m == kOverlayFlaggedLesion || m == kOverlayExcludedLesion;
+  };
   for (int y = 0; y < h_image; ++y) {
     const double sy = (y + 0.5) / zoom - 0.5;
     const int j0 = static_cast<int>(std::floor(sy));

@@ -24,14 +24,16 @@ struct OverlayText {
   std::string disclaimer = "AUTOMATED RESULT - NOT FOR DIAGNOSIS ALONE";
   /// Drawn in cyan as the last line when not empty, e.g. lesions without restricted diffusion.
   std::string warning;
-  /// Whether flagged voxels (kOverlayFlaggedLesion) count in the slice's volume: false when the
-  /// model's postprocessing left them out of the lesion volume (drawn, not counted).
-  bool flagged_in_volume = true;
 };
 
 /// Mask value of a lesion voxel flagged implausible (image/lesion_plausibility.h): drawn with a
 /// cyan outline and a blue tint instead of yellow and red. Any other non-zero value is a lesion.
 inline constexpr uint8_t kOverlayFlaggedLesion = 2;
+
+/// Mask value of a flagged lesion that the model's postprocessing left out of the lesion volume
+/// (firmware::ModelPostprocessing): drawn as kOverlayFlaggedLesion, not counted in the slice's
+/// volume.
+inline constexpr uint8_t kOverlayExcludedLesion = 3;
 
 /// Settings of the new series.
 struct OverlayOptions {

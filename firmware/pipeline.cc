@@ -164,13 +164,33 @@ base::Result<ModelPostprocessing> read_model_postprocessing(const std::string& m
   }
   if (p.contains("implausible_lesions")) {
     const nlohmann::json& v = p["implausible_lesions"];
-    if (v == "exclude") {
-      out.exclude_implausible_lesions = true;
-    } else if (v != "keep") {
-      return bad(".implausible_lesions: expected \"keep\" or \"exclude\", got " + v.dump());
+    const auto mode = v.is_string() ? parse_implausible_lesions(v.get<std::string>()) : std::nullopt;
+    if (!mode) {
+      return bad(".implausible_lesions: expected \"keep\", \"exclude-below-tissue-adc\" or \"exclude\", got " +
+                 v.dump());
     }
+    out.implausible_lesions = *mode;
   }
   return out;
+}
+
+const char* implausible_lesions_name(ImplausibleLesions mode) {
+  switch (mode) {
+    case ImplausibleLesions::kKeep:
+      return "keep";
+    case ImplausibleLesions::kExcludeBelowTissue:
+      return "exclude-below-tissue-adc";
+    case ImplausibleLesions::kExcludeAll:
+      return "exclude";
+  }
+  return "keep";
+}
+
+std::optional<ImplausibleLesions> parse_implausible_lesions(const std::string& name) {
+  for (auto mode : {ImplausibleLesions::kKeep, ImplausibleLesions::kExcludeBelowTissue, ImplausibleLesions::kExcludeAll}) {
+    if (name == implausible_lesions_name(mode)) return mode;
+  }
+  return std::nullopt;
 }
 
 nlohmann::json StudyReport::to_json() const {
@@ -257,10 +277,8 @@ struct Pipeline::Impl {
     SB_ASSIGN_OR_RETURN(auto components, image::label_components(result.labels));
     r.lesion_count = components.count();
     r.lesion_volume_ml = lesion_volume_ml(result.labels);
-    const std::vector<int> flagged = assess_plausibility(components, result.labels, unit, std::move(adc_micro), r);
-    if (postprocessing.exclude_implausible_lesions && !flagged.empty()) {
-      exclude_lesions(components, flagged, result.labels, r);
-    }
+    const std::vector<int> excluded = assess_plausibility(components, result.labels, unit, std::move(adc_micro), r);
+    if (!excluded.empty()) exclude_lesions(components, excluded, result.labels, r);
     return std::move(result.labels);
   }
 
@@ -270,7 +288,8 @@ struct Pipeline::Impl {
     return static_cast<double>(voxels) * mask.grid.voxel_volume_ml();
   }
 
-  /// The model's postprocessing (ModelPostprocessing): removes the `flagged` components from
+  /// The model's postprocessing (ModelPostprocessing): removes the `flagged` components (those
+  /// assess_plausibility() chose for the model's ImplausibleLesions mode) from
   /// `mask` (the mask then written, sent as SEG and measured in the SR) and from the lesion
   /// count and volume; report.json keeps the network's figures as "predicted_*", marks those
   /// lesions "excluded" and says so in a warning; the overlay still draws them in blue.
@@ -290,13 +309,16 @@ struct Pipeline::Impl {
     p["predicted_lesion_count"] = predicted_count;
     p["excluded_lesion_count"] = flagged.size();
     p["excluded_volume_ml"] = predicted_ml - r.lesion_volume_ml;
-    for (nlohmann::json& l : p["lesions"]) l["excluded"] = !l["plausible"].get<bool>();
+    for (nlohmann::json& l : p["lesions"]) {
+      l["excluded"] = std::find(flagged.begin(), flagged.end(), l["label"].get<int>()) != flagged.end();
+    }
     char line[400];
     std::snprintf(line, sizeof(line),
                   "%zu region(s), %.1f ml, left out of the lesion mask, SEG and volume by the model's "
-                  "postprocessing (model.json postprocessing.implausible_lesions = \"exclude\"): they are "
-                  "listed under plausibility.lesions and drawn in blue on the overlay",
-                  flagged.size(), predicted_ml - r.lesion_volume_ml);
+                  "postprocessing (postprocessing.implausible_lesions = \"%s\"): they are listed under "
+                  "plausibility.lesions (\"excluded\") and drawn in blue on the overlay",
+                  flagged.size(), predicted_ml - r.lesion_volume_ml,
+                  implausible_lesions_name(postprocessing.implausible_lesions));
     add_warning(r, line);
     plausibility_comment += std::string("; ") + line;
     overlay_warning = std::to_string(flagged.size()) + (flagged.size() == 1 ? " REGION" : " REGIONS") +
@@ -309,7 +331,8 @@ struct Pipeline::Impl {
   /// is the input ADC's unit recognised from its values (NIfTI inputs do not state it; DICOM
   /// ADC maps are 10^-6 mm^2/s by convention) and `adc_micro` the ADC in 10^-6 mm^2/s (empty
   /// when the unit is unknown). Never fails the study: an ADC whose unit cannot be told is a
-  /// warning and no assessment. Returns the labels (in `components`) of the flagged lesions.
+  /// warning and no assessment. Returns the labels (in `components`) of the flagged lesions that
+  /// the model's postprocessing leaves out (none with ImplausibleLesions::kKeep).
   std::vector<int> assess_plausibility(const image::Components& components, const image::VolumeU8& mask,
                                        const base::Result<image::AdcUnit>& unit,
                                        std::optional<image::VolumeF> adc_micro, StudyReport& r) {
@@ -336,9 +359,13 @@ struct Pipeline::Impl {
       if (!a.plausible) {
         ++implausible;
         implausible_ml += a.volume_ml;
-        flagged.push_back(a.label);
+        const ImplausibleLesions mode = postprocessing.implausible_lesions;
+        const bool exclude = mode == ImplausibleLesions::kExcludeAll ||
+                             (mode == ImplausibleLesions::kExcludeBelowTissue && a.below_tissue_adc);
+        if (exclude) flagged.push_back(a.label);
         for (size_t v = 0; v < components.labels.data.size(); ++v) {
-          if (components.labels.data[v] == a.label) display_mask.data[v] = kOverlayFlaggedLesion;
+          if (components.labels.data[v] == a.label)
+            display_mask.data[v] = exclude ? kOverlayExcludedLesion : kOverlayFlaggedLesion;
         }
       }
       list.push_back({{"label", a.label},
@@ -572,7 +599,6 @@ struct Pipeline::Impl {
     text.model_id = spec.model_id;
     text.software_version = STROKEBOX_VERSION;
     text.warning = overlay_warning;
-    text.flagged_in_volume = !postprocessing.exclude_implausible_lesions;
     SB_RETURN_IF_ERROR(write_overlay_series(dwi_series, channels[dwi_channel], display_mask, text,
                                             (fs::path(out_dir) / "overlay").string())
                            .with_context("writing the overlay series"));
@@ -634,8 +660,7 @@ base::Result<std::unique_ptr<Pipeline>> Pipeline::create(const PipelineOptions& 
   SB_ASSIGN_OR_RETURN(impl->spec, inference::load_model_spec(options.model_dir));
   SB_ASSIGN_OR_RETURN(impl->diffusion, read_model_diffusion(options.model_dir));
   SB_ASSIGN_OR_RETURN(impl->postprocessing, read_model_postprocessing(options.model_dir));
-  if (options.exclude_implausible_lesions)
-    impl->postprocessing.exclude_implausible_lesions = *options.exclude_implausible_lesions;
+  if (options.implausible_lesions) impl->postprocessing.implausible_lesions = *options.implausible_lesions;
   if (options.use_mirroring) impl->spec.use_mirroring = *options.use_mirroring;
   if (options.tile_step_size) {
     if (!(*options.tile_step_size > 0.0 && *options.tile_step_size <= 1.0))

@@ -16,6 +16,21 @@
 
 namespace firmware {
 
+/// Which lesions flagged by the plausibility guard (image/lesion_plausibility.h) a model's
+/// postprocessing leaves out of the reported mask (ModelPostprocessing).
+enum class ImplausibleLesions {
+  kKeep,                 ///< "keep": the mask as the network made it, flagged lesions included
+  kExcludeBelowTissue,   ///< "exclude-below-tissue-adc": only those whose median ADC is below every
+                         ///< brain tissue's (fat, the noise floor; PlausibilityOptions::min_tissue_adc)
+  kExcludeAll,           ///< "exclude": every flagged lesion, also those without restricted diffusion
+};
+
+/// The model.json / command-line name of a mode ("keep", "exclude-below-tissue-adc", "exclude").
+const char* implausible_lesions_name(ImplausibleLesions mode);
+
+/// The mode named `name`; empty when the name is unknown.
+std::optional<ImplausibleLesions> parse_implausible_lesions(const std::string& name);
+
 struct PipelineOptions {
   std::string model_dir;            // model package (docs/model_package.md)
   std::string precision = "fp32";   // engine precision: fp32 | bf16 | fp16 | auto
@@ -43,9 +58,9 @@ struct PipelineOptions {
   /// (model.json "diffusion") at the b closest to the model's, with a warning in report.json,
   /// instead of refusing it. The daemon's `model.allow_b_outside_range`.
   bool allow_b_outside_range = false;
-  /// Deployment override of model.json "postprocessing" (ModelPostprocessing): true leaves
-  /// lesions the plausibility guard flags out of the mask, SEG, SR and volume; empty: the model's.
-  std::optional<bool> exclude_implausible_lesions;
+  /// Deployment override of model.json "postprocessing" (ModelPostprocessing): which lesions
+  /// the plausibility guard flags are left out of the mask, SEG, SR and volume; empty: the model's.
+  std::optional<ImplausibleLesions> implausible_lesions;
 };
 
 /// The b-values a model accepts (model.json "diffusion", docs/model_package.md), s/mm^2.
@@ -68,17 +83,15 @@ base::Result<ModelDiffusion> read_model_diffusion(const std::string& model_dir);
 /// remove_connected_components.py, determine_postprocessing); absent: nothing is removed, so an
 /// imported nnU-Net model's mask stays nnU-Net's.
 struct ModelPostprocessing {
-  /// Lesions that the plausibility guard flags (image/lesion_plausibility.h: no restricted
-  /// diffusion, or an ADC below any brain tissue) are left out of lesion_mask.nii.gz, seg.dcm,
-  /// the SR, lesion_volume_ml and lesion_count; report.json still lists them ("excluded") and
-  /// the overlay still draws them in blue. model.json: "implausible_lesions": "exclude"
-  /// (true) or "keep" (false, the default).
-  bool exclude_implausible_lesions = false;
+  /// Which lesions flagged by the plausibility guard (image/lesion_plausibility.h) are left out
+  /// of lesion_mask.nii.gz, seg.dcm, the SR, lesion_volume_ml and lesion_count; report.json
+  /// still lists them ("excluded") and the overlay still draws them in blue.
+  ImplausibleLesions implausible_lesions = ImplausibleLesions::kKeep;
 };
 
 /// Reads the "postprocessing" object of `model_dir`/model.json: {"implausible_lesions":
-/// "keep" | "exclude"}. Absent: the defaults above. Errors: kInvalidArgument naming the field
-/// (unknown key or value); kNotFound without model.json.
+/// "keep" | "exclude-below-tissue-adc" | "exclude"}. Absent: the defaults above. Errors:
+/// kInvalidArgument naming the field (unknown key or value); kNotFound without model.json.
 base::Result<ModelPostprocessing> read_model_postprocessing(const std::string& model_dir);
 
 /// What happened to one study; serialized as report.json (DESIGN.md "Outputs").

@@ -143,6 +143,7 @@ base::Result<std::vector<LesionAssessment>> assess_lesions(const Components& cc,
     const bool restricted = a.median_adc < options.core_threshold || core_fraction >= options.min_core_fraction;
     const bool below_tissue = a.median_adc < options.min_tissue_adc;
     a.plausible = restricted && !below_tissue;
+    a.below_tissue_adc = below_tissue;
     if (below_tissue) {
       a.reason = fmt("ADC below any brain tissue: median %.0f x 1e-6 mm2/s", a.median_adc) +
                  fmt(" (below %.0f; an acute infarct is 350-620): fat or the noise floor, not an infarct",

@@ -65,6 +65,7 @@ struct LesionAssessment {
   double adc_ratio = 0.0;              ///< median_adc / surrounding_median_adc; 0 when no shell
   double core_volume_ml = 0.0;         ///< voxels with ADC < core_threshold
   bool plausible = true;               ///< restricted diffusion within tissue's range (PlausibilityOptions)
+  bool below_tissue_adc = false;       ///< implausible because median_adc < min_tissue_adc (fat, noise floor)
   std::string reason;                  ///< why it is implausible; empty when plausible
 };
 

@@ -11,9 +11,10 @@ member's, and a member whose mean, standard deviation or clipping percentiles di
 than --max-norm-shift standard deviations is refused. The shift is recorded in the provenance.
 
 Usage:
-  tools/ensemble_models.py --out models/demo --model-id strokebox-demo-2026.12.07-ensemble \\
+  tools/ensemble_models.py --out models/demo --model-id strokebox-demo-2026.12.07-ensemble-pp \\
       --member model=data/model_hostL_s3 --member hosts_seed2=data/model_hostL_s2 \\
-      --member fat_seed2=data/model_fat_s2 --member fat_seed3=data/model_fat_s3
+      --member fat_seed2=data/model_fat_s2 --member fat_seed3=data/model_fat_s3 \\
+      --implausible-lesions exclude-below-tissue-adc
 Each --member NAME=DIR (a package with one network) becomes NAME.onnx; NAME "model" keeps the
 usual file name. Exit status 2 with the reason when the members are incompatible.
 """
@@ -30,6 +31,8 @@ from typing import Dict, List, Tuple
 SHARED_KEYS = ("format", "diffusion", "target_spacing_mm", "patch_size", "transpose_forward",
                "transpose_backward", "labels", "regions_class_order", "use_mirroring", "mirroring_axes",
                "tile_step_size", "resampling", "architecture")
+# model.json postprocessing.implausible_lesions values (firmware/pipeline.h ImplausibleLesions).
+IMPLAUSIBLE_LESIONS = ("keep", "exclude-below-tissue-adc", "exclude")
 NORM_STATS = ("mean", "std", "percentile_00_5", "percentile_99_5")
 
 
@@ -104,8 +107,9 @@ def build(out: str, model_id: str, specs: List[Tuple[str, str]], max_shift: floa
     pkg["networks"] = [f"{n}.onnx" for n in names]
     pkg.pop("postprocessing", None)  # a property of the ensemble, chosen on its validation data
     if implausible_lesions is not None:
-        if implausible_lesions not in ("keep", "exclude"):
-            raise EnsembleError(f"--implausible-lesions takes keep or exclude, got {implausible_lesions!r}")
+        if implausible_lesions not in IMPLAUSIBLE_LESIONS:
+            raise EnsembleError(f"--implausible-lesions takes one of {', '.join(IMPLAUSIBLE_LESIONS)}, "
+                                f"got {implausible_lesions!r}")
         pkg["postprocessing"] = {"implausible_lesions": implausible_lesions}
     pkg["provenance"] = {
         "source": "tools/ensemble_models.py",
@@ -133,9 +137,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max-norm-shift", type=float, default=0.02,
                     help="largest accepted difference of the members' CTNormalization statistics, in std "
                          "(default 0.02)")
-    ap.add_argument("--implausible-lesions", choices=("keep", "exclude"), default=None,
-                    help="the package's postprocessing: exclude = the box leaves lesions its plausibility guard "
-                         "flags out of the mask and volume (model.json postprocessing); default: not set (keep)")
+    ap.add_argument("--implausible-lesions", choices=IMPLAUSIBLE_LESIONS, default=None,
+                    help="the package's postprocessing (model.json postprocessing, docs/model_package.md): which "
+                         "lesions the box's plausibility guard flags are left out of the mask and volume; default: "
+                         "not set (keep)")
     a = ap.parse_args(argv)
     specs = []
     for m in a.member:

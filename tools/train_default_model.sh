@@ -99,9 +99,12 @@ wait $a; wait $b
 member fat_s2 2 $FAT_DATA & a=$!
 member fat_s3 3 $FAT_DATA & b=$!
 wait $a; wait $b
-$PY tools/ensemble_models.py --out "$OUT" --model-id "strokebox-demo-$(date +%Y.%m.%d)-ensemble" \
+# Postprocessing chosen on the validation data (models/demo/TRAINING.md, "Leaving implausible
+# lesions out"): lesions whose ADC lies below any brain tissue (fat, noise floor) are left out.
+$PY tools/ensemble_models.py --out "$OUT" --model-id "strokebox-demo-$(date +%Y.%m.%d)-ensemble-pp" \
   --member model=data/model_hosts_s3 --member hosts_seed2=data/model_hosts_s2 \
-  --member fat_seed2=data/model_fat_s2 --member fat_seed3=data/model_fat_s3
+  --member fat_seed2=data/model_fat_s2 --member fat_seed3=data/model_fat_s3 \
+  --implausible-lesions exclude-below-tissue-adc
 if [ "$COMPARE" = 1 ]; then
   # The recipe table (models/demo/TRAINING.md): baseline and accelerated side by side on the hosts data.
   $PY tools/train_demo.py train "${COMMON[@]}" --dr-train-seeds $HOSTS_DATA --seed 3 --threads 1 --recipe baseline \

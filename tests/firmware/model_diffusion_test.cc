@@ -70,21 +70,28 @@ TEST_F(ModelDiffusionTest, TheDemoModelStatesItsRange) {
   ASSERT_TRUE(d.ok()) << d.status().to_string();
   EXPECT_TRUE(d->from_model_json);
   EXPECT_DOUBLE_EQ(d->b_value, 1000.0);
+  // Its postprocessing, chosen on validation data (models/demo/TRAINING.md): fat and noise-floor
+  // false positives out, lesions without restricted diffusion kept (flagged).
+  auto p = read_model_postprocessing(std::string(STROKEBOX_SOURCE_DIR) + "/models/demo");
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  EXPECT_EQ(p->implausible_lesions, ImplausibleLesions::kExcludeBelowTissue);
 }
 
 TEST_F(ModelDiffusionTest, PostprocessingKeepsImplausibleLesionsUnlessTheModelSaysExclude) {
   write(R"({"format": "strokebox-model/1"})");
   auto absent = read_model_postprocessing(dir_.string());
   ASSERT_TRUE(absent.ok()) << absent.status().to_string();
-  EXPECT_FALSE(absent->exclude_implausible_lesions);  // an imported nnU-Net model's mask stays nnU-Net's
-  write(R"({"postprocessing": {"implausible_lesions": "exclude"}})");
-  auto exclude = read_model_postprocessing(dir_.string());
-  ASSERT_TRUE(exclude.ok()) << exclude.status().to_string();
-  EXPECT_TRUE(exclude->exclude_implausible_lesions);
-  write(R"({"postprocessing": {"implausible_lesions": "keep"}})");
-  auto keep = read_model_postprocessing(dir_.string());
-  ASSERT_TRUE(keep.ok()) << keep.status().to_string();
-  EXPECT_FALSE(keep->exclude_implausible_lesions);
+  // An imported nnU-Net model's mask stays nnU-Net's.
+  EXPECT_EQ(absent->implausible_lesions, ImplausibleLesions::kKeep);
+  for (auto mode : {ImplausibleLesions::kKeep, ImplausibleLesions::kExcludeBelowTissue, ImplausibleLesions::kExcludeAll}) {
+    write(std::string(R"({"postprocessing": {"implausible_lesions": ")") + implausible_lesions_name(mode) + "\"}}");
+    auto p = read_model_postprocessing(dir_.string());
+    ASSERT_TRUE(p.ok()) << p.status().to_string();
+    EXPECT_EQ(p->implausible_lesions, mode) << implausible_lesions_name(mode);
+    EXPECT_EQ(parse_implausible_lesions(implausible_lesions_name(mode)), mode);
+  }
+  EXPECT_STREQ(implausible_lesions_name(ImplausibleLesions::kExcludeBelowTissue), "exclude-below-tissue-adc");
+  EXPECT_FALSE(parse_implausible_lesions("Exclude").has_value());
 }
 
 TEST_F(ModelDiffusionTest, BadPostprocessingNamesTheField) {

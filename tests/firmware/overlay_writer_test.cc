@@ -125,14 +125,15 @@ TEST_F(OverlayWriterTest, FlaggedLesionAndWarningLineAreDrawnInCyan) {
   EXPECT_GT(cyan, 100);
 }
 
-// When the model's postprocessing leaves flagged lesions out of the volume, the slice's volume
-// does not count them either: the text band then reads as for a slice without lesion.
-TEST_F(OverlayWriterTest, FlaggedLesionsLeftOutOfTheVolumeAreNotCountedInTheSlice) {
-  for (uint8_t& v : mask_.data) v = v ? kOverlayFlaggedLesion : 0;
-  OverlayText excluded = text_;
-  excluded.flagged_in_volume = false;
-  auto counted = render_overlay_slice(volume_, mask_, 1, text_);
-  auto not_counted = render_overlay_slice(volume_, mask_, 1, excluded);
+// When the model's postprocessing leaves a flagged lesion out of the volume
+// (kOverlayExcludedLesion), the slice's volume does not count it either: the text band then
+// reads as for a slice without lesion. The lesion is drawn as any flagged one.
+TEST_F(OverlayWriterTest, ExcludedLesionsAreDrawnButNotCountedInTheSlice) {
+  image::VolumeU8 flagged = mask_, excluded = mask_;
+  for (uint8_t& v : flagged.data) v = v ? kOverlayFlaggedLesion : 0;
+  for (uint8_t& v : excluded.data) v = v ? kOverlayExcludedLesion : 0;
+  auto counted = render_overlay_slice(volume_, flagged, 1, text_);
+  auto not_counted = render_overlay_slice(volume_, excluded, 1, text_);
   auto empty = render_overlay_slice(volume_, image::VolumeU8(volume_.grid, 0), 1, text_);
   ASSERT_TRUE(counted.ok() && not_counted.ok() && empty.ok());
   ASSERT_EQ(not_counted->height, empty->height);
@@ -140,7 +141,8 @@ TEST_F(OverlayWriterTest, FlaggedLesionsLeftOutOfTheVolumeAreNotCountedInTheSlic
   const auto text_band = [&](const RgbImage& img) { return std::vector<uint8_t>(img.rgb.begin() + band, img.rgb.end()); };
   EXPECT_EQ(text_band(*not_counted), text_band(*empty));   // "THIS SLICE 0.00 ML"
   EXPECT_NE(text_band(*counted), text_band(*empty));       // 120 voxels counted
-  // The lesion itself is still drawn (blue tint).
+  // The lesion itself is drawn exactly as a flagged one (blue tint, cyan outline).
+  EXPECT_TRUE(std::equal(not_counted->rgb.begin(), not_counted->rgb.begin() + band, counted->rgb.begin()));
   const uint8_t* in = &not_counted->rgb[(static_cast<size_t>(15 * 8 + 4) * not_counted->width + 36 * 8 + 4) * 3];
   EXPECT_GT(in[2], in[0] + 50);
 }

@@ -304,6 +304,8 @@ TEST(SegmentOffline, LesionsWithoutRestrictedDiffusionAreFlagged) {
       "d = a.get_fdata().astype(np.float32)\n"
       "h = d.copy(); h[t] = 800\n"
       "nib.save(nib.Nifti1Image(h, a.affine, a.header), '" + (work / "adc_high.nii.gz").string() + "')\n"
+      "f = d.copy(); f[t] = 150\n"
+      "nib.save(nib.Nifti1Image(f, a.affine, a.header), '" + (work / "adc_fat.nii.gz").string() + "')\n"
       "nib.save(nib.Nifti1Image((d * 1e-6).astype(np.float32), a.affine), '" + (work / "adc_mm2.nii.gz").string() +
       "')\n";
   std::ofstream(work / "make.py") << py;
@@ -393,6 +395,32 @@ TEST(SegmentOffline, LesionsWithoutRestrictedDiffusionAreFlagged) {
   EXPECT_NEAR(kept["pred_volume_ml"].get<double>(), excl["lesion_volume_ml"].get<double>(), 1e-3) << kept.dump(2);
   EXPECT_NEAR(kept["truth_volume_ml"].get<double>() - kept["pred_volume_ml"].get<double>(), flagged_ml, 1e-3)
       << kept.dump(2);
+  // "exclude-below-tissue-adc" leaves these in (they are flagged for no restricted diffusion,
+  // not for an ADC below any brain tissue) ...
+  json below = run_json(kBin + high_args + " --implausible-lesions exclude-below-tissue-adc --out " +
+                        (work / "f").string());
+  EXPECT_DOUBLE_EQ(below["lesion_volume_ml"].get<double>(), high["lesion_volume_ml"].get<double>());
+  EXPECT_FALSE(below["plausibility"].contains("excluded_lesion_count")) << below.dump(2);
+  // ... and leaves out an "infarct" whose ADC (150) lies below any brain tissue, as fat does.
+  const std::string fat_args = " segment --model " + kModel + dwi + " --image " + (work / "adc_fat.nii.gz").string();
+  json fat_keep = run_json(kBin + fat_args + " --implausible-lesions keep --out " + (work / "g").string());
+  json fat_below = run_json(kBin + fat_args + " --implausible-lesions exclude-below-tissue-adc --out " +
+                            (work / "h").string());
+  ASSERT_EQ(fat_below["status"], "done") << fat_below.dump(2);
+  double below_tissue_ml = 0.0;
+  for (const auto& l : fat_keep["plausibility"]["lesions"]) {
+    if (l["reason"].get<std::string>().find("below any brain tissue") != std::string::npos)
+      below_tissue_ml += l["volume_ml"].get<double>();
+  }
+  // Exercised end to end only while the model still calls the ADC-150 region (65 ml, 2026-12-07).
+  ASSERT_GT(below_tissue_ml, 1.0) << fat_keep.dump(2);
+  EXPECT_NEAR(fat_below["lesion_volume_ml"].get<double>(), fat_keep["lesion_volume_ml"].get<double>() - below_tissue_ml,
+              1e-6);
+  EXPECT_NEAR(fat_below["plausibility"]["excluded_volume_ml"].get<double>(), below_tissue_ml, 1e-6);
+  for (const auto& l : fat_below["plausibility"]["lesions"]) {
+    EXPECT_EQ(l["excluded"].get<bool>(), l["reason"].get<std::string>().find("below any brain tissue") != std::string::npos)
+        << l.dump();
+  }
   // On the unmodified study nothing is flagged, so excluding changes nothing.
   json normal_excl = run_json(kBin + " segment --model " + kModel + dwi + " --image " +
                               (work / "study/image_0001.nii.gz").string() + " --implausible-lesions exclude --out " +
@@ -534,7 +562,7 @@ TEST(Cli, BadUsageExitsWithTwoAndHelpWorks) {
   EXPECT_EQ(itest::run_command(kBin + " segment --study x --out y --mirroring maybe 2>/dev/null").exit_code, 2);
   auto excl = itest::run_command(kBin + " segment --study x --out y --implausible-lesions drop 2>&1");
   EXPECT_EQ(excl.exit_code, 2);
-  EXPECT_NE(excl.output.find("keep or exclude"), std::string::npos) << excl.output;
+  EXPECT_NE(excl.output.find("keep, exclude-below-tissue-adc or exclude"), std::string::npos) << excl.output;
   // A tile step outside (0, 1] is refused before any work, naming the option.
   auto step = itest::run_command(kBin + " segment --model " + kModel + " --study x --out y --tile-step 2 2>&1");
   EXPECT_EQ(step.exit_code, 1);

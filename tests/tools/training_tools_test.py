@@ -344,7 +344,7 @@ class EnsembleModels(unittest.TestCase):
             self.assertEqual(rc, 0)
             with open(os.path.join(out, "model.json")) as f:
                 self.assertEqual(json.load(f)["postprocessing"], {"implausible_lesions": "exclude"})
-            with self.assertRaisesRegex(ensemble_models.EnsembleError, "keep or exclude"):
+            with self.assertRaisesRegex(ensemble_models.EnsembleError, "keep, exclude-below-tissue-adc, exclude"):
                 ensemble_models.build(out, "x", [("model", a), ("b", b)], 0.02, "drop")
 
     def test_incompatible_members_are_refused_with_the_reason(self):
