@@ -291,8 +291,9 @@ struct Pipeline::Impl {
   /// The model's postprocessing (ModelPostprocessing): removes the `flagged` components (those
   /// assess_plausibility() chose for the model's ImplausibleLesions mode) from
   /// `mask` (the mask then written, sent as SEG and measured in the SR) and from the lesion
-  /// count and volume; report.json keeps the network's figures as "predicted_*", marks those
-  /// lesions "excluded" and says so in a warning; the overlay still draws them in blue.
+  /// count and volume; report.json keeps the network's figures as "predicted_*" (set by
+  /// assess_plausibility(), as is each lesion's "excluded") and says so in a warning; the overlay
+  /// still draws them in blue.
   void exclude_lesions(const image::Components& components, const std::vector<int>& flagged,
                        image::VolumeU8& mask, StudyReport& r) {
     std::vector<bool> drop(static_cast<size_t>(components.count()) + 1, false);
@@ -305,13 +306,8 @@ struct Pipeline::Impl {
     r.lesion_volume_ml = lesion_volume_ml(mask);
     r.lesion_count = predicted_count - static_cast<int>(flagged.size());
     nlohmann::json& p = r.extra["plausibility"];
-    p["predicted_lesion_volume_ml"] = predicted_ml;
-    p["predicted_lesion_count"] = predicted_count;
     p["excluded_lesion_count"] = flagged.size();
     p["excluded_volume_ml"] = predicted_ml - r.lesion_volume_ml;
-    for (nlohmann::json& l : p["lesions"]) {
-      l["excluded"] = std::find(flagged.begin(), flagged.end(), l["label"].get<int>()) != flagged.end();
-    }
     char line[400];
     std::snprintf(line, sizeof(line),
                   "%zu region(s), %.1f ml, left out of the lesion mask, SEG and volume by the model's "
@@ -321,8 +317,12 @@ struct Pipeline::Impl {
                   implausible_lesions_name(postprocessing.implausible_lesions));
     add_warning(r, line);
     plausibility_comment += std::string("; ") + line;
-    overlay_warning = std::to_string(flagged.size()) + (flagged.size() == 1 ? " REGION" : " REGIONS") +
-                      " NOT TYPICAL OF AN INFARCT (BLUE), NOT COUNTED - CHECK";
+    const int flagged_total = p["implausible_lesion_count"].get<int>();
+    const int kept = flagged_total - static_cast<int>(flagged.size());
+    overlay_warning = kept == 0 ? std::to_string(flagged.size()) + (flagged.size() == 1 ? " REGION" : " REGIONS") +
+                                      " NOT TYPICAL OF AN INFARCT (BLUE), NOT COUNTED - CHECK"
+                                : std::to_string(flagged_total) + " LESIONS NOT TYPICAL OF AN INFARCT (BLUE), " +
+                                      std::to_string(flagged.size()) + " NOT COUNTED - CHECK";
   }
 
   /// Checks every predicted lesion against the ADC (image/lesion_plausibility.h): report.json
@@ -354,14 +354,14 @@ struct Pipeline::Impl {
     nlohmann::json list = nlohmann::json::array();
     double core_ml = 0.0, implausible_ml = 0.0;
     int implausible = 0;
+    const ImplausibleLesions mode = postprocessing.implausible_lesions;
     for (const image::LesionAssessment& a : *lesions) {
       core_ml += a.core_volume_ml;
+      const bool exclude = !a.plausible && (mode == ImplausibleLesions::kExcludeAll ||
+                                            (mode == ImplausibleLesions::kExcludeBelowTissue && a.below_tissue_adc));
       if (!a.plausible) {
         ++implausible;
         implausible_ml += a.volume_ml;
-        const ImplausibleLesions mode = postprocessing.implausible_lesions;
-        const bool exclude = mode == ImplausibleLesions::kExcludeAll ||
-                             (mode == ImplausibleLesions::kExcludeBelowTissue && a.below_tissue_adc);
         if (exclude) flagged.push_back(a.label);
         for (size_t v = 0; v < components.labels.data.size(); ++v) {
           if (components.labels.data[v] == a.label)
@@ -376,6 +376,7 @@ struct Pipeline::Impl {
                       {"adc_ratio", a.adc_ratio},
                       {"adc_core_volume_ml", a.core_volume_ml},
                       {"plausible", a.plausible},
+                      {"excluded", exclude},
                       {"reason", a.reason}});
     }
     r.extra["plausibility"] = {{"adc_unit_recognised", image::adc_unit_name(*unit)},
@@ -384,6 +385,11 @@ struct Pipeline::Impl {
                                {"adc_core_volume_ml", core_ml},
                                {"implausible_lesion_count", implausible},
                                {"implausible_volume_ml", implausible_ml},
+                               {"implausible_lesions_mode", implausible_lesions_name(mode)},
+                               {"predicted_lesion_count", r.lesion_count},
+                               {"predicted_lesion_volume_ml", r.lesion_volume_ml},
+                               {"excluded_lesion_count", 0},
+                               {"excluded_volume_ml", 0.0},
                                {"lesions", list}};
     char line[512];
     std::snprintf(line, sizeof(line), "ADC core (ADC < %.0f x 1e-6 mm2/s) %.1f ml", po.core_threshold, core_ml);

@@ -89,7 +89,7 @@ def check_members(members: List[Tuple[str, Dict]], max_shift: float) -> List[flo
 def build(out: str, model_id: str, specs: List[Tuple[str, str]], max_shift: float,
           implausible_lesions: str = None) -> Dict:
     """Writes the ensemble package into out (created; its .onnx and model.json replaced) and
-    returns its model.json. implausible_lesions "keep" or "exclude" sets the package's
+    returns its model.json. implausible_lesions (one of IMPLAUSIBLE_LESIONS) sets the package's
     postprocessing (model.json "postprocessing", docs/model_package.md); None leaves it out."""
     if len(specs) < 2:
         raise EnsembleError("an ensemble needs at least two --member")

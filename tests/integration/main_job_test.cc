@@ -400,7 +400,8 @@ TEST(SegmentOffline, LesionsWithoutRestrictedDiffusionAreFlagged) {
   json below = run_json(kBin + high_args + " --implausible-lesions exclude-below-tissue-adc --out " +
                         (work / "f").string());
   EXPECT_DOUBLE_EQ(below["lesion_volume_ml"].get<double>(), high["lesion_volume_ml"].get<double>());
-  EXPECT_FALSE(below["plausibility"].contains("excluded_lesion_count")) << below.dump(2);
+  EXPECT_EQ(below["plausibility"]["excluded_lesion_count"], 0) << below.dump(2);
+  EXPECT_EQ(below["plausibility"]["implausible_lesions_mode"], "exclude-below-tissue-adc");
   // ... and leaves out an "infarct" whose ADC (150) lies below any brain tissue, as fat does.
   const std::string fat_args = " segment --model " + kModel + dwi + " --image " + (work / "adc_fat.nii.gz").string();
   json fat_keep = run_json(kBin + fat_args + " --implausible-lesions keep --out " + (work / "g").string());
@@ -426,7 +427,7 @@ TEST(SegmentOffline, LesionsWithoutRestrictedDiffusionAreFlagged) {
                               (work / "study/image_0001.nii.gz").string() + " --implausible-lesions exclude --out " +
                               (work / "e").string());
   EXPECT_DOUBLE_EQ(normal_excl["lesion_volume_ml"].get<double>(), normal["lesion_volume_ml"].get<double>());
-  EXPECT_FALSE(normal_excl["plausibility"].contains("excluded_lesion_count")) << normal_excl.dump(2);
+  EXPECT_EQ(normal_excl["plausibility"]["excluded_lesion_count"], 0) << normal_excl.dump(2);
   fs::remove_all(work);
 }
 
