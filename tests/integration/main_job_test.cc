@@ -431,6 +431,64 @@ TEST(SegmentOffline, LesionsWithoutRestrictedDiffusionAreFlagged) {
   fs::remove_all(work);
 }
 
+// The default package leaves out of the DICOM outputs what its networks call where the ADC lies
+// below any brain tissue (model.json postprocessing "exclude-below-tissue-adc"): phantom 163 sent
+// as DICOM with the ADC inside its infarct set to 150 x 1e-6 mm^2/s, as in fat. The SEG carries
+// no lesion voxel and the SR a volume of 0.00 ml, where `--implausible-lesions keep` gives both.
+TEST(SegmentOffline, DicomOutputsLeaveOutLesionsBelowAnyTissueAdc) {
+  const fs::path work = fs::temp_directory_path() / ("strokebox-segfat-" + std::to_string(::getpid()));
+  fs::remove_all(work);
+  ASSERT_EQ(itest::run_command(kBin + " phantom --format dicom --seed 163 --out " + (work / "study").string())
+                .exit_code, 0);
+  const std::string py =
+      "import glob, nibabel as nib, numpy as np, pydicom\n"
+      "t = np.asarray(nib.load('" + (work / "study/truth.nii.gz").string() + "').dataobj) > 0\n"
+      "for f in glob.glob('" + (work / "study/ADC").string() + "/*.dcm'):\n"
+      "    ds = pydicom.dcmread(f)\n"
+      "    a = ds.pixel_array.copy()\n"
+      "    slope, icpt = float(getattr(ds, 'RescaleSlope', 1)), float(getattr(ds, 'RescaleIntercept', 0))\n"
+      "    a[t[:, :, int(ds.InstanceNumber) - 1].T] = int(round((150 - icpt) / slope))\n"
+      "    ds.PixelData = a.astype(ds.pixel_array.dtype).tobytes()\n"
+      "    ds.save_as(f)\n";
+  std::ofstream(work / "make.py") << py;
+  if (itest::run_command("/usr/bin/python3 " + (work / "make.py").string() + " 2>&1").exit_code != 0) {
+    fs::remove_all(work);
+    GTEST_SKIP() << "python3 with nibabel and pydicom not available";
+  }
+  const std::string seg = kBin + " segment --model " + kModel + " --study " + (work / "study").string();
+  json keep = run_json(seg + " --implausible-lesions keep --out " + (work / "keep").string());
+  json dflt = run_json(seg + " --out " + (work / "default").string());
+  ASSERT_EQ(keep["status"], "done") << keep.dump(2);
+  ASSERT_EQ(dflt["status"], "done") << dflt.dump(2);
+  EXPECT_EQ(dflt["plausibility"]["implausible_lesions_mode"], "exclude-below-tissue-adc");
+  // Exercised only while the model still calls the ADC-150 region (65 ml, 2026-12-07).
+  ASSERT_GT(keep["lesion_volume_ml"].get<double>(), 1.0) << keep.dump(2);
+  EXPECT_NEAR(dflt["plausibility"]["excluded_volume_ml"].get<double>(), keep["lesion_volume_ml"].get<double>(), 1e-6);
+  EXPECT_EQ(dflt["lesion_volume_ml"].get<double>(), 0.0) << dflt.dump(2);
+  EXPECT_EQ(dflt["lesion_count"], 0);
+  const auto seg_voxels = [](const fs::path& file) {  // set bits of the BINARY SEG's frames
+    DcmFileFormat ff;
+    EXPECT_TRUE(ff.loadFile(file.c_str()).good()) << file;
+    const Uint8* bits = nullptr;
+    unsigned long n = 0;
+    ff.getDataset()->findAndGetUint8Array(DCM_PixelData, bits, &n);
+    int64_t set = 0;
+    for (unsigned long i = 0; i < n; ++i) set += __builtin_popcount(bits[i]);
+    return set;
+  };
+  EXPECT_GT(seg_voxels(work / "keep/seg.dcm"), 0);
+  EXPECT_EQ(seg_voxels(work / "default/seg.dcm"), 0);
+  const auto sr_volume = [](const fs::path& file) {  // the SR's lesion volume as dsrdump prints it
+    auto r = itest::run_command("dsrdump " + file.string() + " 2>&1");
+    const size_t at = r.output.find("\"Volume\")=\"");
+    return at == std::string::npos ? std::string("missing") : r.output.substr(at + 11, r.output.find('"', at + 11) - at - 11);
+  };
+  EXPECT_EQ(sr_volume(work / "default/sr.dcm"), "0.00");
+  EXPECT_NE(sr_volume(work / "keep/sr.dcm"), "0.00");
+  EXPECT_NE(sr_volume(work / "keep/sr.dcm"), "missing");
+  fs::remove_all(work);
+}
+
 // A model that reads absolute ADC values (CTNormalization, channel unit "1e-6 mm2/s") gets the ADC
 // in that unit whatever unit the NIfTI file used: the same study with its ADC in mm^2/s gives the
 // same probabilities. An ADC whose unit cannot be told fails the study, naming what was expected.
