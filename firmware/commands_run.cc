@@ -141,6 +141,9 @@ int cmd_run(int argc, char** argv) {
   // engine file goes to <data_dir>/engines/ (the unit's StateDirectory).
   pipeline_options.engine_cache_dir = config.storage.data_dir;
   pipeline_options.allow_b_outside_range = config.model.allow_b_outside_range;
+  if (!config.model.implausible_lesions.empty()) {
+    pipeline_options.implausible_lesions = parse_implausible_lesions(config.model.implausible_lesions);
+  }
   auto pipeline = Pipeline::create(pipeline_options);
   if (!pipeline.ok()) {
     std::fprintf(stderr, "strokebox run: cannot load the model from %s: %s\n", config.model.dir.c_str(),

@@ -11,6 +11,8 @@
 
 #include <toml++/toml.h>
 
+#include "firmware/pipeline.h"  // parse_implausible_lesions: one list of the modes
+
 namespace firmware {
 namespace {
 
@@ -55,6 +57,8 @@ const std::vector<Field>& fields() {
       {"model", "max_preprocessed_voxels", Kind::kInt, [](Config& c) -> void* { return &c.model.max_preprocessed_voxels; }},
       {"model", "allow_b_outside_range", Kind::kBool,
        [](Config& c) -> void* { return &c.model.allow_b_outside_range; }},
+      {"model", "implausible_lesions", Kind::kString,
+       [](Config& c) -> void* { return &c.model.implausible_lesions; }},
       {"board", "kind", Kind::kString, [](Config& c) -> void* { return &c.board.kind; }},
       {"board", "power_mode", Kind::kInt, [](Config& c) -> void* { return &c.board.power_mode; }},
       {"board", "set_power_mode", Kind::kBool, [](Config& c) -> void* { return &c.board.set_power_mode; }},
@@ -325,6 +329,10 @@ base::Status validate_config(const Config& c) {
   const std::string& p = c.model.precision;
   if (p != "fp32" && p != "bf16" && p != "fp16" && p != "auto") {
     return base::invalid_argument("model.precision '" + p + "' is not one of fp32, bf16, fp16, auto");
+  }
+  if (!c.model.implausible_lesions.empty() && !parse_implausible_lesions(c.model.implausible_lesions)) {
+    return base::invalid_argument("model.implausible_lesions '" + c.model.implausible_lesions +
+                                  "' is not one of keep, exclude-below-tissue-adc, exclude (or empty: the model's)");
   }
   if (c.jobs.max_attempts < 1 || c.jobs.max_attempts > 100) {
     return base::invalid_argument("jobs.max_attempts must be in 1..100");

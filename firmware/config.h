@@ -63,6 +63,10 @@ struct ModelConfig {
   /// "diffusion", docs/model_package.md) is refused naming its b and the range; true segments
   /// it anyway at the b closest to the model's, with a warning in report.json.
   bool allow_b_outside_range = false;
+  /// Which lesions flagged by the ADC check are left out of the mask, SEG, SR and volume:
+  /// "keep", "exclude-below-tissue-adc" or "exclude" (docs/model_package.md, "postprocessing");
+  /// empty: what the model package says (model.json "postprocessing").
+  std::string implausible_lesions;
 };
 
 struct JobsConfig {

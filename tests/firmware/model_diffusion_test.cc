@@ -120,5 +120,18 @@ TEST_F(ModelDiffusionTest, ConfigKeyAllowsBOutsideTheRange) {
   EXPECT_FALSE(Config{}.model.allow_b_outside_range);
 }
 
+TEST_F(ModelDiffusionTest, ConfigKeyOverridesTheModelsPostprocessingAndRefusesUnknownModes) {
+  EXPECT_TRUE(Config{}.model.implausible_lesions.empty());  // the model's
+  std::ofstream(dir_ / "box.toml") << "[model]\nimplausible_lesions = \"keep\"\n";
+  auto c = load_config((dir_ / "box.toml").string());
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->model.implausible_lesions, "keep");
+  std::ofstream(dir_ / "box.toml") << "[model]\nimplausible_lesions = \"drop\"\n";
+  auto bad = load_config((dir_ / "box.toml").string());
+  ASSERT_EQ(bad.status().code(), base::Code::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("model.implausible_lesions 'drop'"), std::string::npos)
+      << bad.status().message();
+}
+
 }  // namespace
 }  // namespace firmware
