@@ -85,10 +85,8 @@ int cmd_segment(int argc, char** argv) {
   if (auto m = args->get("implausible-lesions")) {
     options.implausible_lesions = parse_implausible_lesions(*m);
     if (!options.implausible_lesions) {
-      std::fprintf(stderr,
-                   "strokebox segment: --implausible-lesions takes keep, exclude-below-tissue-adc or exclude, got "
-                   "'%s'\n",
-                   m->c_str());
+      std::fprintf(stderr, "strokebox segment: --implausible-lesions takes %s, got '%s'\n",
+                   implausible_lesions_choices().c_str(), m->c_str());
       return 2;
     }
   }

@@ -331,8 +331,8 @@ base::Status validate_config(const Config& c) {
     return base::invalid_argument("model.precision '" + p + "' is not one of fp32, bf16, fp16, auto");
   }
   if (!c.model.implausible_lesions.empty() && !parse_implausible_lesions(c.model.implausible_lesions)) {
-    return base::invalid_argument("model.implausible_lesions '" + c.model.implausible_lesions +
-                                  "' is not one of keep, exclude-below-tissue-adc, exclude (or empty: the model's)");
+    return base::invalid_argument("model.implausible_lesions '" + c.model.implausible_lesions + "' is not " +
+                                  implausible_lesions_choices() + " (or empty: the model's)");
   }
   if (c.jobs.max_attempts < 1 || c.jobs.max_attempts > 100) {
     return base::invalid_argument("jobs.max_attempts must be in 1..100");

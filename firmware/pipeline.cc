@@ -166,8 +166,7 @@ base::Result<ModelPostprocessing> read_model_postprocessing(const std::string& m
     const nlohmann::json& v = p["implausible_lesions"];
     const auto mode = v.is_string() ? parse_implausible_lesions(v.get<std::string>()) : std::nullopt;
     if (!mode) {
-      return bad(".implausible_lesions: expected \"keep\", \"exclude-below-tissue-adc\" or \"exclude\", got " +
-                 v.dump());
+      return bad(".implausible_lesions: expected " + implausible_lesions_choices() + ", got " + v.dump());
     }
     out.implausible_lesions = *mode;
   }
@@ -186,8 +185,23 @@ const char* implausible_lesions_name(ImplausibleLesions mode) {
   return "keep";
 }
 
+namespace {
+constexpr ImplausibleLesions kImplausibleLesionsModes[] = {ImplausibleLesions::kKeep, ImplausibleLesions::kExcludeBelowTissue,
+                                                           ImplausibleLesions::kExcludeAll};
+}  // namespace
+
+std::string implausible_lesions_choices() {
+  std::string out;
+  const size_t n = std::size(kImplausibleLesionsModes);
+  for (size_t i = 0; i < n; ++i) {
+    if (i > 0) out += i + 1 == n ? " or " : ", ";
+    out += implausible_lesions_name(kImplausibleLesionsModes[i]);
+  }
+  return out;
+}
+
 std::optional<ImplausibleLesions> parse_implausible_lesions(const std::string& name) {
-  for (auto mode : {ImplausibleLesions::kKeep, ImplausibleLesions::kExcludeBelowTissue, ImplausibleLesions::kExcludeAll}) {
+  for (auto mode : kImplausibleLesionsModes) {
     if (name == implausible_lesions_name(mode)) return mode;
   }
   return std::nullopt;

@@ -28,6 +28,9 @@ enum class ImplausibleLesions {
 /// The model.json / command-line name of a mode ("keep", "exclude-below-tissue-adc", "exclude").
 const char* implausible_lesions_name(ImplausibleLesions mode);
 
+/// The accepted names, for messages: "keep, exclude-below-tissue-adc or exclude".
+std::string implausible_lesions_choices();
+
 /// The mode named `name`; empty when the name is unknown.
 std::optional<ImplausibleLesions> parse_implausible_lesions(const std::string& name);
 
