@@ -23,6 +23,7 @@
 #include <dcmtk/dcmjpls/djdecode.h>
 
 #include "base/log.h"
+#include "image/jpeg2000.h"
 
 namespace image {
 namespace {
@@ -492,17 +493,13 @@ bool is_jpeg2000(E_TransferSyntax xfer) {
 }
 
 /// Decompresses an encapsulated dataset in place to explicit VR little endian with DCMTK's
-/// decoders (RLE, JPEG baseline/extended/lossless, JPEG-LS). JPEG 2000 is refused: Debian's
-/// DCMTK 3.6.7 ships no JPEG 2000 decoder (that codec is only in the commercial DCMJP2K).
+/// decoders (RLE, JPEG baseline/extended/lossless, JPEG-LS), and JPEG 2000 with OpenJPEG
+/// (image/jpeg2000.h): Debian's DCMTK 3.6.7 ships no JPEG 2000 decoder.
 base::Status decode_to_native(DcmDataset& ds, const std::string& where) {
   const E_TransferSyntax xfer = ds.getOriginalXfer();
   if (!DcmXfer(xfer).isEncapsulated()) return base::ok_status();
   const std::string name = DcmXfer(xfer).getXferName();
-  if (is_jpeg2000(xfer)) {
-    return base::unimplemented(where + ": transfer syntax " + name + " (" + DcmXfer(xfer).getXferID() +
-                               ") cannot be decoded: DCMTK 3.6.7 as shipped by Debian has no JPEG 2000 codec; "
-                               "configure the sender to use JPEG lossless, JPEG-LS, RLE or uncompressed");
-  }
+  if (is_jpeg2000(xfer)) return decode_jpeg2000_pixel_data(ds, where);
   register_codecs_once();
   const OFCondition cond = ds.chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
   if (cond.bad() || !ds.canWriteXfer(EXS_LittleEndianExplicit)) {

@@ -170,9 +170,9 @@ base::Result<SliceStack> sort_slices(const DicomSeries& series);
 /// the k-th sorted slice. Affine (LPS, mm; PS3.3 C.7.6.2.1.1): column 0 = row direction
 /// (IOP[0..2]) * column spacing (PixelSpacing[1]); column 1 = column direction (IOP[3..5]) *
 /// row spacing (PixelSpacing[0]); column 2 = (IPP_last - IPP_first) / (n - 1); column 3 = IPP
-/// of the first sorted slice. Compressed transfer syntaxes (RLE, JPEG, JPEG-LS) are decoded;
-/// deflated and big endian ones read; JPEG 2000 is refused (kUnimplemented: no codec in
-/// Debian's DCMTK 3.6.7).
+/// of the first sorted slice. Compressed transfer syntaxes (RLE, JPEG, JPEG-LS with DCMTK's
+/// codecs; JPEG 2000 with OpenJPEG, image/jpeg2000.h) are decoded; deflated and big endian ones
+/// read.
 /// Errors: those of sort_slices(); kInvalidArgument for unreadable or inconsistent pixel data.
 base::Result<VolumeF> assemble_volume(const DicomSeries& series);
 

@@ -39,7 +39,7 @@ HOST_PACKAGES=(g++-aarch64-linux-gnu qemu-user-static mmdebstrap cmake pkg-confi
 # The arm64 build dependencies: install-deps.sh's -dev packages, plus the C/C++ runtime.
 SYSROOT_PACKAGES=(
   libc6-dev libstdc++-12-dev
-  libdcmtk-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers libonnx-dev libprotobuf-dev
+  libdcmtk-dev libopenjp2-7-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers libonnx-dev libprotobuf-dev
   libnifti2-dev zlib1g-dev libeigen3-dev libsqlite3-dev libsystemd-dev libgpiod-dev
   libtomlplusplus-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcpp-httplib-dev libssl-dev

@@ -10,6 +10,7 @@ PACKAGES=(
   libdcmtk-dev dcmtk                       # DICOM (dcmdata, dcmnet, dcmseg) and storescu/echoscu
   libdnnl-dev ocl-icd-opencl-dev opencl-headers   # oneDNN (its CMake config needs OpenCL)
   libonnx-dev libprotobuf-dev              # ONNX model import
+  libopenjp2-7-dev                         # JPEG 2000 pixel data (OpenJPEG; DCMTK has no codec)
   libnifti2-dev zlib1g-dev                 # NIfTI
   libeigen3-dev                            # geometry
   libsqlite3-dev sqlite3                   # index, jobs, results

@@ -41,7 +41,7 @@ if [ "$ARCH" != "$HOST_ARCH" ]; then
   # The build dependencies (as scripts/cross_check.sh, without the test-only ones).
   SYSROOT_PACKAGES=(
     libc6-dev libstdc++-12-dev
-    libdcmtk-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers libonnx-dev libprotobuf-dev
+    libdcmtk-dev libopenjp2-7-dev libdnnl-dev ocl-icd-opencl-dev opencl-headers libonnx-dev libprotobuf-dev
     libnifti2-dev zlib1g-dev libeigen3-dev libsqlite3-dev libsystemd-dev libgpiod-dev
     libtomlplusplus-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev
   )
