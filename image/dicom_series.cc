@@ -494,12 +494,13 @@ bool is_jpeg2000(E_TransferSyntax xfer) {
 
 /// Decompresses an encapsulated dataset in place to explicit VR little endian with DCMTK's
 /// decoders (RLE, JPEG baseline/extended/lossless, JPEG-LS), and JPEG 2000 with OpenJPEG
-/// (image/jpeg2000.h): Debian's DCMTK 3.6.7 ships no JPEG 2000 decoder.
-base::Status decode_to_native(DcmDataset& ds, const std::string& where) {
+/// (image/jpeg2000.h): Debian's DCMTK 3.6.7 ships no JPEG 2000 decoder. JPEG 2000 decodes only
+/// the frames marked in `frames_used` (DCMTK's codecs decode every frame).
+base::Status decode_to_native(DcmDataset& ds, const std::string& where, const std::vector<bool>& frames_used) {
   const E_TransferSyntax xfer = ds.getOriginalXfer();
   if (!DcmXfer(xfer).isEncapsulated()) return base::ok_status();
   const std::string name = DcmXfer(xfer).getXferName();
-  if (is_jpeg2000(xfer)) return decode_jpeg2000_pixel_data(ds, where);
+  if (is_jpeg2000(xfer)) return decode_jpeg2000_pixel_data(ds, where, &frames_used);
   register_codecs_once();
   const OFCondition cond = ds.chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
   if (cond.bad() || !ds.canWriteXfer(EXS_LittleEndianExplicit)) {
@@ -1063,9 +1064,17 @@ base::Result<VolumeF> assemble_volume(const SliceStack& stack) {
   const size_t cols = static_cast<size_t>(grid.dims[0]), rows = static_cast<size_t>(grid.dims[1]);
   const size_t plane = cols * rows;
   // The file last read stays loaded (and decoded): the frames of an Enhanced MR instance all
-  // come from one file.
+  // come from one file. Which frames of each file this stack uses: JPEG 2000 decodes only those
+  // (a volume of a 520-frame diffusion file needs 40 of them).
   std::unique_ptr<DcmFileFormat> loaded;
   std::string loaded_path;
+  std::map<std::string, std::vector<bool>> frames_used;
+  for (const DicomInstance& inst : stack.slices) {
+    std::vector<bool>& used = frames_used[inst.path];
+    const size_t frame = inst.frame_index < 0 ? 0 : static_cast<size_t>(inst.frame_index);
+    if (used.size() <= frame) used.resize(frame + 1, false);
+    used[frame] = true;
+  }
   for (size_t k = 0; k < stack.slices.size(); ++k) {
     const DicomInstance& inst = stack.slices[k];
     const std::string where = "slice " + std::to_string(k) + " (" + instance_label(inst) + ")";
@@ -1083,7 +1092,7 @@ base::Result<VolumeF> assemble_volume(const SliceStack& stack) {
         auto ff = std::make_unique<DcmFileFormat>();
         const OFCondition cond = ff->loadFile(inst.path.c_str());
         if (cond.bad()) return base::invalid_argument("cannot read " + where + ": " + cond.text());
-        SB_RETURN_IF_ERROR(decode_to_native(*ff->getDataset(), where));
+        SB_RETURN_IF_ERROR(decode_to_native(*ff->getDataset(), where, frames_used[inst.path]));
         loaded = std::move(ff);
         loaded_path = inst.path;
       }

@@ -195,7 +195,8 @@ base::Result<std::vector<std::vector<size_t>>> group_fragments_into_frames(
   return out;
 }
 
-base::Status decode_jpeg2000_pixel_data(DcmDataset& ds, const std::string& where) {
+base::Status decode_jpeg2000_pixel_data(DcmDataset& ds, const std::string& where,
+                                        const std::vector<bool>* frames_used) {
   DcmElement* element = nullptr;
   if (ds.findAndGetElement(DCM_PixelData, element).bad() || element == nullptr) {
     return base::invalid_argument(where + ": no Pixel Data");
@@ -249,6 +250,7 @@ base::Status decode_jpeg2000_pixel_data(DcmDataset& ds, const std::string& where
   int precision = 0;
   std::vector<uint8_t> codestream;
   for (size_t f = 0; f < groups->size(); ++f) {
+    if (frames_used != nullptr && (f >= frames_used->size() || !(*frames_used)[f])) continue;
     codestream.clear();
     for (size_t k : (*groups)[f]) codestream.insert(codestream.end(), fragments[k].begin(), fragments[k].end());
     auto decoded = decode_jpeg2000(codestream.data(), codestream.size(), cols, rows);

@@ -49,10 +49,13 @@ base::Result<std::vector<std::vector<size_t>>> group_fragments_into_frames(
 /// uncompressed dataset (samples stored as two's complement in BitsAllocated bits). A codestream
 /// with more bits than BitsStored raises BitsStored and HighBit to its precision;
 /// PixelRepresentation stays the header's (as pydicom does: one known writer stores signed
-/// pixels as an unsigned codestream). `where` prefixes errors.
+/// pixels as an unsigned codestream). With `frames_used`, only frame f with (*frames_used)[f]
+/// is decoded (the others stay 0): one volume of a multi-frame file needs a few of its frames.
+/// `where` prefixes errors.
 /// Errors: kInvalidArgument (no or corrupt pixel data, a frame of another size than Rows x
 /// Columns, frames that cannot be told apart), kUnimplemented (colour, more bits than
 /// BitsAllocated holds).
-base::Status decode_jpeg2000_pixel_data(DcmDataset& ds, const std::string& where);
+base::Status decode_jpeg2000_pixel_data(DcmDataset& ds, const std::string& where,
+                                        const std::vector<bool>* frames_used = nullptr);
 
 }  // namespace image

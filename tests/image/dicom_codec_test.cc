@@ -331,6 +331,26 @@ TEST_F(DicomCodecTest, JpegTwoThousandFramesAreFoundWithOrWithoutAnOffsetTable) 
       for (int p = 0; p < 48; ++p) ASSERT_EQ(pixels[k * 48 + p], frames[k][p]) << "frame " << k << " pixel " << p;
   }
 
+  // Only the frames asked for are decoded (one volume of a multi-frame file); the rest stay 0.
+  DcmDataset some;
+  some.putAndInsertUint16(DCM_Rows, 6);
+  some.putAndInsertUint16(DCM_Columns, 8);
+  some.putAndInsertUint16(DCM_BitsAllocated, 16);
+  some.putAndInsertUint16(DCM_BitsStored, 12);
+  some.putAndInsertString(DCM_NumberOfFrames, "3");
+  encapsulate(some, fragments, EXS_JPEG2000LosslessOnly, true, {0, 1, 1, 2});
+  const std::vector<bool> middle_only = {false, true, false};
+  ASSERT_TRUE(decode_jpeg2000_pixel_data(some, "test", &middle_only).ok());
+  const Uint16* some_pixels = nullptr;
+  unsigned long some_count = 0;
+  ASSERT_TRUE(some.findAndGetUint16Array(DCM_PixelData, some_pixels, &some_count).good());
+  ASSERT_EQ(some_count, 3u * 48u);
+  for (int p = 0; p < 48; ++p) {
+    ASSERT_EQ(some_pixels[p], 0) << p;
+    ASSERT_EQ(some_pixels[48 + p], frames[1][p]) << p;
+    ASSERT_EQ(some_pixels[96 + p], 0) << p;
+  }
+
   // Fragments that cannot make 3 frames: two codestreams only, no table.
   DcmDataset bad;
   bad.putAndInsertUint16(DCM_Rows, 6);
