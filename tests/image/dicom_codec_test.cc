@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -46,6 +47,16 @@ class DicomCodecTest : public ::testing::Test {
   /// A smooth image (what lossy codecs are made for): a gentle ramp.
   static Uint16 smooth(int i, int j, int k) { return static_cast<Uint16>(1000 + 10 * i + 20 * j + 100 * k); }
 
+  /// The largest absolute difference between a decoded volume and the smooth ramp it was made of.
+  static double largest_error_from_smooth(const VolumeF& volume) {
+    double out = 0;
+    for (int k = 0; k < volume.grid.dims[2]; ++k)
+      for (int j = 0; j < volume.grid.dims[1]; ++j)
+        for (int i = 0; i < volume.grid.dims[0]; ++i)
+          out = std::max<double>(out, std::abs(volume.at(i, j, k) - smooth(i, j, k)));
+    return out;
+  }
+
   /// Writes a 3-slice axial 8 x 6 series in `xfer` into a fresh subfolder and returns the folder.
   fs::path write_series(E_TransferSyntax xfer, const std::string& name, bool smooth_image = false) {
     const fs::path sub = dir_ / name;
@@ -76,6 +87,35 @@ class DicomCodecTest : public ::testing::Test {
     for (const DicomInstance& inst : scan->series[0].instances)
       EXPECT_EQ(inst.transfer_syntax_uid, DcmXfer(xfer).getXferID()) << inst.path;
     return assemble_volume(scan->series[0]);
+  }
+
+  /// Writes a 3-slice axial series of `cols` x `rows` into a fresh subfolder, slice k holding
+  /// pixel(i, j, k) compressed by OpenJPEG into one fragment (lossless: transfer syntax .90,
+  /// else .91); returns the folder.
+  fs::path write_j2k_series(const std::string& name, int cols, int rows, int bits_stored, bool is_signed,
+                            bool lossless, const std::function<int32_t(int, int, int)>& pixel) {
+    const fs::path sub = dir_ / name;
+    fs::create_directories(sub);
+    const std::string uid = new_uid();
+    const E_TransferSyntax xfer = lossless ? EXS_JPEG2000LosslessOnly : EXS_JPEG2000;
+    for (int k = 0; k < 3; ++k) {
+      SliceSpec s;
+      s.series_uid = uid;
+      s.instance_number = k + 1;
+      s.ipp = {0, 0, 2.0 * k};
+      s.rows = rows;
+      s.cols = cols;
+      s.bits_stored = bits_stored;
+      s.pixel_representation = is_signed ? 1 : 0;
+      std::vector<int32_t> samples;
+      for (int j = 0; j < rows; ++j)
+        for (int i = 0; i < cols; ++i) samples.push_back(pixel(i, j, k));
+      const std::vector<uint8_t> codestream = encode_j2k(samples, cols, rows, bits_stored, is_signed, lossless);
+      s.extra = [codestream, xfer](DcmDataset& ds) { encapsulate(ds, {codestream}, xfer, true); };
+      s.xfer = xfer;
+      write_slice((sub / ("j" + std::to_string(k) + ".dcm")).string(), s);
+    }
+    return sub;
   }
 
   /// Pixel (i, j) of slice k, negative where asked: the signed 16-bit case covers the sign bit.
@@ -206,10 +246,7 @@ TEST_F(DicomCodecTest, LossyJpegAndNearLosslessJpegLsAreDecodedWithinTheirErrorB
     }
     auto volume = read_back(packed, xfer);
     ASSERT_TRUE(volume.ok()) << volume.status().to_string();
-    double max_abs = 0;
-    for (int k = 0; k < 3; ++k)
-      for (int j = 0; j < 6; ++j)
-        for (int i = 0; i < 8; ++i) max_abs = std::max<double>(max_abs, std::abs(volume->at(i, j, k) - smooth(i, j, k)));
+    const double max_abs = largest_error_from_smooth(*volume);
     EXPECT_LE(max_abs, bound) << "largest error of the decoded image (values 1000 to 1410)";
   }
 }
@@ -234,26 +271,9 @@ TEST_F(DicomCodecTest, JpegTwoThousandLosslessRoundTripsExactly) {
   // wavelet) into one fragment per slice, as PACS store them.
   for (const bool is_signed : {false, true}) {
     SCOPED_TRACE(is_signed ? "signed 16-bit" : "unsigned 12-bit");
-    const fs::path sub = dir_ / (is_signed ? "signed" : "unsigned");
-    fs::create_directories(sub);
-    const std::string uid = new_uid();
-    for (int k = 0; k < 3; ++k) {
-      SliceSpec s;
-      s.series_uid = uid;
-      s.instance_number = k + 1;
-      s.ipp = {0, 0, 2.0 * k};
-      s.rows = 6;
-      s.cols = 8;
-      s.bits_stored = is_signed ? 16 : 12;
-      s.pixel_representation = is_signed ? 1 : 0;
-      std::vector<int32_t> samples;
-      for (int j = 0; j < s.rows; ++j)
-        for (int i = 0; i < s.cols; ++i) samples.push_back(signed_or_not(i, j, k, is_signed));
-      const std::vector<uint8_t> codestream = encode_j2k(samples, s.cols, s.rows, s.bits_stored, is_signed, true);
-      s.extra = [codestream](DcmDataset& ds) { encapsulate(ds, {codestream}, EXS_JPEG2000LosslessOnly, true); };
-      s.xfer = EXS_JPEG2000LosslessOnly;
-      write_slice((sub / ("j" + std::to_string(k) + ".dcm")).string(), s);
-    }
+    const fs::path sub =
+        write_j2k_series(is_signed ? "signed" : "unsigned", 8, 6, is_signed ? 16 : 12, is_signed, true,
+                         [is_signed](int i, int j, int k) { return signed_or_not(i, j, k, is_signed); });
     auto volume = read_back(sub, EXS_JPEG2000LosslessOnly);
     ASSERT_TRUE(volume.ok()) << volume.status().to_string();
     ASSERT_EQ(volume->grid.dims, (std::array<int64_t, 3>{8, 6, 3}));
@@ -266,33 +286,24 @@ TEST_F(DicomCodecTest, JpegTwoThousandLosslessRoundTripsExactly) {
 
 TEST_F(DicomCodecTest, JpegTwoThousandLossyIsDecodedWithinItsErrorBound) {
   // Irreversible 9/7 wavelet at 2:1 (transfer syntax .91): close to the smooth image, not exact.
-  const fs::path sub = dir_ / "lossy";
-  fs::create_directories(sub);
-  const std::string uid = new_uid();
-  for (int k = 0; k < 3; ++k) {
-    SliceSpec s;
-    s.series_uid = uid;
-    s.instance_number = k + 1;
-    s.ipp = {0, 0, 2.0 * k};
-    s.rows = 16;
-    s.cols = 16;
-    s.bits_stored = 12;
-    std::vector<int32_t> samples;
-    for (int j = 0; j < s.rows; ++j)
-      for (int i = 0; i < s.cols; ++i) samples.push_back(smooth(i, j, k));
-    const std::vector<uint8_t> codestream = encode_j2k(samples, s.cols, s.rows, 12, false, false);
-    s.extra = [codestream](DcmDataset& ds) { encapsulate(ds, {codestream}, EXS_JPEG2000, true); };
-    s.xfer = EXS_JPEG2000;
-    write_slice((sub / ("j" + std::to_string(k) + ".dcm")).string(), s);
-  }
+  const fs::path sub = write_j2k_series("lossy", 16, 16, 12, false, false,
+                                        [](int i, int j, int k) { return int32_t{smooth(i, j, k)}; });
   auto volume = read_back(sub, EXS_JPEG2000);
   ASSERT_TRUE(volume.ok()) << volume.status().to_string();
-  double max_abs = 0;
-  for (int k = 0; k < 3; ++k)
-    for (int j = 0; j < 16; ++j)
-      for (int i = 0; i < 16; ++i) max_abs = std::max<double>(max_abs, std::abs(volume->at(i, j, k) - smooth(i, j, k)));
+  const double max_abs = largest_error_from_smooth(*volume);
   EXPECT_LE(max_abs, 30.0) << "largest error of the decoded image (values 1000 to 1600)";
   EXPECT_GT(max_abs, 0.0) << "an irreversible codestream that came back exact: was it lossy?";
+}
+
+/// Rows, Columns and bits of a 3-frame dataset of 8 x 6 unsigned 12-bit frames.
+void set_three_frame_header(DcmDataset& ds) {
+  ds.putAndInsertUint16(DCM_Rows, 6);
+  ds.putAndInsertUint16(DCM_Columns, 8);
+  ds.putAndInsertUint16(DCM_BitsAllocated, 16);
+  ds.putAndInsertUint16(DCM_BitsStored, 12);
+  ds.putAndInsertUint16(DCM_HighBit, 11);
+  ds.putAndInsertUint16(DCM_PixelRepresentation, 0);
+  ds.putAndInsertString(DCM_NumberOfFrames, "3");
 }
 
 TEST_F(DicomCodecTest, JpegTwoThousandFramesAreFoundWithOrWithoutAnOffsetTable) {
@@ -314,13 +325,7 @@ TEST_F(DicomCodecTest, JpegTwoThousandFramesAreFoundWithOrWithoutAnOffsetTable) 
   for (const bool with_table : {true, false}) {
     SCOPED_TRACE(with_table ? "with offset table" : "without offset table");
     DcmDataset ds;
-    ds.putAndInsertUint16(DCM_Rows, 6);
-    ds.putAndInsertUint16(DCM_Columns, 8);
-    ds.putAndInsertUint16(DCM_BitsAllocated, 16);
-    ds.putAndInsertUint16(DCM_BitsStored, 12);
-    ds.putAndInsertUint16(DCM_HighBit, 11);
-    ds.putAndInsertUint16(DCM_PixelRepresentation, 0);
-    ds.putAndInsertString(DCM_NumberOfFrames, "3");
+    set_three_frame_header(ds);
     encapsulate(ds, fragments, EXS_JPEG2000LosslessOnly, with_table, {0, 1, 1, 2});
     ASSERT_TRUE(decode_jpeg2000_pixel_data(ds, "test").ok());
     const Uint16* pixels = nullptr;
@@ -333,11 +338,7 @@ TEST_F(DicomCodecTest, JpegTwoThousandFramesAreFoundWithOrWithoutAnOffsetTable) 
 
   // Only the frames asked for are decoded (one volume of a multi-frame file); the rest stay 0.
   DcmDataset some;
-  some.putAndInsertUint16(DCM_Rows, 6);
-  some.putAndInsertUint16(DCM_Columns, 8);
-  some.putAndInsertUint16(DCM_BitsAllocated, 16);
-  some.putAndInsertUint16(DCM_BitsStored, 12);
-  some.putAndInsertString(DCM_NumberOfFrames, "3");
+  set_three_frame_header(some);
   encapsulate(some, fragments, EXS_JPEG2000LosslessOnly, true, {0, 1, 1, 2});
   const std::vector<bool> middle_only = {false, true, false};
   ASSERT_TRUE(decode_jpeg2000_pixel_data(some, "test", &middle_only).ok());
@@ -353,11 +354,7 @@ TEST_F(DicomCodecTest, JpegTwoThousandFramesAreFoundWithOrWithoutAnOffsetTable) 
 
   // Fragments that cannot make 3 frames: two codestreams only, no table.
   DcmDataset bad;
-  bad.putAndInsertUint16(DCM_Rows, 6);
-  bad.putAndInsertUint16(DCM_Columns, 8);
-  bad.putAndInsertUint16(DCM_BitsAllocated, 16);
-  bad.putAndInsertUint16(DCM_BitsStored, 12);
-  bad.putAndInsertString(DCM_NumberOfFrames, "3");
+  set_three_frame_header(bad);
   encapsulate(bad, {fragments[0], fragments[3]}, EXS_JPEG2000LosslessOnly, false);
   const base::Status status = decode_jpeg2000_pixel_data(bad, "test");
   EXPECT_EQ(status.code(), base::Code::kInvalidArgument);
