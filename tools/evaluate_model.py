@@ -4,7 +4,8 @@
 For each model and each study:
   * synthetic studies with truth (folders holding image_0000/0001.nii.gz and truth.nii.gz, from
     `strokebox phantom --format nifti` or tools/phantom_dr.py): Dice, HD95 (mm), volume error
-    (predicted - true, mL) and false-positive volume (predicted outside the truth, mL);
+    (predicted - true, mL), false-positive volume (predicted outside the truth, mL), and how many
+    studies with a lesion have a predicted volume within 0.5x-2x of the truth;
   * real healthy DICOM studies (every folder of --realdicom; the Siemens XA30 ADC and TRACEW
     series are one study): predicted volume, which should be ~0, and the volume the
     plausibility check flags. Studies whose b-value lies outside the model's accepted range are
@@ -97,6 +98,15 @@ def real_studies(root):
     return out
 
 
+def volumes_in_range(rows, low=0.5, high=2.0):
+    """(k, m): of the m studies with a lesion (truth_ml > 0), the k whose predicted volume lies
+    within [low, high] x the true volume, ends included: issue 14's per-case target (each
+    predicted volume within 0.5x-2x of the truth). Lesion-free studies do not count."""
+    with_lesion = [r for r in rows if r.get("truth_ml", 0) > 0]
+    k = sum(1 for r in with_lesion if low * r["truth_ml"] <= r["pred_ml"] <= high * r["truth_ml"])
+    return k, len(with_lesion)
+
+
 def eval_real(binary, model, name, folders, tmp, precision, extra=()):
     study = folders[0]
     if len(folders) > 1:  # one folder holding a copy of every file (the study search skips links)
@@ -167,15 +177,16 @@ def main():
         key = os.path.relpath(os.path.dirname(f), REPO)
         key += " (lesion-free)" if "lesions0" in f else ""
         groups.setdefault(key, []).append(os.path.relpath(f, REPO))
-    print("| studies | n | model | Dice | HD95 mm | abs volume error mL | FP volume mL |")
-    print("|---|---|---|---|---|---|---|")
+    print("| studies | n | model | Dice | HD95 mm | abs volume error mL | FP volume mL | volume in 0.5x-2x |")
+    print("|---|---|---|---|---|---|---|---|")
     for g, fs in groups.items():
         for n in names:
             rs = [results[n]["synthetic"][f] for f in fs]
+            k, m = volumes_in_range(rs)
             print(f"| {g} | {len(fs)} | {n} | {mean([r.get('dice') for r in rs])} | "
                   f"{mean([r.get('hd95_mm') for r in rs])} | "
                   f"{mean([abs(r['volume_error_ml']) if 'volume_error_ml' in r else None for r in rs])} | "
-                  f"{mean([r.get('fp_ml') for r in rs])} |")
+                  f"{mean([r.get('fp_ml') for r in rs])} | {k} of {m} |")
     if real:
         print()
         print("| real healthy study | " + " | ".join(f"{n}: predicted mL (flagged implausible)" for n in names) + " |")

@@ -21,6 +21,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import ensemble_models  # noqa: E402
+import evaluate_model  # noqa: E402
 import host_lesions  # noqa: E402
 import nnunet_preprocess as npp  # noqa: E402
 import phantom_dr  # noqa: E402
@@ -369,6 +370,18 @@ class EnsembleModels(unittest.TestCase):
 def ndi_dilate(mask, iterations):
     from scipy import ndimage
     return ndimage.binary_dilation(mask, iterations=iterations)
+
+
+class EvaluateModelSummary(unittest.TestCase):
+    def test_volumes_in_range_counts_studies_with_a_lesion_ends_included(self):
+        rows = [{"truth_ml": 10.0, "pred_ml": 5.0},    # 0.5x: in
+                {"truth_ml": 10.0, "pred_ml": 20.0},   # 2x: in
+                {"truth_ml": 10.0, "pred_ml": 4.99},   # under
+                {"truth_ml": 1.0, "pred_ml": 2.01},    # over
+                {"truth_ml": 0.0, "pred_ml": 3.0},     # lesion-free: not counted
+                {"truth_ml": 2.0, "pred_ml": 0.0}]     # missed
+        self.assertEqual(evaluate_model.volumes_in_range(rows), (2, 5))
+        self.assertEqual(evaluate_model.volumes_in_range([]), (0, 0))
 
 
 class TrainingRecipe(unittest.TestCase):
