@@ -17,6 +17,7 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcitem.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
+#include <dcmtk/dcmdata/dcpixel.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
@@ -492,16 +493,61 @@ bool is_jpeg2000(E_TransferSyntax xfer) {
          xfer == EXS_JPEG2000Multicomponent;
 }
 
+/// Decodes, with DCMTK's per-frame decoder (DcmPixelData::getUncompressedFrame), only the frames
+/// of a multi-frame encapsulated dataset that `frames_used` marks, the others left 0: a volume
+/// of an Enhanced MR file uses a few of its frames, and decoding all of them once per volume made
+/// loading grow with volumes x frames. Fails (the caller then decodes every frame) for colour or
+/// where DCMTK cannot find a frame's fragments (several per frame and no offset table).
+base::Status decode_used_frames(DcmDataset& ds, const std::vector<bool>& frames_used, int frames,
+                                const std::string& where) {
+  Uint16 rows = 0, cols = 0, bits_allocated = 0, samples = 1;
+  ds.findAndGetUint16(DCM_Rows, rows);
+  ds.findAndGetUint16(DCM_Columns, cols);
+  ds.findAndGetUint16(DCM_BitsAllocated, bits_allocated);
+  ds.findAndGetUint16(DCM_SamplesPerPixel, samples);
+  DcmElement* element = nullptr;
+  ds.findAndGetElement(DCM_PixelData, element);
+  auto* pixel_data = dynamic_cast<DcmPixelData*>(element);
+  if (pixel_data == nullptr || samples != 1 || (bits_allocated != 8 && bits_allocated != 16) || rows == 0 ||
+      cols == 0) {
+    return base::unimplemented(where + ": not a greyscale 8- or 16-bit image");
+  }
+  const size_t plane = size_t{rows} * cols;
+  std::vector<Uint16> words(bits_allocated == 16 ? plane * frames : 0);
+  std::vector<Uint8> bytes(bits_allocated == 8 ? plane * frames : 0);
+  for (int f = 0; f < frames; ++f) {
+    if (static_cast<size_t>(f) >= frames_used.size() || !frames_used[f]) continue;
+    Uint32 start_fragment = 0;  // 0: DCMTK finds it (offset table, or one fragment per frame)
+    OFString colour_model;
+    void* frame = bits_allocated == 16 ? static_cast<void*>(words.data() + f * plane)
+                                       : static_cast<void*>(bytes.data() + f * plane);
+    const OFCondition cond = pixel_data->getUncompressedFrame(
+        &ds, static_cast<Uint32>(f), start_fragment, frame, static_cast<Uint32>(plane * bits_allocated / 8),
+        colour_model);
+    if (cond.bad()) return base::invalid_argument(where + ": frame " + std::to_string(f + 1) + ": " + cond.text());
+  }
+  return put_native_pixel_data(ds, bits_allocated, words, bytes, where);
+}
+
 /// Decompresses an encapsulated dataset in place to explicit VR little endian with DCMTK's
 /// decoders (RLE, JPEG baseline/extended/lossless, JPEG-LS), and JPEG 2000 with OpenJPEG
-/// (image/jpeg2000.h): Debian's DCMTK 3.6.7 ships no JPEG 2000 decoder. JPEG 2000 decodes only
-/// the frames marked in `frames_used` (DCMTK's codecs decode every frame).
+/// (image/jpeg2000.h): Debian's DCMTK 3.6.7 ships no JPEG 2000 decoder. Of a multi-frame file
+/// only the frames marked in `frames_used` are decoded where the codec allows it.
 base::Status decode_to_native(DcmDataset& ds, const std::string& where, const std::vector<bool>& frames_used) {
   const E_TransferSyntax xfer = ds.getOriginalXfer();
   if (!DcmXfer(xfer).isEncapsulated()) return base::ok_status();
   const std::string name = DcmXfer(xfer).getXferName();
   if (is_jpeg2000(xfer)) return decode_jpeg2000_pixel_data(ds, where, &frames_used);
   register_codecs_once();
+  Sint32 frames = 1;
+  if (ds.findAndGetSint32(DCM_NumberOfFrames, frames).bad()) frames = 1;
+  const auto used = std::count(frames_used.begin(), frames_used.end(), true);
+  // RLE decodes faster whole than through DCMTK's per-frame call (Canon file of 520 frames, 13
+  // volumes: 493 ms whole against 648 ms per frame; JPEG-LS 1241 against 715 ms).
+  if (frames > 1 && used < frames && xfer != EXS_RLELossless &&
+      decode_used_frames(ds, frames_used, frames, where).ok()) {
+    return base::ok_status();
+  }
   const OFCondition cond = ds.chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
   if (cond.bad() || !ds.canWriteXfer(EXS_LittleEndianExplicit)) {
     return base::unimplemented(where + ": cannot decode transfer syntax " + name + " (" + DcmXfer(xfer).getXferID() +

@@ -280,12 +280,17 @@ base::Status decode_jpeg2000_pixel_data(DcmDataset& ds, const std::string& where
     ds.putAndInsertUint16(DCM_BitsStored, static_cast<Uint16>(precision));
     ds.putAndInsertUint16(DCM_HighBit, static_cast<Uint16>(precision - 1));
   }
+  return put_native_pixel_data(ds, bits_allocated, words, bytes, where);
+}
+
+base::Status put_native_pixel_data(DcmDataset& ds, int bits_allocated, const std::vector<Uint16>& words,
+                                   const std::vector<Uint8>& bytes, const std::string& where) {
   auto native = std::make_unique<DcmPixelData>(DCM_PixelData);
   const OFCondition put = bits_allocated == 16 ? native->putUint16Array(words.data(), words.size())
                                                : native->putUint8Array(bytes.data(), bytes.size());
   if (put.bad()) return base::internal_error(where + ": cannot store the decoded pixels: " + put.text());
   if (ds.insert(native.get(), /*replaceOld=*/true).bad()) {
-    return base::internal_error(where + ": cannot replace the JPEG 2000 Pixel Data");
+    return base::internal_error(where + ": cannot replace the compressed Pixel Data");
   }
   native.release();  // the dataset owns it now
   return base::ok_status();

@@ -55,6 +55,13 @@ base::Result<std::vector<std::vector<size_t>>> group_fragments_into_frames(
 /// Errors: kInvalidArgument (no or corrupt pixel data, a frame of another size than Rows x
 /// Columns, frames that cannot be told apart), kUnimplemented (colour, more bits than
 /// BitsAllocated holds).
+/// Replaces the Pixel Data of `ds` by native samples (row by row, frame after frame): `words`
+/// when `bits_allocated` is 16, else `bytes`. Used after any decoder that fills frames itself
+/// (this file's, and DCMTK's per-frame decoding in image/dicom_series.cc).
+/// Errors: kInternal when DCMTK refuses the new element.
+base::Status put_native_pixel_data(DcmDataset& ds, int bits_allocated, const std::vector<Uint16>& words,
+                                   const std::vector<Uint8>& bytes, const std::string& where);
+
 base::Status decode_jpeg2000_pixel_data(DcmDataset& ds, const std::string& where,
                                         const std::vector<bool>* frames_used = nullptr);
 

@@ -118,6 +118,28 @@ class DicomCodecTest : public ::testing::Test {
     return sub;
   }
 
+  /// Reads the diffusion study in `original` and its recompressed copy in `packed` (one file in
+  /// `xfer`) and expects the same 13 volumes, voxel for voxel, with the same affines.
+  static void expect_same_diffusion_volumes(const fs::path& original, const fs::path& packed, E_TransferSyntax xfer) {
+    auto scan_a = scan_dicom_folder(original.string());
+    auto scan_b = scan_dicom_folder(packed.string());
+    ASSERT_TRUE(scan_a.ok() && scan_b.ok());
+    ASSERT_EQ(scan_b->series.front().instances.front().transfer_syntax_uid, DcmXfer(xfer).getXferID());
+    auto volumes_a = split_diffusion_volumes(scan_a->series.front());
+    auto volumes_b = split_diffusion_volumes(scan_b->series.front());
+    ASSERT_TRUE(volumes_a.ok() && volumes_b.ok());
+    ASSERT_EQ(volumes_a->size(), 13u);
+    ASSERT_EQ(volumes_b->size(), volumes_a->size());
+    for (size_t v = 0; v < volumes_a->size(); ++v) {
+      auto a = assemble_volume((*volumes_a)[v].images);
+      auto b = assemble_volume((*volumes_b)[v].images);
+      ASSERT_TRUE(a.ok()) << a.status().to_string();
+      ASSERT_TRUE(b.ok()) << b.status().to_string();
+      ASSERT_EQ(a->data, b->data) << "volume " << v << ": " << describe_volume((*volumes_a)[v]);
+      EXPECT_TRUE(a->grid.affine.isApprox(b->grid.affine));
+    }
+  }
+
   /// Pixel (i, j) of slice k, negative where asked: the signed 16-bit case covers the sign bit.
   static int32_t signed_or_not(int i, int j, int k, bool is_signed) {
     const int32_t v = 37 * i + 301 * j + 997 * k + 5;
@@ -430,22 +452,26 @@ TEST_F(DicomCodecTest, RealEnhancedMrRecompressedAsJpegTwoThousandReadsTheSame) 
   fs::create_directories(packed);
   ASSERT_TRUE(ff.saveFile((packed / "3000.dcm").c_str(), EXS_JPEG2000LosslessOnly).good());
 
-  auto scan_a = scan_dicom_folder(original.string());
-  auto scan_b = scan_dicom_folder(packed.string());
-  ASSERT_TRUE(scan_a.ok() && scan_b.ok());
-  ASSERT_EQ(scan_b->series.front().instances.front().transfer_syntax_uid, UID_JPEG2000LosslessOnlyTransferSyntax);
-  auto volumes_a = split_diffusion_volumes(scan_a->series.front());
-  auto volumes_b = split_diffusion_volumes(scan_b->series.front());
-  ASSERT_TRUE(volumes_a.ok() && volumes_b.ok());
-  ASSERT_EQ(volumes_a->size(), 13u);
-  ASSERT_EQ(volumes_b->size(), volumes_a->size());
-  for (size_t v = 0; v < volumes_a->size(); ++v) {
-    auto a = assemble_volume((*volumes_a)[v].images);
-    auto b = assemble_volume((*volumes_b)[v].images);
-    ASSERT_TRUE(a.ok()) << a.status().to_string();
-    ASSERT_TRUE(b.ok()) << b.status().to_string();
-    ASSERT_EQ(a->data, b->data) << "volume " << v << ": " << describe_volume((*volumes_a)[v]);
-    EXPECT_TRUE(a->grid.affine.isApprox(b->grid.affine));
+  expect_same_diffusion_volumes(original, packed, EXS_JPEG2000LosslessOnly);
+}
+
+TEST_F(DicomCodecTest, RealEnhancedMrCompressedByDcmtkToolsReadsTheSame) {
+  // The same Canon file compressed by DCMTK's own tools (RLE and JPEG-LS lossless): each volume
+  // decodes only its 40 of the 520 frames (DcmPixelData::getUncompressedFrame) and must equal
+  // the uncompressed study voxel for voxel.
+  const fs::path original = fs::path(STROKEBOX_SHARED_DIR) / "realdicom/dcm_qa_canon_61__3000_DTI_PA-ortho__enh";
+  if (!fs::exists(original / "3000.dcm")) GTEST_SKIP() << original << " is absent (see ../shared/realdicom)";
+  if (std::system("command -v dcmcrle >/dev/null 2>&1 && command -v dcmcjpls >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "dcmcrle/dcmcjpls (dcmtk) not installed";
+  const std::vector<std::tuple<std::string, E_TransferSyntax>> cases = {{"dcmcrle", EXS_RLELossless},
+                                                                         {"dcmcjpls", EXS_JPEGLSLossless}};
+  for (const auto& [tool, xfer] : cases) {
+    SCOPED_TRACE(tool);
+    const fs::path packed = dir_ / tool;
+    fs::create_directories(packed);
+    const std::string cmd = tool + " " + (original / "3000.dcm").string() + " " + (packed / "3000.dcm").string();
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    expect_same_diffusion_volumes(original, packed, xfer);
   }
 }
 
