@@ -4,6 +4,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <span>
 
 #include <openjpeg.h>
 
@@ -18,7 +19,7 @@ namespace {
 /// The JP2 file signature box (ISO/IEC 15444-1 I.5.1); a raw codestream starts with SOC, FF 4F.
 constexpr uint8_t kJp2Signature[12] = {0x00, 0x00, 0x00, 0x0C, 0x6A, 0x50, 0x20, 0x20, 0x0D, 0x0A, 0x87, 0x0A};
 
-bool starts_codestream(const std::vector<uint8_t>& bytes) {
+bool starts_codestream(std::span<const uint8_t> bytes) {
   if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0x4F) return true;
   return bytes.size() >= sizeof kJp2Signature && std::memcmp(bytes.data(), kJp2Signature, sizeof kJp2Signature) == 0;
 }
@@ -81,6 +82,52 @@ uint32_t read_le32(const uint8_t* p) {
 /// The largest image a codestream may declare before anything is allocated (Rows and Columns of
 /// a DICOM image are 16-bit, so 65535^2 is the absolute bound; real MR frames are far smaller).
 constexpr uint64_t kMaxSamples = uint64_t{1} << 28;
+
+/// Splits the fragments of an encapsulated Pixel Data element into frames (rules in
+/// decode_jpeg2000_pixel_data's comment). `fragments`: the items' values after the table;
+/// `offset_table`: the first item's offsets in bytes (empty when it is empty). Returns, per frame,
+/// the indices of its fragments. Errors: kInvalidArgument when they cannot make `frames` frames.
+base::Result<std::vector<std::vector<size_t>>> group_fragments_into_frames(
+    const std::vector<std::span<const uint8_t>>& fragments, const std::vector<uint32_t>& offset_table, size_t frames) {
+  const size_t n = fragments.size();
+  std::vector<std::vector<size_t>> out;
+  if (frames == 0 || n == 0) return base::invalid_argument("no frames or no fragments in the pixel data");
+  if (frames == 1) {
+    out.emplace_back();
+    for (size_t k = 0; k < n; ++k) out[0].push_back(k);
+    return out;
+  }
+  // Offsets count from the first fragment's Item tag; each item adds its 8-byte header. Used
+  // only when they start at 0 and rise, and every frame gets a fragment.
+  if (offset_table.size() == frames && offset_table[0] == 0 &&
+      std::adjacent_find(offset_table.begin(), offset_table.end(), std::greater_equal<uint32_t>()) ==
+          offset_table.end()) {
+    out.resize(frames);
+    uint64_t position = 0;
+    for (size_t k = 0; k < n; ++k) {
+      const size_t frame = static_cast<size_t>(std::upper_bound(offset_table.begin(), offset_table.end(), position) -
+                                               offset_table.begin() - 1);
+      out[frame].push_back(k);
+      position += 8 + fragments[k].size();
+    }
+    if (std::all_of(out.begin(), out.end(), [](const auto& f) { return !f.empty(); })) return out;
+    out.clear();  // a table that does not fit the fragments: the other rules decide
+  }
+  if (n == frames) {
+    for (size_t k = 0; k < n; ++k) out.push_back({k});
+    return out;
+  }
+  for (size_t k = 0; k < n; ++k) {
+    if (out.empty() || starts_codestream(fragments[k])) out.emplace_back();
+    out.back().push_back(k);
+  }
+  if (out.size() != frames) {
+    return base::invalid_argument("the pixel data's " + std::to_string(n) + " fragments cannot be split into " +
+                                  std::to_string(frames) + " frames (" + std::to_string(out.size()) +
+                                  " codestreams found)");
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -153,48 +200,6 @@ base::Result<Jpeg2000Image> decode_jpeg2000(const uint8_t* data, size_t size, in
   return out;
 }
 
-base::Result<std::vector<std::vector<size_t>>> group_fragments_into_frames(
-    const std::vector<std::vector<uint8_t>>& fragments, const std::vector<uint32_t>& offset_table, size_t frames) {
-  const size_t n = fragments.size();
-  std::vector<std::vector<size_t>> out;
-  if (frames == 0 || n == 0) return base::invalid_argument("no frames or no fragments in the pixel data");
-  if (frames == 1) {
-    out.emplace_back();
-    for (size_t k = 0; k < n; ++k) out[0].push_back(k);
-    return out;
-  }
-  // Offsets count from the first fragment's Item tag; each item adds its 8-byte header. Used
-  // only when they start at 0 and rise, and every frame gets a fragment.
-  if (offset_table.size() == frames && offset_table[0] == 0 &&
-      std::adjacent_find(offset_table.begin(), offset_table.end(), std::greater_equal<uint32_t>()) ==
-          offset_table.end()) {
-    out.resize(frames);
-    uint64_t position = 0;
-    for (size_t k = 0; k < n; ++k) {
-      const size_t frame = static_cast<size_t>(std::upper_bound(offset_table.begin(), offset_table.end(), position) -
-                                               offset_table.begin() - 1);
-      out[frame].push_back(k);
-      position += 8 + fragments[k].size();
-    }
-    if (std::all_of(out.begin(), out.end(), [](const auto& f) { return !f.empty(); })) return out;
-    out.clear();  // a table that does not fit the fragments: the other rules decide
-  }
-  if (n == frames) {
-    for (size_t k = 0; k < n; ++k) out.push_back({k});
-    return out;
-  }
-  for (size_t k = 0; k < n; ++k) {
-    if (out.empty() || starts_codestream(fragments[k])) out.emplace_back();
-    out.back().push_back(k);
-  }
-  if (out.size() != frames) {
-    return base::invalid_argument("the pixel data's " + std::to_string(n) + " fragments cannot be split into " +
-                                  std::to_string(frames) + " frames (" + std::to_string(out.size()) +
-                                  " codestreams found)");
-  }
-  return out;
-}
-
 base::Status decode_jpeg2000_pixel_data(DcmDataset& ds, const std::string& where,
                                         const std::vector<bool>* frames_used) {
   DcmElement* element = nullptr;
@@ -226,7 +231,7 @@ base::Status decode_jpeg2000_pixel_data(DcmDataset& ds, const std::string& where
   // Item 0 is the Basic Offset Table (PS3.5 A.4); the rest are fragments.
   const unsigned long items = sequence->card();
   std::vector<uint32_t> offset_table;
-  std::vector<std::vector<uint8_t>> fragments;
+  std::vector<std::span<const uint8_t>> fragments;  // views into the dataset's items
   for (unsigned long k = 0; k < items; ++k) {
     DcmPixelItem* item = nullptr;
     if (sequence->getItem(item, k).bad() || item == nullptr) return base::invalid_argument(where + ": bad pixel item");
@@ -238,7 +243,7 @@ base::Status decode_jpeg2000_pixel_data(DcmDataset& ds, const std::string& where
     if (k == 0) {
       for (Uint32 b = 0; b + 4 <= length; b += 4) offset_table.push_back(read_le32(bytes + b));
     } else {
-      fragments.emplace_back(bytes, bytes + length);
+      fragments.emplace_back(bytes, length);
     }
   }
   auto groups = group_fragments_into_frames(fragments, offset_table, static_cast<size_t>(frames));
@@ -251,9 +256,14 @@ base::Status decode_jpeg2000_pixel_data(DcmDataset& ds, const std::string& where
   std::vector<uint8_t> codestream;
   for (size_t f = 0; f < groups->size(); ++f) {
     if (frames_used != nullptr && (f >= frames_used->size() || !(*frames_used)[f])) continue;
-    codestream.clear();
-    for (size_t k : (*groups)[f]) codestream.insert(codestream.end(), fragments[k].begin(), fragments[k].end());
-    auto decoded = decode_jpeg2000(codestream.data(), codestream.size(), cols, rows);
+    // A frame in one fragment is decoded where it lies; one split over several is joined first.
+    std::span<const uint8_t> frame_bytes = fragments[(*groups)[f].front()];
+    if ((*groups)[f].size() > 1) {
+      codestream.clear();
+      for (size_t k : (*groups)[f]) codestream.insert(codestream.end(), fragments[k].begin(), fragments[k].end());
+      frame_bytes = codestream;
+    }
+    auto decoded = decode_jpeg2000(frame_bytes.data(), frame_bytes.size(), cols, rows);
     const std::string frame_name = frames > 1 ? " frame " + std::to_string(f + 1) : "";
     if (!decoded.ok()) {
       return base::Status(decoded.status().code(), where + frame_name + ": " + decoded.status().message());

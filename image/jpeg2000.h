@@ -34,27 +34,6 @@ struct Jpeg2000Image {
 base::Result<Jpeg2000Image> decode_jpeg2000(const uint8_t* data, size_t size, int expected_width = 0,
                                             int expected_height = 0);
 
-/// Splits the fragments of an encapsulated Pixel Data element into frames (PS3.5 A.4): with one
-/// frame, every fragment is that frame's; otherwise the Basic Offset Table when it has one entry
-/// per frame, starts at 0 and rises; otherwise one fragment per frame when the counts match;
-/// otherwise a new frame starts at each fragment that begins a codestream (SOC marker or JP2
-/// signature). `fragments`: the items' values after the table; `offset_table`: the first item's
-/// offsets in bytes (empty when it is empty). Returns, per frame, the indices of its fragments.
-/// Errors: kInvalidArgument when the fragments cannot be split into `frames` frames.
-base::Result<std::vector<std::vector<size_t>>> group_fragments_into_frames(
-    const std::vector<std::vector<uint8_t>>& fragments, const std::vector<uint32_t>& offset_table, size_t frames);
-
-/// Replaces the JPEG 2000 encapsulated Pixel Data of `ds` (every frame) by native pixel data of
-/// the same Rows, Columns and BitsAllocated (8 or 16), so that DCMTK's readers see an
-/// uncompressed dataset (samples stored as two's complement in BitsAllocated bits). A codestream
-/// with more bits than BitsStored raises BitsStored and HighBit to its precision;
-/// PixelRepresentation stays the header's (as pydicom does: one known writer stores signed
-/// pixels as an unsigned codestream). With `frames_used`, only frame f with (*frames_used)[f]
-/// is decoded (the others stay 0): one volume of a multi-frame file needs a few of its frames.
-/// `where` prefixes errors.
-/// Errors: kInvalidArgument (no or corrupt pixel data, a frame of another size than Rows x
-/// Columns, frames that cannot be told apart), kUnimplemented (colour, more bits than
-/// BitsAllocated holds).
 /// Replaces the Pixel Data of `ds` by native samples (row by row, frame after frame): `words`
 /// when `bits_allocated` is 16, else `bytes`. Used after any decoder that fills frames itself
 /// (this file's, and DCMTK's per-frame decoding in image/dicom_series.cc).
