@@ -41,6 +41,20 @@ every false positive left on lesion-free phantoms was fat, median ADC 73-290). W
 0.05-0.25 of its signal, half the field of view away along the same phase-encode axis (EPI's
 odd/even echo mismatch; Bernstein 2004, 16.1), which lands over the middle of the brain.
 
+Lower SNR (--low-snr P, probability per study; 0 by default, so earlier seeds regenerate
+unchanged): the study is re-acquired at a lower signal-to-noise ratio, as a 1.5 T scanner, a
+thinner slice or a shorter protocol gives. The hosts are all 3 T research-grade series whose
+trace SNR in the parenchyma reads 14-21 by estimate_noise, while half the world's stroke MR is
+1.5 T (about half the SNR at equal time) and rural clinics' more so. A target SNR of the trace DWI in the parenchyma is
+drawn log-uniform in --snr-range (default 5-15); the noise the host already has (estimate_noise)
+is topped up to it with complex Gaussian noise in the b = 0 and the trace image, magnitude taken
+(Rician; Gudbjartsson and Patz, Magn Reson Med 1995), its standard deviation varying smoothly
+over the field of view as parallel imaging's g-factor makes it (1-2x; Pruessmann et al., Magn
+Reson Med 1999). The b = 0 image gets 1-2x the trace's noise (the trace averages the diffusion
+directions, the b = 0 is often one average). The ADC is then fitted from the noisy pair as the
+scanner does, ADC = ln(S0 / S_b) / b, clipped at 0, inside the head; outside it stays as the
+host's scanner wrote it. The truth does not change: a noisier image of the same infarct.
+
 Output per study (nnU-Net file convention, as tools/phantom_dr.py): OUT/seed_N/ (or
 seed_N_lesions0 with --lesions 0) with image_0000.nii.gz (DWI), image_0001.nii.gz (ADC,
 10^-6 mm^2/s), truth.nii.gz (uint8), phantom.json (host, b-value, lesions). The seed picks the
@@ -180,12 +194,60 @@ def residual_fat(rng, host: Dict) -> Tuple[np.ndarray, float, Dict]:
                           "shift_mm": round(shift_mm, 1)}
 
 
+def estimate_noise(img: np.ndarray, mask: np.ndarray) -> float:
+    """Standard deviation of the noise of img (float) inside mask, from each voxel's difference
+    to the mean of its 6 face neighbours: for white noise var(x - mean6) = 7/6 sigma^2; the median
+    absolute deviation (x 1.4826) keeps edges and anatomy from dominating. 0 if mask is empty.
+    Interpolated images (zero-filled k-space) have correlated noise and read lower."""
+    if not mask.any():
+        return 0.0
+    nb = sum(np.roll(img, sh, axis=a) for a in range(3) for sh in (-1, 1)) / 6.0
+    d = (img - nb)[mask]
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(7.0 / 6.0))
+
+
+def lower_snr(rng, dwi: np.ndarray, adc: np.ndarray, b: float, parenchyma: np.ndarray,
+              snr_range: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray, Dict]:
+    """(dwi, adc, description) re-acquired at a lower SNR: see the module doc. dwi is the trace
+    at b (host units), adc in 10^-6 mm^2/s, both float32 of one shape; parenchyma the mask where
+    the SNR is defined. Returns the inputs unchanged (description with "added_sigma" 0) where the
+    host is already at or below the target SNR."""
+    s_par = float(np.median(dwi[parenchyma])) if parenchyma.any() else float(np.median(dwi))
+    host_sigma = estimate_noise(dwi, parenchyma)
+    snr = float(np.exp(rng.uniform(np.log(snr_range[0]), np.log(snr_range[1]))))
+    add = float(np.sqrt(max((s_par / snr) ** 2 - host_sigma ** 2, 0.0)))
+    desc = {"target_snr": round(snr, 2), "host_snr": round(s_par / max(host_sigma, 1e-9), 2),
+            "added_sigma": round(add, 4)}
+    if add <= 0:
+        return dwi, adc, desc
+    gmax = float(rng.uniform(1.0, 2.0))
+    g = smooth_noise(rng, dwi.shape, np.array(dwi.shape) / 4.0)
+    g = 1.0 + (gmax - 1.0) * (g - g.min()) / max(float(g.max() - g.min()), 1e-6)
+    g = (g / float(np.mean(g[parenchyma]) if parenchyma.any() else np.mean(g))).astype(np.float32)
+    b0_factor = float(rng.uniform(1.0, 2.0))
+    s0 = dwi * np.exp(b * adc * 1e-6)
+
+    def rician(img, sigma):
+        re = img + sigma * rng.standard_normal(img.shape).astype(np.float32)
+        im = sigma * rng.standard_normal(img.shape).astype(np.float32)
+        return np.sqrt(re * re + im * im).astype(np.float32)
+
+    sb_n = rician(dwi, add * g)
+    s0_n = rician(s0, add * b0_factor * g)
+    head = ndi.binary_fill_holes(dwi > 0.12 * np.percentile(dwi, 99))
+    fit = np.log(np.maximum(s0_n, 1e-6) / np.maximum(sb_n, 1e-6)) / b * 1e6
+    adc_n = np.where(head, np.clip(fit, 0.0, None), adc).astype(np.float32)
+    desc.update({"g_max": round(gmax, 3), "b0_noise_factor": round(b0_factor, 3)})
+    return sb_n, adc_n, desc
+
+
 def make_study(host: Dict, seed: int, lesions: Optional[int] = None, fat: float = 0.0,
-               nyquist: float = 0.0) -> Dict:
+               nyquist: float = 0.0, low_snr: float = 0.0, snr_range: Tuple[float, float] = (5.0, 15.0)) -> Dict:
     """One training study from a host: infarcts inserted (count drawn 0-3, 0 in 1 of 7, unless lesions given;
     0 gives the host with its intensity varied and an empty truth); with probability `fat`, failed
     fat suppression added (residual_fat; its draws use their own stream, so fat = 0 leaves a seed's
-    study as it was), and then with probability `nyquist` the fat's N/2 ghost (a third stream)."""
+    study as it was), and then with probability `nyquist` the fat's N/2 ghost (a third stream); last, with probability
+    `low_snr`, the whole study re-acquired at a lower SNR (lower_snr, a fourth stream)."""
     rng = np.random.default_rng(seed)
     dwi, adc, spacing, b = host["dwi"], host["adc"], host["spacing"], host["b"]
     brain, par = host["brain"], host["parenchyma"]
@@ -235,11 +297,16 @@ def make_study(host: Dict, seed: int, lesions: Optional[int] = None, fat: float 
         sbt = dwi_new + f0 * np.exp(-b * adc_fat * 1e-6)
         adc_new = np.where(on, np.log(np.maximum(s0t, 1e-6) / np.maximum(sbt, 1e-6)) / b * 1e6, adc_new)
         dwi_new = np.where(on, sbt, dwi_new)
+    snr_desc = None
+    nrng = np.random.default_rng([seed, 3])
+    if low_snr > 0 and nrng.random() < low_snr:
+        dwi_new, adc_new, snr_desc = lower_snr(nrng, dwi_new.astype(np.float32), adc_new.astype(np.float32), b,
+                                               par, snr_range)
     truth = ((frac >= 0.5) & brain).astype(np.uint8)
     gain = round(float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))), 3)  # scanner scaling is arbitrary
     vox_ml = float(np.prod(spacing)) / 1000.0
     params = {"host": host["name"], "seed": seed, "b": b, "dwi_gain": gain,
-              "lesions": desc, "lesion_count": len(desc), "fat": fat_desc,
+              "lesions": desc, "lesion_count": len(desc), "fat": fat_desc, "low_snr": snr_desc,
               "total_lesion_volume_ml": round(float(truth.sum()) * vox_ml, 2),
               "shape": list(dwi.shape), "spacing_mm": [round(float(s), 3) for s in spacing]}
     return {"dwi": (dwi_new * gain).astype(np.float32), "adc": adc_new.astype(np.float32),
@@ -247,11 +314,11 @@ def make_study(host: Dict, seed: int, lesions: Optional[int] = None, fat: float 
 
 
 def _job(job):
-    host_dir, seed, out, lesions, fat, nyquist = job
+    host_dir, seed, out, lesions, fat, nyquist, low_snr, snr_range = job
     if os.path.exists(os.path.join(out, "truth.nii.gz")):
         return seed, "exists", 0.0
     t0 = time.time()
-    s = make_study(load_host(host_dir), seed, lesions, fat, nyquist)
+    s = make_study(load_host(host_dir), seed, lesions, fat, nyquist, low_snr, snr_range)
     write_study(s, out)
     p = s["params"]
     return seed, f"{p['host']}: {p['lesion_count']} lesions {p['total_lesion_volume_ml']} mL", time.time() - t0
@@ -268,14 +335,21 @@ def main(argv=None) -> None:
                     help="probability per study of failed fat suppression (0-1; default 0)")
     ap.add_argument("--fat-nyquist", type=float, default=0.0,
                     help="probability, given failed fat suppression, of the fat's N/2 ghost too (0-1; default 0)")
+    ap.add_argument("--low-snr", type=float, default=0.0,
+                    help="probability per study of re-acquiring it at a lower SNR (0-1; default 0)")
+    ap.add_argument("--snr-range", default="5,15", metavar="LO,HI",
+                    help="target SNR of the trace DWI in the parenchyma, drawn log-uniform (default 5,15)")
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args(argv)
+    snr_range = tuple(float(v) for v in a.snr_range.split(","))
+    if len(snr_range) != 2 or not 0 < snr_range[0] <= snr_range[1]:
+        raise SystemExit(f"--snr-range wants LO,HI with 0 < LO <= HI, got {a.snr_range}")
     hosts = sorted({h for pattern in a.hosts for h in glob.glob(pattern) if os.path.isdir(h)})
     if not hosts:
         raise SystemExit(f"no host folders match {a.hosts}")
     suffix = "" if a.lesions is None else f"_lesions{a.lesions}"
     jobs = [(hosts[s % len(hosts)], s, os.path.join(a.out, f"seed_{s}{suffix}"), a.lesions, a.fat,
-             a.fat_nyquist)
+             a.fat_nyquist, a.low_snr, snr_range)
             for s in parse_seeds(a.seeds)]
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=a.jobs) as ex:

@@ -267,6 +267,51 @@ class HostLesionsPhysics(unittest.TestCase):
         self.assertGreater(float(expect.max()), 0.04 * float(f.max()))
         np.testing.assert_array_equal(ghost["truth"], plain["truth"])
 
+    def test_noise_estimate_recovers_a_known_sigma(self):
+        rng = np.random.default_rng(5)
+        g = np.indices((40, 40, 40), dtype=np.float32)
+        smooth = 500 + 3 * g[0] + 2 * g[1]  # anatomy-like gradient, which the 6-neighbour mean cancels
+        mask = np.zeros(smooth.shape, bool)
+        mask[2:-2, 2:-2, 2:-2] = True
+        for sigma in (5.0, 20.0):
+            est = host_lesions.estimate_noise(smooth + rng.normal(0, sigma, smooth.shape), mask)
+            self.assertAlmostEqual(est / sigma, 1.0, delta=0.08)
+        self.assertEqual(host_lesions.estimate_noise(smooth, np.zeros_like(mask)), 0.0)
+
+    def test_lower_snr_reacquires_the_same_infarcts_at_the_target_snr(self):
+        # The same seed with and without --low-snr: same infarcts and truth (own random stream);
+        # the trace DWI's SNR in the parenchyma falls to the drawn target, the ADC is refitted
+        # from the noisy pair (unbiased in the median, wider), and outside the head the ADC is
+        # the host's.
+        h = self.host
+        plain = host_lesions.make_study(h, 4246, lesions=1)
+        noisy = host_lesions.make_study(h, 4246, lesions=1, low_snr=1.0, snr_range=(8.0, 8.0))
+        self.assertIsNone(plain["params"]["low_snr"])
+        p = noisy["params"]["low_snr"]
+        self.assertEqual(p["target_snr"], 8.0)
+        self.assertGreater(p["host_snr"], 50)
+        self.assertEqual(noisy["params"]["lesions"], plain["params"]["lesions"])
+        np.testing.assert_array_equal(noisy["truth"], plain["truth"])
+        gain = plain["params"]["dwi_gain"]
+        par = h["parenchyma"] & (plain["truth"] == 0)
+        dwi = noisy["dwi"] / gain
+        snr = float(np.median(dwi[par])) / host_lesions.estimate_noise(dwi, par)
+        self.assertTrue(6.0 < snr < 10.5, snr)
+        self.assertAlmostEqual(float(np.median(noisy["adc"][par])), float(np.median(plain["adc"][par])), delta=40)
+        self.assertGreater(float(np.std(noisy["adc"][par])), 3 * float(np.std(plain["adc"][par])) + 50)
+        self.assertGreaterEqual(float(noisy["adc"].min()), 0.0)
+        outside = h["adc"] == 0
+        outside &= ~ndi_dilate(~outside, 2)
+        np.testing.assert_array_equal(noisy["adc"][outside], plain["adc"][outside])
+        # A mild infarct stays restricted on average: its median ADC below the tissue's.
+        t = plain["truth"] > 0
+        self.assertLess(float(np.median(noisy["adc"][t])), 0.9 * float(np.median(noisy["adc"][par])))
+        # A host already noisier than the target is left as it is.
+        same = host_lesions.make_study(h, 4246, lesions=1, low_snr=1.0, snr_range=(1e6, 1e6))
+        self.assertEqual(same["params"]["low_snr"]["added_sigma"], 0.0)
+        np.testing.assert_array_equal(same["dwi"], plain["dwi"])
+        np.testing.assert_array_equal(same["adc"], plain["adc"])
+
     def test_command_writes_studies_the_trainer_reads_and_names_a_bad_host(self):
         out = os.path.join(self.tmp.name, "out")
         host_lesions.main(["--hosts", os.path.join(self.tmp.name, "host_*"), "--out", out,
