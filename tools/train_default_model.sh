@@ -8,8 +8,10 @@
 # 92cd635) and DIR/dcm_qa_toshiba (commit 8110517). Their 9 diffusion series are the hosts of
 # tools/host_lesions.py (synthetic infarcts in real healthy heads).
 # The default model is an ensemble of four trainings (tools/ensemble_models.py; nnU-Net averages
-# folds the same way): seeds 3 and 2 on the host studies 4000-4161, seeds 2 and 3 on 5000-5161
-# (the same hosts, half of the studies with failed fat suppression). Each is the accelerated
+# folds the same way): seed 3 on the host studies 4000-4161 and seed 3 on 5000-5161 (the same
+# hosts, half of the studies with failed fat suppression); seed 2 on each of the two with half of
+# their studies re-acquired at a lower SNR (--low-snr 0.5, data/dr_snr; the rest of the data the
+# same, and the ADC normalization of the first network). Each is the accelerated
 # recipe on 1 thread, two at a time (about 31 min per pair on the 2-core Zen 5, so ~65 min plus
 # ~20 min of data; torch's results depend on the thread count, so 1 thread reproduces
 # models/demo). The ADC is normalized as an absolute value (--adc-normalization ct).
@@ -23,7 +25,7 @@
 # from git history so the default model is reproduced exactly) and 2000-2179 (phantom_dr as of
 # b4a8732: kurtosis, surface coil, posterior fossa); validation 9001-9012 and 9500-9519 (012fcfe),
 # 9700-9719 (b4a8732), lesion-free 9007, 9600-9603 and 9800-9803; 4000-4161 and 5000-5161
-# (--fat 0.5) host_lesions.py.
+# (--fat 0.5) host_lesions.py, both also with --low-snr 0.5 in data/dr_snr.
 # Never trained on a real stroke case: real healthy heads only host synthetic infarcts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,6 +75,12 @@ done
 $PY tools/host_lesions.py --hosts 'data/hosts/decub_*' --hosts 'data/hosts/toshiba_*' --out data/dr --seeds 4000-4161
 # The same hosts with failed fat suppression in half the studies (fat is never an infarct).
 $PY tools/host_lesions.py --hosts 'data/hosts/decub_*' --hosts 'data/hosts/toshiba_*' --out data/dr --seeds 5000-5161 --fat 0.5
+# Both again with half the studies at a lower SNR (same infarcts and fat; models/demo/TRAINING.md,
+# "Lower SNR in the host studies"), in data/dr_snr beside links to the other studies.
+$PY tools/host_lesions.py --hosts 'data/hosts/decub_*' --hosts 'data/hosts/toshiba_*' --out data/dr_snr --seeds 4000-4161 --low-snr 0.5
+$PY tools/host_lesions.py --hosts 'data/hosts/decub_*' --hosts 'data/hosts/toshiba_*' --out data/dr_snr --seeds 5000-5161 --fat 0.5 --low-snr 0.5
+for s in $(seq 1000 1179) $(seq 2000 2179) $(seq 9500 9519); do ln -sfn ../dr/seed_$s data/dr_snr/seed_$s; done
+for s in 9600 9601 9602 9603; do ln -sfn ../dr/seed_${s}_lesions0 data/dr_snr/seed_${s}_lesions0; done
 
 COMMON=(--adc-normalization ct --train-seeds 1-60
         --val-seeds 9001-9006,9008-9012 --negative-seeds 9007
@@ -88,22 +96,24 @@ $PY tools/train_demo.py train "${COMMON[@]}" --dr-train-seeds $FAT_DATA --prepar
 # early "best" checkpoint called 10 mL of infarct on the healthy hosts it was trained on.
 RECIPE=(--threads 1 --recipe accelerated --iterations 3000 --val-every 300 --patience 100 --min-iterations 900
         --keep last --no-final-validation)
-member() {  # NAME SEED DATA: one training, one core, in the background
-  $PY tools/train_demo.py train "${COMMON[@]}" "${RECIPE[@]}" --seed "$2" --dr-train-seeds "$3" \
+member() {  # NAME SEED DATA [MORE OPTIONS]: one training, one core, in the background
+  $PY tools/train_demo.py train "${COMMON[@]}" "${RECIPE[@]}" --seed "$2" --dr-train-seeds "$3" "${@:4}" \
     --run-dir "data/run_$1" --out "data/model_$1" > "data/run_$1.out" 2>&1
 }
-# Two at a time, one core each, so that each pair sees the same machine.
+# Two at a time, one core each, so that each pair sees the same machine. The low-SNR pair takes
+# the first network's ADC normalization (its data would give a slightly different one).
 member hosts_s3 3 $HOSTS_DATA & a=$!
-member hosts_s2 2 $HOSTS_DATA & b=$!
-wait $a; wait $b
-member fat_s2 2 $FAT_DATA & a=$!
 member fat_s3 3 $FAT_DATA & b=$!
+wait $a; wait $b
+SNR=(--dr-dir dr_snr --fingerprint-from data/model_hosts_s3)
+member snr_hosts_s2 2 $HOSTS_DATA "${SNR[@]}" & a=$!
+member snr_fat_s2 2 $FAT_DATA "${SNR[@]}" & b=$!
 wait $a; wait $b
 # Postprocessing chosen on the validation data (models/demo/TRAINING.md, "Leaving implausible
 # lesions out"): lesions whose ADC lies below any brain tissue (fat, noise floor) are left out.
-$PY tools/ensemble_models.py --out "$OUT" --model-id "strokebox-demo-$(date +%Y.%m.%d)-ensemble-pp" \
-  --member model=data/model_hosts_s3 --member hosts_seed2=data/model_hosts_s2 \
-  --member fat_seed2=data/model_fat_s2 --member fat_seed3=data/model_fat_s3 \
+$PY tools/ensemble_models.py --out "$OUT" --model-id "strokebox-demo-$(date +%Y.%m.%d)-lowsnr-pp" \
+  --member model=data/model_hosts_s3 --member lowsnr_seed2=data/model_snr_hosts_s2 \
+  --member fat_lowsnr_seed2=data/model_snr_fat_s2 --member fat_seed3=data/model_fat_s3 \
   --implausible-lesions exclude-below-tissue-adc
 if [ "$COMPARE" = 1 ]; then
   # The recipe table (models/demo/TRAINING.md): baseline and accelerated side by side on the hosts data.
