@@ -44,8 +44,8 @@ odd/even echo mismatch; Bernstein 2004, 16.1), which lands over the middle of th
 Lower SNR (--low-snr P, probability per study; 0 by default, so earlier seeds regenerate
 unchanged): the study is re-acquired at a lower signal-to-noise ratio, as a 1.5 T scanner, a
 thinner slice or a shorter protocol gives. The hosts are all 3 T research-grade series whose
-trace SNR in the parenchyma reads 14-21 by estimate_noise, while half the world's stroke MR is
-1.5 T (about half the SNR at equal time) and rural clinics' more so. A target SNR of the trace DWI in the parenchyma is
+trace SNR in the parenchyma reads 14-21 by estimate_noise, while many clinics scan strokes at
+1.5 T (about half the SNR in the same time). A target SNR of the trace DWI in the parenchyma is
 drawn log-uniform in --snr-range (default 5-15); the noise the host already has (estimate_noise)
 is topped up to it with complex Gaussian noise in the b = 0 and the trace image, magnitude taken
 (Rician; Gudbjartsson and Patz, Magn Reson Med 1995), its standard deviation varying smoothly
