@@ -84,7 +84,7 @@ uint32_t read_le32(const uint8_t* p) {
 constexpr uint64_t kMaxSamples = uint64_t{1} << 28;
 
 /// Splits the fragments of an encapsulated Pixel Data element into frames (rules in
-/// decode_jpeg2000_pixel_data's comment). `fragments`: the items' values after the table;
+/// decode_jpeg2000_pixel_data's comment, image/jpeg2000.h). `fragments`: the items' values after the table;
 /// `offset_table`: the first item's offsets in bytes (empty when it is empty). Returns, per frame,
 /// the indices of its fragments. Errors: kInvalidArgument when they cannot make `frames` frames.
 base::Result<std::vector<std::vector<size_t>>> group_fragments_into_frames(

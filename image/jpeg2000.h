@@ -41,6 +41,20 @@ base::Result<Jpeg2000Image> decode_jpeg2000(const uint8_t* data, size_t size, in
 base::Status put_native_pixel_data(DcmDataset& ds, int bits_allocated, const std::vector<Uint16>& words,
                                    const std::vector<Uint8>& bytes, const std::string& where);
 
+/// Replaces the JPEG 2000 encapsulated Pixel Data of `ds` by native pixel data of the same Rows,
+/// Columns and BitsAllocated (8 or 16), so that DCMTK's readers see an uncompressed dataset
+/// (samples stored as two's complement in BitsAllocated bits). Fragments are split into frames
+/// (PS3.5 A.4): with one frame, every fragment is that frame's; otherwise the Basic Offset Table
+/// when it has one entry per frame, starts at 0 and rises; otherwise one fragment per frame when
+/// the counts match; otherwise a new frame starts at each fragment that begins a codestream (SOC
+/// marker or JP2 signature). A codestream with more bits than BitsStored raises BitsStored and
+/// HighBit to its precision; PixelRepresentation stays the header's (as pydicom does: one known
+/// writer stores signed pixels as an unsigned codestream). With `frames_used`, only frame f with
+/// (*frames_used)[f] is decoded (the others stay 0): one volume of a multi-frame file needs a few
+/// of its frames. `where` prefixes errors.
+/// Errors: kInvalidArgument (no or corrupt pixel data, a frame of another size than Rows x
+/// Columns, frames that cannot be told apart), kUnimplemented (colour, more bits than
+/// BitsAllocated holds).
 base::Status decode_jpeg2000_pixel_data(DcmDataset& ds, const std::string& where,
                                         const std::vector<bool>* frames_used = nullptr);
 

@@ -115,10 +115,14 @@ def load_host(folder: str) -> Dict:
             "s0_parenchyma": float(np.median(s0[par])) if par.any() else float(np.median(dwi))}
 
 
+def head_mask(dwi: np.ndarray) -> np.ndarray:
+    """The head (boolean, shape of dwi): DWI above 0.12 of its 99th percentile, holes filled."""
+    return ndi.binary_fill_holes(dwi > 0.12 * np.percentile(dwi, 99))
+
+
 def parenchyma_masks(dwi: np.ndarray, adc: np.ndarray, spacing) -> Tuple[np.ndarray, np.ndarray]:
     """(brain, parenchyma) boolean masks, shape of dwi: see the module doc."""
-    head = dwi > 0.12 * np.percentile(dwi, 99)
-    head = ndi.binary_fill_holes(head)
+    head = head_mask(dwi)
     cand = head & (adc > 300) & (adc < 1400)
     cand = ndi.binary_opening(cand, iterations=1)
     lab, n = ndi.label(cand)
@@ -234,7 +238,7 @@ def lower_snr(rng, dwi: np.ndarray, adc: np.ndarray, b: float, parenchyma: np.nd
 
     sb_n = rician(dwi, add * g)
     s0_n = rician(s0, add * b0_factor * g)
-    head = ndi.binary_fill_holes(dwi > 0.12 * np.percentile(dwi, 99))
+    head = head_mask(dwi)
     fit = np.log(np.maximum(s0_n, 1e-6) / np.maximum(sb_n, 1e-6)) / b * 1e6
     adc_n = np.where(head, np.clip(fit, 0.0, None), adc).astype(np.float32)
     desc.update({"g_max": round(gmax, 3), "b0_noise_factor": round(b0_factor, 3)})

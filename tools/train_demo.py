@@ -303,11 +303,12 @@ def atomic_save(path: str, array: np.ndarray) -> None:
 
 def preprocess_cached(folder: str, cache_dir: str, target_spacing, log: Logger, ct_properties=None):
     """Preprocessed (data float32 (2, z, y, x), seg uint8 (z, y, x)) for one study, cached as
-    .npy keyed by the study folder, its files' modification times (a regenerated study is
+    .npy keyed by the study folder (its real path, so a study linked into another --dr-dir is
+    preprocessed once), its files' modification times (a regenerated study is
     preprocessed again), the target spacing and the normalization (ct_properties: per channel
     None for ZScore or CTNormalization's intensity properties)."""
     norm = "" if ct_properties is None else "|" + json.dumps(ct_properties, sort_keys=True)
-    key = hashlib.sha1(f"{os.path.abspath(folder)}|{file_stamps(folder)}|{list(target_spacing)}{norm}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"{os.path.realpath(folder)}|{file_stamps(folder)}|{list(target_spacing)}{norm}".encode()).hexdigest()[:12]
     dpath = os.path.join(cache_dir, f"{key}_data.npy")
     spath = os.path.join(cache_dir, f"{key}_seg.npy")
     if os.path.exists(dpath) and os.path.exists(spath):

@@ -332,6 +332,25 @@ class HostLesionsPhysics(unittest.TestCase):
             host_lesions.main(["--hosts", os.path.join(self.tmp.name, "nothing_*"), "--out", out, "--seeds", "1"])
 
 
+    def test_a_study_linked_into_another_dr_dir_is_preprocessed_once(self):
+        # tools/train_default_model.sh links data/dr studies into data/dr_snr; the cache is keyed
+        # by the real path, so the link reuses the first preprocessing.
+        out = os.path.join(self.tmp.name, "cache_case")
+        host_lesions.main(["--hosts", os.path.join(self.tmp.name, "host_*"), "--out", out,
+                           "--seeds", "4010", "--jobs", "1"])
+        study = os.path.join(out, "seed_4010")
+        linked = os.path.join(self.tmp.name, "dr_linked")
+        os.makedirs(linked)
+        os.symlink(study, os.path.join(linked, "seed_4010"))
+        cache = os.path.join(self.tmp.name, "cache")
+        logged = []
+        first = train_demo.preprocess_cached(study, cache, [2.0, 2.0, 2.0], logged.append)
+        again = train_demo.preprocess_cached(os.path.join(linked, "seed_4010"), cache, [2.0, 2.0, 2.0], logged.append)
+        self.assertEqual(len(logged), 1, logged)
+        np.testing.assert_array_equal(first[0], again[0])
+        np.testing.assert_array_equal(first[1], again[1])
+
+
 class EnsembleModels(unittest.TestCase):
     """tools/ensemble_models.py: members that the box can average become one package; others
     are refused with the member and the reason named."""
