@@ -140,7 +140,9 @@ base::Result<std::vector<LesionAssessment>> assess_lesions(const Components& cc,
     a.surrounding_median_adc = median_of(shell);
     a.adc_ratio = a.surrounding_median_adc > 0.0 ? a.median_adc / a.surrounding_median_adc : 0.0;
     const double core_fraction = a.volume_ml > 0.0 ? a.core_volume_ml / a.volume_ml : 0.0;
-    const bool restricted = a.median_adc < options.core_threshold || core_fraction >= options.min_core_fraction;
+    const bool relatively_restricted = a.adc_ratio > 0.0 && a.adc_ratio < options.max_adc_ratio;
+    const bool restricted = a.median_adc < options.core_threshold || core_fraction >= options.min_core_fraction ||
+                            relatively_restricted;
     const bool below_tissue = a.median_adc < options.min_tissue_adc;
     a.plausible = restricted && !below_tissue;
     a.below_tissue_adc = below_tissue;
@@ -151,8 +153,11 @@ base::Result<std::vector<LesionAssessment>> assess_lesions(const Components& cc,
     } else if (!a.plausible) {
       a.reason = fmt("no restricted diffusion: median ADC %.0f x 1e-6 mm2/s", a.median_adc) +
                  fmt(" and %.0f %% of the lesion below ", 100.0 * core_fraction) +
-                 fmt("%.0f (an acute infarct is below it); T2 shine-through, a chronic lesion or an artefact?",
-                     options.core_threshold);
+                 fmt("%.0f (an acute infarct is below it), ", options.core_threshold) +
+                 (a.adc_ratio > 0.0 ? fmt("%.2f of the tissue around it", a.adc_ratio)
+                                    : std::string("no normal tissue around it to compare")) +
+                 fmt(" (an acute infarct is below %.2f); T2 shine-through, a chronic lesion or an artefact?",
+                     options.max_adc_ratio);
     }
   }
   return out;

@@ -42,8 +42,17 @@ struct PlausibilityOptions {
   /// threshold of RAPID (Straka et al., J Magn Reson Imaging 2010; 32:1024-1037).
   double core_threshold = 620.0;
   /// A lesion is plausible when at least this fraction of its volume is core, or when its
-  /// median ADC is below core_threshold.
+  /// median ADC is below core_threshold, or when it is restricted relative to its surroundings
+  /// (max_adc_ratio).
   double min_core_fraction = 0.1;
+  /// A lesion whose median ADC is below this fraction of the surrounding normal-appearing
+  /// tissue's is restricted relative to that tissue, even where the tissue's own ADC is high
+  /// enough that the infarct stays above core_threshold (the absolute threshold misses it).
+  /// Acute lesions lie at about 0.74 of the contralateral tissue's ADC (Nagesh et al., Stroke
+  /// 1998; 29:1778-1782: 627 against 843 x 10^-6 mm^2/s) and 0.77 in the persistent core
+  /// (diffusion tensor time course, PMC6399390); 0.80 sits just above those means. Needs a
+  /// shell (surrounding_median_adc > 0); 0 turns the relative test off.
+  double max_adc_ratio = 0.80;
   /// Width of the shell around a lesion whose ADC is its "surrounding" reference, mm.
   double shell_mm = 5.0;
   /// A lesion whose median ADC is below this, 10^-6 mm^2/s, is below every brain tissue and
@@ -64,7 +73,7 @@ struct LesionAssessment {
   double surrounding_median_adc = 0.0; ///< normal-appearing tissue in the shell; 0 when none
   double adc_ratio = 0.0;              ///< median_adc / surrounding_median_adc; 0 when no shell
   double core_volume_ml = 0.0;         ///< voxels with ADC < core_threshold
-  bool plausible = true;               ///< restricted diffusion within tissue's range (PlausibilityOptions)
+  bool plausible = true;               ///< restricted diffusion (absolute or relative) within tissue's range
   bool below_tissue_adc = false;       ///< implausible because median_adc < min_tissue_adc (fat, noise floor)
   std::string reason;                  ///< why it is implausible; empty when plausible
 };

@@ -126,6 +126,39 @@ TEST(LesionPlausibility, PartlyRestrictedLesionCountsItsCore) {
   EXPECT_FALSE((*assess(mask, adc, strict))[0].plausible);
 }
 
+TEST(LesionPlausibility, LesionRestrictedRelativeToItsTissueIsPlausible) {
+  // Tissue at 800: an infarct at 630 lies above the absolute 620 threshold but at 0.79 of the
+  // tissue around it (restricted); a bright region at 700 (0.875) is not restricted either way.
+  VolumeF adc = brain(32);
+  VolumeU8 mask(adc.grid, 0);
+  cube(&mask, &adc, 5, 4, 630.0f);
+  cube(&mask, &adc, 13, 4, 700.0f);
+  auto r = assess(mask, adc);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  ASSERT_EQ(r->size(), 2u);
+  const LesionAssessment& relative = (*r)[0];
+  EXPECT_EQ(relative.core_volume_ml, 0.0);
+  EXPECT_NEAR(relative.adc_ratio, 630.0 / 800.0, 1e-6);
+  EXPECT_TRUE(relative.plausible) << relative.reason;
+  const LesionAssessment& mild = (*r)[1];
+  EXPECT_NEAR(mild.adc_ratio, 700.0 / 800.0, 1e-6);
+  EXPECT_FALSE(mild.plausible);
+  EXPECT_NE(mild.reason.find("0.88 of the tissue around it"), std::string::npos) << mild.reason;
+  // The relative test can be turned off; and without normal tissue around it (a lesion in
+  // CSF-only surroundings) only the absolute tests apply.
+  PlausibilityOptions absolute_only;
+  absolute_only.max_adc_ratio = 0.0;
+  EXPECT_FALSE((*assess(mask, adc, absolute_only))[0].plausible);
+  VolumeF csf(adc.grid, 3000.0f);
+  VolumeU8 one(adc.grid, 0);
+  cube(&one, &csf, 5, 4, 630.0f);
+  auto c = assess(one, csf);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ((*c)[0].adc_ratio, 0.0);
+  EXPECT_FALSE((*c)[0].plausible);
+  EXPECT_NE((*c)[0].reason.find("no normal tissue around it"), std::string::npos) << (*c)[0].reason;
+}
+
 TEST(LesionPlausibility, EmptyMaskAndMismatchedGrids) {
   VolumeF adc = brain(8);
   auto none = assess(VolumeU8(adc.grid, 0), adc);
