@@ -84,9 +84,9 @@ uint32_t read_le32(const uint8_t* p) {
 constexpr uint64_t kMaxSamples = uint64_t{1} << 28;
 
 /// Splits the fragments of an encapsulated Pixel Data element into frames (rules in
-/// decode_jpeg2000_pixel_data's comment, image/jpeg2000.h). `fragments`: the items' values after the table;
-/// `offset_table`: the first item's offsets in bytes (empty when it is empty). Returns, per frame,
-/// the indices of its fragments. Errors: kInvalidArgument when they cannot make `frames` frames.
+/// decode_jpeg2000_pixel_data's comment, image/jpeg2000.h). `fragments`: the items' values after
+/// the table; `offset_table`: the first item's offsets in bytes (empty when it is empty). Returns,
+/// per frame, the indices of its fragments. Errors: kInvalidArgument when they cannot make `frames` frames.
 base::Result<std::vector<std::vector<size_t>>> group_fragments_into_frames(
     const std::vector<std::span<const uint8_t>>& fragments, const std::vector<uint32_t>& offset_table, size_t frames) {
   const size_t n = fragments.size();

@@ -153,11 +153,14 @@ base::Result<std::vector<LesionAssessment>> assess_lesions(const Components& cc,
     } else if (!a.plausible) {
       a.reason = fmt("no restricted diffusion: median ADC %.0f x 1e-6 mm2/s", a.median_adc) +
                  fmt(" and %.0f %% of the lesion below ", 100.0 * core_fraction) +
-                 fmt("%.0f (an acute infarct is below it), ", options.core_threshold) +
-                 (a.adc_ratio > 0.0 ? fmt("%.2f of the tissue around it", a.adc_ratio)
-                                    : std::string("no normal tissue around it to compare")) +
-                 fmt(" (an acute infarct is below %.2f); T2 shine-through, a chronic lesion or an artefact?",
-                     options.max_adc_ratio);
+                 fmt("%.0f (an acute infarct is below it)", options.core_threshold);
+      // The relative test's figure only where it was applied (max_adc_ratio 0 turns it off).
+      if (options.max_adc_ratio > 0.0) {
+        a.reason += a.adc_ratio > 0.0 ? fmt(", %.2f of the tissue around it", a.adc_ratio) +
+                                            fmt(" (an acute infarct is below %.2f)", options.max_adc_ratio)
+                                      : std::string(", no normal tissue around it to compare");
+      }
+      a.reason += "; T2 shine-through, a chronic lesion or an artefact?";
     }
   }
   return out;

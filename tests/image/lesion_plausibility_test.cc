@@ -148,7 +148,9 @@ TEST(LesionPlausibility, LesionRestrictedRelativeToItsTissueIsPlausible) {
   // CSF-only surroundings) only the absolute tests apply.
   PlausibilityOptions absolute_only;
   absolute_only.max_adc_ratio = 0.0;
-  EXPECT_FALSE((*assess(mask, adc, absolute_only))[0].plausible);
+  const LesionAssessment off = (*assess(mask, adc, absolute_only))[0];
+  EXPECT_FALSE(off.plausible);
+  EXPECT_EQ(off.reason.find("tissue around it"), std::string::npos) << off.reason;
   VolumeF csf(adc.grid, 3000.0f);
   VolumeU8 one(adc.grid, 0);
   cube(&one, &csf, 5, 4, 630.0f);

@@ -331,7 +331,6 @@ class HostLesionsPhysics(unittest.TestCase):
         with self.assertRaises(SystemExit):
             host_lesions.main(["--hosts", os.path.join(self.tmp.name, "nothing_*"), "--out", out, "--seeds", "1"])
 
-
     def test_a_study_linked_into_another_dr_dir_is_preprocessed_once(self):
         # tools/train_default_model.sh links data/dr studies into data/dr_snr; the cache is keyed
         # by the real path, so the link reuses the first preprocessing.
