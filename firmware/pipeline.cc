@@ -389,6 +389,7 @@ struct Pipeline::Impl {
                       {"surrounding_median_adc", a.surrounding_median_adc},
                       {"adc_ratio", a.adc_ratio},
                       {"adc_core_volume_ml", a.core_volume_ml},
+                      {"surrounding_core_fraction", a.surrounding_core_fraction},
                       {"plausible", a.plausible},
                       {"excluded", exclude},
                       {"reason", a.reason}});

@@ -139,10 +139,15 @@ base::Result<std::vector<LesionAssessment>> assess_lesions(const Components& cc,
     }
     a.surrounding_median_adc = median_of(shell);
     a.adc_ratio = a.surrounding_median_adc > 0.0 ? a.median_adc / a.surrounding_median_adc : 0.0;
+    int64_t shell_core = 0;
+    for (float v : shell) shell_core += v < options.core_threshold;
+    a.surrounding_core_fraction = shell.empty() ? 0.0 : static_cast<double>(shell_core) / shell.size();
     const double core_fraction = a.volume_ml > 0.0 ? a.core_volume_ml / a.volume_ml : 0.0;
+    // A core share counts only where it stands out from what noise gives the tissue around it.
+    const bool core_stands_out = core_fraction >= options.min_core_fraction &&
+                                 core_fraction - a.surrounding_core_fraction >= options.min_core_fraction;
     const bool relatively_restricted = a.adc_ratio > 0.0 && a.adc_ratio < options.max_adc_ratio;
-    const bool restricted = a.median_adc < options.core_threshold || core_fraction >= options.min_core_fraction ||
-                            relatively_restricted;
+    const bool restricted = a.median_adc < options.core_threshold || core_stands_out || relatively_restricted;
     const bool below_tissue = a.median_adc < options.min_tissue_adc;
     a.plausible = restricted && !below_tissue;
     a.below_tissue_adc = below_tissue;
@@ -153,7 +158,9 @@ base::Result<std::vector<LesionAssessment>> assess_lesions(const Components& cc,
     } else if (!a.plausible) {
       a.reason = fmt("no restricted diffusion: median ADC %.0f x 1e-6 mm2/s", a.median_adc) +
                  fmt(" and %.0f %% of the lesion below ", 100.0 * core_fraction) +
-                 fmt("%.0f (an acute infarct is below it)", options.core_threshold);
+                 fmt("%.0f (an acute infarct is below it", options.core_threshold) +
+                 (shell.empty() ? std::string(")")
+                                : fmt("; %.0f %% of the normal-appearing shell is too)", 100.0 * a.surrounding_core_fraction));
       // The relative test's figure only where it was applied (max_adc_ratio 0 turns it off).
       if (options.max_adc_ratio > 0.0) {
         a.reason += a.adc_ratio > 0.0 ? fmt(", %.2f of the tissue around it", a.adc_ratio) +

@@ -41,9 +41,13 @@ struct PlausibilityOptions {
   /// ADC below which tissue counts as restricted (the ischemic core), 10^-6 mm^2/s: 620, the
   /// threshold of RAPID (Straka et al., J Magn Reson Imaging 2010; 32:1024-1037).
   double core_threshold = 620.0;
-  /// A lesion is plausible when at least this fraction of its volume is core, or when its
-  /// median ADC is below core_threshold, or when it is restricted relative to its surroundings
-  /// (max_adc_ratio).
+  /// A lesion is plausible when at least this fraction of its volume is core and that exceeds
+  /// the core fraction of the normal-appearing tissue in its shell by at least as much, or when
+  /// its median ADC is below core_threshold, or when it is restricted relative to its
+  /// surroundings (max_adc_ratio). The comparison with the shell keeps the test meaningful in
+  /// noise: at a trace SNR of 5 (1.5 T) a quarter of normal voxels read below 620
+  /// (models/demo/TRAINING.md, "Lower SNR"), so any lesion there would pass an absolute
+  /// fraction. Without a shell the absolute fraction alone decides.
   double min_core_fraction = 0.1;
   /// A lesion whose median ADC is below this fraction of the surrounding normal-appearing
   /// tissue's is restricted relative to that tissue, even where the tissue's own ADC is high
@@ -73,6 +77,7 @@ struct LesionAssessment {
   double surrounding_median_adc = 0.0; ///< normal-appearing tissue in the shell; 0 when none
   double adc_ratio = 0.0;              ///< median_adc / surrounding_median_adc; 0 when no shell
   double core_volume_ml = 0.0;         ///< voxels with ADC < core_threshold
+  double surrounding_core_fraction = 0.0;  ///< fraction of the shell's tissue with ADC < core_threshold; 0 when no shell
   bool plausible = true;               ///< restricted diffusion (absolute or relative) within tissue's range
   bool below_tissue_adc = false;       ///< implausible because median_adc < min_tissue_adc (fat, noise floor)
   std::string reason;                  ///< why it is implausible; empty when plausible

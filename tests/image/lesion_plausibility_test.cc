@@ -161,6 +161,37 @@ TEST(LesionPlausibility, LesionRestrictedRelativeToItsTissueIsPlausible) {
   EXPECT_NE((*c)[0].reason.find("no normal tissue around it"), std::string::npos) << (*c)[0].reason;
 }
 
+TEST(LesionPlausibility, CoreShareMustStandOutFromTheNoiseOfItsTissue) {
+  // Noisy tissue at 720 where a quarter of the voxels read 560 (as at a trace SNR of 5): a
+  // region with the same look has 25 % "core" but is not restricted; one with half its voxels
+  // at 560 stands out from its surroundings and is.
+  VolumeF adc = brain(32);
+  for (int64_t k = 2; k < 30; ++k)
+    for (int64_t j = 2; j < 30; ++j)
+      for (int64_t i = 2; i < 30; ++i) {
+        if (adc.at(i, j, k) != 800.0f) continue;  // keep the CSF ball
+        adc.at(i, j, k) = (i + j + k) % 4 == 0 ? 560.0f : 720.0f;
+      }
+  VolumeU8 mask(adc.grid, 0);
+  cube(&mask, nullptr, 5, 4, 0.0f);  // like its tissue
+  cube(&mask, nullptr, 12, 4, 0.0f);
+  for (int64_t k = 12; k < 16; ++k)
+    for (int64_t j = 12; j < 16; ++j)
+      for (int64_t i = 12; i < 16; ++i) adc.at(i, j, k) = (i + j + k) % 2 == 0 ? 560.0f : 720.0f;
+  auto r = assess(mask, adc);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  ASSERT_EQ(r->size(), 2u);
+  const LesionAssessment& noise = (*r)[0];
+  EXPECT_NEAR(noise.core_volume_ml / noise.volume_ml, 0.25, 0.02);
+  EXPECT_NEAR(noise.surrounding_core_fraction, 0.25, 0.03);
+  EXPECT_FALSE(noise.plausible);
+  EXPECT_NE(noise.reason.find("of the normal-appearing shell is too"), std::string::npos) << noise.reason;
+  const LesionAssessment& core = (*r)[1];
+  EXPECT_NEAR(core.core_volume_ml / core.volume_ml, 0.5, 1e-9);
+  EXPECT_TRUE(core.plausible) << core.reason;
+  // In clean tissue the same 25 % share is enough (PartlyRestrictedLesionCountsItsCore).
+}
+
 TEST(LesionPlausibility, EmptyMaskAndMismatchedGrids) {
   VolumeF adc = brain(8);
   auto none = assess(VolumeU8(adc.grid, 0), adc);

@@ -331,6 +331,9 @@ TEST(SegmentOffline, LesionsWithoutRestrictedDiffusionAreFlagged) {
   ASSERT_NE(infarct, nullptr);
   EXPECT_LT((*infarct)["median_adc"].get<double>(), 620.0) << infarct->dump();
   EXPECT_GT((*infarct)["surrounding_median_adc"].get<double>(), (*infarct)["median_adc"].get<double>()) << infarct->dump();
+  // The share of the tissue around it below 620 is given, and the infarct's core stands out from it.
+  const double core_share = (*infarct)["adc_core_volume_ml"].get<double>() / (*infarct)["volume_ml"].get<double>();
+  EXPECT_LT((*infarct)["surrounding_core_fraction"].get<double>() + 0.1, core_share) << infarct->dump();
   json mm2 = run_json(kBin + " segment --model " + kModel + dwi + " --image " + (work / "adc_mm2.nii.gz").string() +
                       " --out " + (work / "b").string());
   EXPECT_EQ(mm2["plausibility"]["adc_unit_recognised"], "mm2/s");
