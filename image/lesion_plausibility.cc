@@ -160,7 +160,8 @@ base::Result<std::vector<LesionAssessment>> assess_lesions(const Components& cc,
                  fmt(" and %.0f %% of the lesion below ", 100.0 * core_fraction) +
                  fmt("%.0f (an acute infarct is below it", options.core_threshold) +
                  (shell.empty() ? std::string(")")
-                                : fmt("; %.0f %% of the normal-appearing shell is too)", 100.0 * a.surrounding_core_fraction));
+                                : fmt("; %.0f %% of the normal-appearing shell is too)",
+                                      100.0 * a.surrounding_core_fraction));
       // The relative test's figure only where it was applied (max_adc_ratio 0 turns it off).
       if (options.max_adc_ratio > 0.0) {
         a.reason += a.adc_ratio > 0.0 ? fmt(", %.2f of the tissue around it", a.adc_ratio) +

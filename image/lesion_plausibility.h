@@ -77,7 +77,7 @@ struct LesionAssessment {
   double surrounding_median_adc = 0.0; ///< normal-appearing tissue in the shell; 0 when none
   double adc_ratio = 0.0;              ///< median_adc / surrounding_median_adc; 0 when no shell
   double core_volume_ml = 0.0;         ///< voxels with ADC < core_threshold
-  double surrounding_core_fraction = 0.0;  ///< fraction of the shell's tissue with ADC < core_threshold; 0 when no shell
+  double surrounding_core_fraction = 0.0;  ///< share of the shell's tissue below core_threshold; 0 when none
   bool plausible = true;               ///< restricted diffusion (absolute or relative) within tissue's range
   bool below_tissue_adc = false;       ///< implausible because median_adc < min_tissue_adc (fat, noise floor)
   std::string reason;                  ///< why it is implausible; empty when plausible

@@ -189,7 +189,8 @@ TEST(LesionPlausibility, CoreShareMustStandOutFromTheNoiseOfItsTissue) {
   const LesionAssessment& core = (*r)[1];
   EXPECT_NEAR(core.core_volume_ml / core.volume_ml, 0.5, 1e-9);
   EXPECT_TRUE(core.plausible) << core.reason;
-  // In clean tissue the same 25 % share is enough (PartlyRestrictedLesionCountsItsCore).
+  // In clean tissue the shell has no core and the absolute share decides
+  // (PartlyRestrictedLesionCountsItsCore).
 }
 
 TEST(LesionPlausibility, EmptyMaskAndMismatchedGrids) {
