@@ -15,7 +15,7 @@ report.json (the b-value, report key dwi_b_value).
 
 Signal model (mono-exponential between b = 0 and the study's b; Le Bihan, Radiology 1986):
     S0 = S_b * exp(b * ADC)                      (the host's implied b = 0 signal)
-    ADC' = ADC * (1 - f * (1 - r))               r = relative ADC of the infarct, 0.45-0.75
+    ADC' = ADC * (1 - f * (1 - r))               r = relative ADC of the infarct, 0.45-0.75 (--relative-adc)
     S0'  = S0 * (1 + f * (s - 1))                s = T2 prolongation of the infarct, 1.0-1.4
     S_b' = S0' * exp(-b * ADC')
 with f the infarct's volume fraction per voxel (soft edge) and r varying smoothly inside it;
@@ -246,12 +246,15 @@ def lower_snr(rng, dwi: np.ndarray, adc: np.ndarray, b: float, parenchyma: np.nd
 
 
 def make_study(host: Dict, seed: int, lesions: Optional[int] = None, fat: float = 0.0,
-               nyquist: float = 0.0, low_snr: float = 0.0, snr_range: Tuple[float, float] = (5.0, 15.0)) -> Dict:
+               nyquist: float = 0.0, low_snr: float = 0.0, snr_range: Tuple[float, float] = (5.0, 15.0),
+               relative_adc: Tuple[float, float] = (0.45, 0.75)) -> Dict:
     """One training study from a host: infarcts inserted (count drawn 0-3, 0 in 1 of 7, unless lesions given;
     0 gives the host with its intensity varied and an empty truth); with probability `fat`, failed
     fat suppression added (residual_fat; its draws use their own stream, so fat = 0 leaves a seed's
     study as it was), and then with probability `nyquist` the fat's N/2 ghost (a third stream); last, with probability
-    `low_snr`, the whole study re-acquired at a lower SNR (lower_snr, a fourth stream)."""
+    `low_snr`, the whole study re-acquired at a lower SNR (lower_snr, a fourth stream). Each
+    infarct's relative ADC is drawn uniformly in `relative_adc` (the same draw for any range, so
+    a seed keeps its infarcts' places, sizes and T2)."""
     rng = np.random.default_rng(seed)
     dwi, adc, spacing, b = host["dwi"], host["adc"], host["spacing"], host["b"]
     brain, par = host["brain"], host["parenchyma"]
@@ -267,10 +270,10 @@ def make_study(host: Dict, seed: int, lesions: Optional[int] = None, fat: float 
         f = make_blob(rng, allowed, par, spacing, ml)
         if f is None:
             continue
-        r = float(rng.uniform(0.45, 0.75))
+        r = float(rng.uniform(*relative_adc))
         s = float(rng.uniform(1.0, 1.4))
         # heterogeneous restriction inside an infarct (core and penumbra-like rim)
-        r_map = np.clip(r + 0.06 * smooth_noise(rng, dwi.shape, 2.0), 0.35, 0.85)
+        r_map = np.clip(r + 0.06 * smooth_noise(rng, dwi.shape, 2.0), 0.35, max(0.85, relative_adc[1] + 0.05))
         new = f > frac
         radc = np.where(new, r_map, radc)
         s0f = np.where(new, s, s0f)
@@ -318,11 +321,11 @@ def make_study(host: Dict, seed: int, lesions: Optional[int] = None, fat: float 
 
 
 def _job(job):
-    host_dir, seed, out, lesions, fat, nyquist, low_snr, snr_range = job
+    host_dir, seed, out, lesions, fat, nyquist, low_snr, snr_range, relative_adc = job
     if os.path.exists(os.path.join(out, "truth.nii.gz")):
         return seed, "exists", 0.0
     t0 = time.time()
-    s = make_study(load_host(host_dir), seed, lesions, fat, nyquist, low_snr, snr_range)
+    s = make_study(load_host(host_dir), seed, lesions, fat, nyquist, low_snr, snr_range, relative_adc)
     write_study(s, out)
     p = s["params"]
     return seed, f"{p['host']}: {p['lesion_count']} lesions {p['total_lesion_volume_ml']} mL", time.time() - t0
@@ -343,17 +346,23 @@ def main(argv=None) -> None:
                     help="probability per study of re-acquiring it at a lower SNR (0-1; default 0)")
     ap.add_argument("--snr-range", default="5,15", metavar="LO,HI",
                     help="target SNR of the trace DWI in the parenchyma, drawn log-uniform (default 5,15)")
+    ap.add_argument("--relative-adc", default="0.45,0.75", metavar="LO,HI",
+                    help="infarct ADC relative to its tissue, drawn uniformly (default 0.45,0.75; "
+                         "acute infarcts lie at about 0.5-0.8, models/demo/TRAINING.md)")
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args(argv)
     snr_range = tuple(float(v) for v in a.snr_range.split(","))
     if len(snr_range) != 2 or not 0 < snr_range[0] <= snr_range[1]:
         raise SystemExit(f"--snr-range wants LO,HI with 0 < LO <= HI, got {a.snr_range}")
+    relative_adc = tuple(float(v) for v in a.relative_adc.split(","))
+    if len(relative_adc) != 2 or not 0 < relative_adc[0] <= relative_adc[1] < 1:
+        raise SystemExit(f"--relative-adc wants LO,HI with 0 < LO <= HI < 1, got {a.relative_adc}")
     hosts = sorted({h for pattern in a.hosts for h in glob.glob(pattern) if os.path.isdir(h)})
     if not hosts:
         raise SystemExit(f"no host folders match {a.hosts}")
     suffix = "" if a.lesions is None else f"_lesions{a.lesions}"
     jobs = [(hosts[s % len(hosts)], s, os.path.join(a.out, f"seed_{s}{suffix}"), a.lesions, a.fat,
-             a.fat_nyquist, a.low_snr, snr_range)
+             a.fat_nyquist, a.low_snr, snr_range, relative_adc)
             for s in parse_seeds(a.seeds)]
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=a.jobs) as ex:
