@@ -4,8 +4,9 @@
 For each model and each study:
   * synthetic studies with truth (folders holding image_0000/0001.nii.gz and truth.nii.gz, from
     `strokebox phantom --format nifti` or tools/phantom_dr.py): Dice, HD95 (mm), volume error
-    (predicted - true, mL), false-positive volume (predicted outside the truth, mL), and how many
-    studies with a lesion have a predicted volume within 0.5x-2x of the truth;
+    (predicted - true, mL), false-positive volume (predicted outside the truth, mL), sensitivity
+    (the share of the true lesion predicted; in the JSON), and how many studies with a lesion
+    have a predicted volume within 0.5x-2x of the truth;
   * real healthy DICOM studies (every folder of --realdicom; the Siemens XA30 ADC and TRACEW
     series are one study): predicted volume, which should be ~0, and the volume the
     plausibility check flags. Studies whose b-value lies outside the model's accepted range are
@@ -77,6 +78,7 @@ def eval_synthetic(binary, model, folder, tmp, precision, extra=()):
          "implausible_ml": flagged_ml(rep)}
     if truth.any():
         r["dice"] = round(2 * (pred & truth).sum() / (pred.sum() + truth.sum()), 4)
+        r["sensitivity"] = round((pred & truth).sum() / truth.sum(), 4)  # share of the truth found
         h = hd95_mm(pred, truth, sp)
         r["hd95_mm"] = None if h is None else round(h, 2)
     return r

@@ -185,6 +185,21 @@ class HostLesionsPhysics(unittest.TestCase):
         self.assertTrue(np.all(s["adc"][t] >= host_lesions.MIN_INFARCT_ADC - 1e-3))
         self.assertLess(float(np.median(s["adc"][t])), 620)
 
+    def test_relative_adc_range_moves_the_restriction_and_nothing_else(self):
+        h = self.host
+        mild = host_lesions.make_study(h, 4242, lesions=2, relative_adc=(0.80, 0.85))
+        np.testing.assert_array_equal(mild["truth"], self.study["truth"])  # same places and sizes
+        t = mild["truth"] > 0
+        ratio = mild["adc"][t] / h["adc"][t]
+        self.assertGreater(float(np.median(ratio)), 0.78)
+        self.assertLessEqual(float(ratio.max()), 0.90 + 1e-4)  # heterogeneity clipped 0.05 above
+        self.assertGreater(float(np.median(ratio)), float(np.median(self.study["adc"][t] / h["adc"][t])))
+        for l in mild["params"]["lesions"]:
+            self.assertTrue(0.80 <= l["relative_adc"] <= 0.85, l)
+        with self.assertRaises(SystemExit):
+            host_lesions.main(["--hosts", self.host_dir, "--out", self.tmp.name, "--seeds", "1",
+                               "--relative-adc", "0.5,1.2"])
+
     def test_dwi_brightens_as_the_adc_reduction_implies(self):
         s, h = self.study, self.host
         t = s["truth"] > 0
