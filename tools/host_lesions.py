@@ -331,6 +331,15 @@ def _job(job):
     return seed, f"{p['host']}: {p['lesion_count']} lesions {p['total_lesion_volume_ml']} mL", time.time() - t0
 
 
+def range_arg(flag: str, text: str, upper: float) -> Tuple[float, float]:
+    """LO,HI of a command-line range with 0 < LO <= HI < upper; SystemExit naming `flag` otherwise."""
+    bounds = tuple(float(v) for v in text.split(","))
+    if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1] < upper:
+        limit = "" if upper == float("inf") else f" < {upper:g}"
+        raise SystemExit(f"{flag} wants LO,HI with 0 < LO <= HI{limit}, got {text}")
+    return bounds
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", required=True, action="append",
@@ -351,12 +360,8 @@ def main(argv=None) -> None:
                          "acute infarcts lie at about 0.5-0.8, models/demo/TRAINING.md)")
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args(argv)
-    snr_range = tuple(float(v) for v in a.snr_range.split(","))
-    if len(snr_range) != 2 or not 0 < snr_range[0] <= snr_range[1]:
-        raise SystemExit(f"--snr-range wants LO,HI with 0 < LO <= HI, got {a.snr_range}")
-    relative_adc = tuple(float(v) for v in a.relative_adc.split(","))
-    if len(relative_adc) != 2 or not 0 < relative_adc[0] <= relative_adc[1] < 1:
-        raise SystemExit(f"--relative-adc wants LO,HI with 0 < LO <= HI < 1, got {a.relative_adc}")
+    snr_range = range_arg("--snr-range", a.snr_range, float("inf"))
+    relative_adc = range_arg("--relative-adc", a.relative_adc, 1.0)
     hosts = sorted({h for pattern in a.hosts for h in glob.glob(pattern) if os.path.isdir(h)})
     if not hosts:
         raise SystemExit(f"no host folders match {a.hosts}")
